@@ -1,0 +1,9 @@
+"""The one exception class raised for user-facing problems."""
+
+
+class GediError(Exception):
+    """A problem with the user's input: config, flags, data, program or shapes.
+
+    The message names what is at fault (file, line, flag, predicate or shape);
+    the command-line tools print it as one line and exit with status 2.
+    """

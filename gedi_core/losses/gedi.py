@@ -1,0 +1,65 @@
+"""The three GEDI loss terms as pure functions of tensors.
+
+Notation (paper "Unifying Self-Supervised Clustering and Energy-Based Models"):
+``p(y|x) = softmax(U^T g(x) / tau)`` over ``c`` clusters, energy
+``E(x) = -logsumexp_y U^T g(x) / tau``, augmented view ``x' ~ A(x'|x)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gen_loss(energy_data: Tensor, energy_samples: Tensor) -> Tensor:
+    """Contrastive-divergence surrogate of the negative log-likelihood (paper Eq. 7).
+
+    ``L_GEN = E_{x ~ p_data}[E(x)] - E_{x~ ~ q}[E(x~)]`` where ``x~`` are SGLD samples
+    (drawn from the persistent replay buffer and detached from the graph). Its gradient
+    is the maximum-likelihood gradient of ``log p(x) = -E(x) - log Z`` when ``q`` is the model.
+    """
+    return energy_data.mean() - energy_samples.mean()
+
+
+def inv_loss(logits: Tensor, logits_aug: Tensor) -> Tensor:
+    """Invariance term (paper Eq. 3): cross-entropy between ``p(y|x')`` and ``p(y|x)``.
+
+    ``L_INV = -E_x E_{x'|x} sum_y p(y|x') log p(y|x)``; gradients flow through both views.
+    Its global optimum is 0, reached exactly when the two views give the same one-hot
+    prediction; ``L_INV > 0`` at convergence signals label inconsistency.
+    """
+    if logits.shape != logits_aug.shape:
+        raise ValueError(f"inv_loss: logits shapes differ: {tuple(logits.shape)} vs {tuple(logits_aug.shape)}")
+    return -(F.softmax(logits_aug, dim=-1) * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def batch_mean_probs(logits: Tensor) -> Tensor:
+    """``p_bar(y) = 1/B sum_i p(y|x_i)``: the batch estimate of the marginal of the clusters."""
+    return F.softmax(logits, dim=-1).mean(0)
+
+
+def prior_loss(logits: Tensor, eps: float = 1e-12) -> Tensor:
+    """Prior term (paper Eq. 3): cross-entropy between a uniform prior and ``p_bar``.
+
+    ``L_PRIOR = -(1/c) sum_y log p_bar(y)`` with ``p_bar`` the batch mean of ``p(y|x)``.
+    Its global optimum is ``ln c``, reached when the clusters are used uniformly; a value
+    far above ``ln c`` signals cluster collapse.
+    """
+    return -torch.log(batch_mean_probs(logits) + eps).mean()
+
+
+def prior_entropy_loss(logits: Tensor, eps: float = 1e-12) -> Tensor:
+    """Entropy variant of the prior term: ``-H(p_bar) = sum_y p_bar(y) log p_bar(y)``.
+
+    Used in the paper's NeSy experiments (appendix O); global optimum ``-ln c``.
+    """
+    p_bar = batch_mean_probs(logits)
+    return (p_bar * torch.log(p_bar + eps)).sum()
+
+
+def prior_optimum(num_clusters: int) -> float:
+    """The known global optimum of :func:`prior_loss`: ``ln c``."""
+    return math.log(num_clusters)
