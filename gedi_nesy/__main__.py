@@ -1,0 +1,5 @@
+import sys
+
+from gedi_nesy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,184 @@
+"""``gedi-nesy`` (= ``python -m gedi_nesy``): train GEDI networks inside DeepProbLog programs.
+
+    gedi-nesy train --program programs/addition.pl --data mnist --data-root DIR \\
+        --examples 1000 --arm gedi+nesy --seed 0 --out runs/x
+    gedi-nesy eval --run runs/x
+
+The final metrics are printed as one JSON line, last.  Input errors (program, network
+names, domains, queries, images, data root, config) are reported as one line, exit 2,
+before any training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from gedi_core.cli import add_config_flags, flag_overrides, run_cli
+from gedi_core.config import build_config, read_config_file
+from gedi_core.errors import GediError
+from gedi_nesy.config import NesyConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# flag -> dotted config key
+NESY_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--program": ("program", str, "ProbLog program (.pl) with nn(...) predicates"),
+    "--network": ("networks", str, "name(s) the GEDI network(s) are registered under, comma-separated"),
+    "--arm": ("arm", str, "nesy | gedi | gedi+nesy"),
+    "--data": ("data.name", str, "digits (embedded, offline) | mnist | npz"),
+    "--data-root": ("data.data_root", str, "folder with the MNIST raw files (t10k-* and/or train-*)"),
+    "--images": ("data.images", str, ".npz with train_images, test_images, test_labels"),
+    "--queries": ("data.queries", str, "training queries, one ground ProbLog query per line"),
+    "--test-queries": ("data.test_queries", str, "test queries for query_acc (same syntax)"),
+    "--task": ("data.task", str, "example generator: auto | addition | sum | multi_addition"),
+    "--examples": ("data.examples", int, "number of training examples"),
+    "--test-examples": ("data.test_examples", int, "number of generated test queries"),
+    "--seed": ("seed", int, "random seed (data split, examples, initialisation)"),
+    "--epochs": ("epochs", int, "epochs (0: paper default 500/100/25 for 100/1000/10000 examples)"),
+    "--batch-size": ("batch_size", int, "queries per batch"),
+    "--lr": ("lr", float, "Adam learning rate"),
+    "--weight-decay": ("weight_decay", float, "Adam L2 weight decay"),
+    "--w-nesy": ("weights.nesy", float, "weight of L_NESY"),
+    "--w-gen": ("weights.gen", float, "weight of L_GEN"),
+    "--w-prior": ("weights.prior", float, "weight of L_PRIOR"),
+    "--w-inv": ("weights.inv", float, "weight of L_INV"),
+    "--prior": ("prior", str, "entropy | uniform"),
+    "--sgld-steps": ("sgld.steps", int, "SGLD steps per batch"),
+    "--sgld-step-size": ("sgld.step_size", float, "SGLD step size"),
+    "--sgld-noise": ("sgld.noise", float, "SGLD noise standard deviation"),
+    "--buffer-size": ("sgld.buffer_size", int, "replay buffer size"),
+    "--reinit-freq": ("sgld.reinit_freq", float, "replay buffer reinitialisation frequency"),
+    "--aug-noise": ("data.aug_noise", float, "Gaussian-noise augmentation sigma"),
+    "--tau": ("model.tau", float, "temperature of the cluster head"),
+    "--num-clusters": ("model.num_clusters", int, "network outputs (must equal the nn domain size)"),
+    "--backbone": ("model.backbone", str, "backbone (lenet, mlp, resnet8)"),
+    "--eval-every": ("eval_every", int, "epochs between digit accuracy / NMI evaluations"),
+    "--device": ("device", str, "torch device"),
+}
+
+
+def resolve_config(args: argparse.Namespace) -> NesyConfig:
+    """Defaults < config file < flags."""
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if args.config:
+        layers.append((str(args.config), read_config_file(args.config)))
+    layers.append(("command-line flags", flag_overrides(args, NESY_FLAGS)))
+    return build_config(NesyConfig, layers).validate()
+
+
+def _resolve_path(path: str | None) -> str | None:
+    """Relative paths that do not exist here are looked up in the repository (programs/...)."""
+    if path is None or Path(path).exists() or not (REPO_ROOT / path).exists():
+        return path
+    return str(REPO_ROOT / path)
+
+
+def prepare(cfg: NesyConfig, quiet: bool = False):
+    """Everything before training, with all input checks: pools, networks, model, queries."""
+    import torch
+
+    from gedi_nesy.data import load_pools, read_query_file, resolve_task, task_queries
+    from gedi_nesy.network import build_nesy_model, gedi_network
+    from gedi_nesy.training import seed_run
+
+    cfg.program = _resolve_path(cfg.program) or cfg.program
+    if cfg.device != "cpu" and not torch.cuda.is_available():
+        raise GediError(f"--device {cfg.device}: CUDA is not available here")
+    seed_run(cfg)
+    pools = load_pools(cfg.data, cfg.seed)
+    if not quiet and pools.note:
+        print(f"gedi-nesy: data: {pools.note}", file=sys.stderr)
+    networks = [gedi_network(name, cfg.model, pools.input_shape) for name in cfg.network_names()]
+    for net in networks:
+        net.network_module.to(cfg.device)
+    model = build_nesy_model(cfg.program, networks, pools)
+    known = model.gedi_program.predicates
+    sizes = pools.sizes()
+    if cfg.data.queries is not None:
+        train_q = read_query_file(cfg.data.queries, sizes, known)
+        task = None
+    else:
+        task = resolve_task(cfg.data.task, cfg.program)
+        from gedi_nesy.data import TASK_PREDICATES
+
+        pred = TASK_PREDICATES[task]
+        if pred not in known:
+            raise GediError(f"{cfg.program}: task '{task}' queries {pred[0]}/{pred[1]}, which the program does not define")
+        if pools.train_y is None:
+            raise GediError(f"{cfg.data.images}: generating '{task}' examples needs train_labels; "
+                            "add them or pass --queries FILE")
+        train_q = task_queries(task, pools.train_y, cfg.data.examples, cfg.seed, "train")
+    if cfg.data.test_queries is not None:
+        test_q = read_query_file(cfg.data.test_queries, sizes, known)
+    elif task is not None:
+        test_q = task_queries(task, pools.test_y, cfg.data.test_examples, cfg.seed + 1000, "test", strict=False)
+    else:
+        test_q = train_q  # only training queries were given: query_acc is measured on them
+        if not quiet:
+            print("gedi-nesy: no --test-queries: query_acc is measured on the training queries", file=sys.stderr)
+    # compile every query shape now: grounding errors surface before training
+    from problog.errors import ProbLogError
+
+    for q in {q.query: q for q in list(train_q) + list(test_q)}.values():
+        try:
+            model.solver.cache.get(q)
+        except ProbLogError as exc:
+            raise GediError(f"{cfg.program}: cannot ground query {q.query}: {exc}") from None
+    return pools, model, train_q, test_q
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gedi_nesy.training import train_nesy
+
+    cfg = resolve_config(args)
+    pools, model, train_q, test_q = prepare(cfg)
+    metrics = train_nesy(cfg, model, train_q, pools, test_q, out=args.out, resume=args.resume,
+                         progress=not args.no_progress)
+    print(json.dumps(metrics, sort_keys=True))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from gedi_core.runio import load_checkpoint
+    from gedi_core.config import from_dict
+    from gedi_nesy.training import CHECKPOINT, evaluate_nesy
+
+    run = Path(args.run)
+    if not (run / CHECKPOINT).is_file():
+        raise GediError(f"--run {run}: no {CHECKPOINT} there")
+    state = load_checkpoint(run / CHECKPOINT)
+    cfg = from_dict(NesyConfig, state["config"], f"{run}/{CHECKPOINT}").validate()
+    pools, model, _, test_q = prepare(cfg)
+    for name, net in model.networks.items():
+        net.network_module.load_state_dict(state["networks"][name])
+    metrics = {**evaluate_nesy(model, pools, test_q), "epoch": state["epoch"], "run": str(run)}
+    print(json.dumps(metrics, sort_keys=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gedi-nesy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="train one run; prints its final metrics as one JSON line last")
+    add_config_flags(p, NESY_FLAGS)
+    p.add_argument("--out", default=None, help="run folder (config.yaml, log.csv, metrics.json, checkpoint.pt)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_train)
+    e = sub.add_parser("eval", help="evaluate a run folder's checkpoint; prints one JSON line")
+    e.add_argument("--run", required=True, help="run folder written by gedi-nesy train --out")
+    e.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(build_parser(), argv, "gedi-nesy")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,397 @@
+"""Image pools (embedded digits, MNIST, user .npz), addition examples and query files.
+
+Images are float tensors ``(N, 1, 28, 28)`` in ``[-1, 1]``; labels are int64 tensors.
+A program reaches image ``I`` of a pool through the term ``tensor(train(I))`` or
+``tensor(test(I))``.  Queries are built with placeholders for their images
+(``addition(gedi_img0, gedi_img1, gedi_img2)`` plus a substitution), so that DeepProbLog's
+exact engine compiles one circuit per query shape and reuses it (``cache=True``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from problog.logic import Constant, Term
+from torch import Tensor
+
+from gedi_core.errors import GediError
+from gedi_nesy.config import NesyDataConfig
+
+PLACEHOLDER = "gedi_img{}"
+SOURCES = ("train", "test")
+
+
+@dataclass
+class Pools:
+    """Disjoint training and test pools of images."""
+
+    train_x: Tensor
+    train_y: Tensor | None  # None when the user's .npz has no train_labels
+    test_x: Tensor
+    test_y: Tensor
+    name: str
+    note: str = ""  # said in the output, e.g. that a single split was divided
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": int(self.train_x.shape[0]), "test": int(self.test_x.shape[0])}
+
+
+# ----------------------------------------------------------------------------- pools
+def _to_unit(x: Tensor) -> Tensor:
+    """``[0, 1]`` -> ``[-1, 1]``."""
+    return x * 2.0 - 1.0
+
+
+def _split(x: Tensor, y: Tensor, test_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A seeded, disjoint split of one set of images into training and test pools."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(x.shape[0], generator=g)
+    n_test = int(round(x.shape[0] * test_fraction))
+    test, train = perm[:n_test], perm[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+def embedded_digits(test_fraction: float = 0.2, seed: int = 0) -> Pools:
+    """scikit-learn's 1797 8x8 handwritten digits, upscaled to 20x20 and padded to 28x28
+    (MNIST's framing), split with the seed into disjoint training and test pools."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(20, 20), mode="bilinear", align_corners=False).clamp(0, 1)
+    x = F.pad(x, (4, 4, 4, 4))
+    y = torch.tensor(d.target, dtype=torch.long)
+    tx, ty, vx, vy = _split(_to_unit(x), y, test_fraction, seed)
+    note = (f"embedded digits (scikit-learn load_digits, 8x8 upscaled to 28x28): {len(ty)} training / "
+            f"{len(vy)} test images, disjoint pools split with seed {seed}")
+    return Pools(tx, ty, vx, vy, "digits", note)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, ValueError, struct.error, EOFError) as exc:
+        raise GediError(f"{path}: cannot read MNIST IDX file: {exc}") from None
+
+
+def _find_raw(root: Path, stem: str) -> Path | None:
+    for folder in (root, root / "raw", root / "MNIST" / "raw"):
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _mnist_split(root: Path, prefix: str) -> tuple[Tensor, Tensor] | None:
+    images, labels = _find_raw(root, f"{prefix}-images-idx3-ubyte"), _find_raw(root, f"{prefix}-labels-idx1-ubyte")
+    if images is None or labels is None:
+        return None
+    x = torch.tensor(_read_idx(images).copy(), dtype=torch.float32).unsqueeze(1) / 255.0
+    y = torch.tensor(_read_idx(labels).copy(), dtype=torch.long)
+    if x.shape[0] != y.shape[0] or x.shape[-2:] != (28, 28):
+        raise GediError(f"{images}: {tuple(x.shape)} images do not match {tuple(y.shape)} labels in {labels}")
+    return _to_unit(x), y
+
+
+def mnist(root: str | Path | None, test_fraction: float = 0.2, seed: int = 0, download: bool = True) -> Pools:
+    """MNIST from local raw files (``root``, ``root/raw`` or ``root/MNIST/raw``, gzipped or not),
+    or downloaded by torchvision when no root is given.  When only one split is there (e.g. the
+    official test split t10k), it is divided with the seed into disjoint training and test pools."""
+    if root is None:
+        root = Path("data")
+        if download:
+            try:
+                import torchvision
+
+                for train in (True, False):
+                    torchvision.datasets.MNIST(str(root), train=train, download=True)
+            except Exception as exc:  # noqa: BLE001 - network errors come in many types
+                raise GediError(f"cannot download MNIST into {root}/ ({type(exc).__name__}: {exc}); "
+                                "pass --data-root DIR with the raw MNIST files") from None
+    root = Path(root)
+    if not root.is_dir():
+        raise GediError(f"--data-root {root}: no such folder")
+    train, test = _mnist_split(root, "train"), _mnist_split(root, "t10k")
+    expected = "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"
+    if train is None and test is None:
+        raise GediError(f"--data-root {root}: no MNIST files found (looked in {root}, {root}/raw, "
+                        f"{root}/MNIST/raw for {expected})")
+    if train is not None and test is not None:
+        note = f"MNIST from {root}: official training split ({len(train[1])}) and test split ({len(test[1])})"
+        return Pools(train[0], train[1], test[0], test[1], "mnist", note)
+    which, (x, y) = ("test split t10k", test) if test is not None else ("training split", train)
+    tx, ty, vx, vy = _split(x, y, test_fraction, seed)
+    note = (f"only the MNIST {which} exists in {root}: split with seed {seed} into disjoint pools of "
+            f"{len(ty)} training and {len(vy)} test images")
+    return Pools(tx, ty, vx, vy, "mnist", note)
+
+
+def _npz_images(arr: np.ndarray, key: str, path: Path) -> Tensor:
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim != 4 or arr.shape[1] != 1:
+        raise GediError(f"{path}: '{key}' must have shape (N, 1, H, W) or (N, H, W), got {tuple(arr.shape)}")
+    if arr.shape[0] == 0:
+        raise GediError(f"{path}: '{key}' is empty")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise GediError(f"{path}: '{key}' must be numeric, got dtype {arr.dtype}")
+    x = torch.tensor(arr.astype(np.float32))
+    if arr.dtype == np.uint8 or float(x.max()) > 1.5:
+        x = x / 255.0
+    return _to_unit(x.clamp(0, 1))
+
+
+def npz_images(path: str | Path) -> Pools:
+    """The user's images: ``train_images``, ``test_images``, ``test_labels`` (+ optional ``train_labels``).
+
+    Images are ``(N, 1, H, W)`` or ``(N, H, W)``, uint8 in ``[0, 255]`` or floats in ``[0, 1]``."""
+    path = Path(path)
+    if not path.is_file():
+        raise GediError(f"--images {path}: no such file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise GediError(f"--images {path}: cannot read .npz: {exc}") from None
+    missing = [k for k in ("train_images", "test_images", "test_labels") if k not in data.files]
+    if missing:
+        raise GediError(f"{path}: missing array(s) {', '.join(missing)} (has: {', '.join(data.files) or 'none'})")
+    tx, vx = _npz_images(data["train_images"], "train_images", path), _npz_images(data["test_images"], "test_images", path)
+    if tx.shape[1:] != vx.shape[1:]:
+        raise GediError(f"{path}: train_images {tuple(tx.shape[1:])} and test_images {tuple(vx.shape[1:])} differ in shape")
+    vy = np.asarray(data["test_labels"]).reshape(-1)
+    if vy.shape[0] != vx.shape[0]:
+        raise GediError(f"{path}: test_labels has {vy.shape[0]} entries for {vx.shape[0]} test_images")
+    ty = None
+    if "train_labels" in data.files:
+        ty_np = np.asarray(data["train_labels"]).reshape(-1)
+        if ty_np.shape[0] != tx.shape[0]:
+            raise GediError(f"{path}: train_labels has {ty_np.shape[0]} entries for {tx.shape[0]} train_images")
+        ty = torch.tensor(ty_np.astype(np.int64))
+    note = f"user images from {path}: {tx.shape[0]} training / {vx.shape[0]} test images of shape {tuple(tx.shape[1:])}"
+    return Pools(tx, ty, vx, torch.tensor(vy.astype(np.int64)), "npz", note)
+
+
+def load_pools(cfg: NesyDataConfig, seed: int) -> Pools:
+    """The pools named by ``cfg`` (errors are :class:`GediError`, raised before any training)."""
+    if cfg.images is not None or cfg.name == "npz":
+        if cfg.images is None:
+            raise GediError("data.name=npz needs --images FILE.npz")
+        return npz_images(cfg.images)
+    if cfg.name == "digits":
+        return embedded_digits(cfg.test_fraction, seed)
+    if cfg.name == "mnist":
+        return mnist(cfg.data_root, cfg.test_fraction, seed, cfg.download)
+    raise GediError(f"unknown data '{cfg.name}' (known: digits, mnist, npz)")
+
+
+# ----------------------------------------------------------------------------- tensor sources
+class ImagePool:
+    """A DeepProbLog tensor source: ``tensor(train(I))`` -> image ``I`` of the pool."""
+
+    def __init__(self, images: Tensor, name: str) -> None:
+        self.images = images
+        self.name = name
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, key: tuple) -> Tensor:
+        i = int(key[0])
+        if not 0 <= i < len(self):
+            raise GediError(f"image index {i} out of range for {self.name} ({len(self)} images)")
+        return self.images[i]
+
+
+# ----------------------------------------------------------------------------- queries
+def image_term(source: str, index: int) -> Term:
+    return Term("tensor", Term(source, Constant(int(index))))
+
+
+def abstract_query(term: Term, p: float = 1.0):
+    """A ground query with its ``tensor(...)`` arguments replaced by placeholders, plus the
+    substitution that restores them: queries of one shape then share one compiled circuit."""
+    from deepproblog.query import Query
+
+    subs: dict[Term, Term] = {}
+
+    def walk(t):
+        if isinstance(t, Term) and t.functor == "tensor" and t.arity == 1:
+            ph = Term(PLACEHOLDER.format(len(subs)))
+            subs[ph] = t
+            return ph
+        if isinstance(t, Term) and t.arity > 0:
+            return t.with_args(*(walk(a) for a in t.args))
+        return t
+
+    return Query(walk(term).with_probability(None), subs, p=p)
+
+
+def query_images(query) -> list[Term]:
+    """The ``tensor(...)`` terms of a query (after substitution)."""
+    out: list[Term] = []
+
+    def walk(t):
+        if isinstance(t, Term) and t.functor == "tensor" and t.arity == 1:
+            out.append(t)
+        elif isinstance(t, Term):
+            for a in t.args:
+                walk(a)
+
+    walk(query.substitute().query)
+    return out
+
+
+ADDITION_PAIRS = [(a, b) for a in range(10) for b in range(10) if a + b <= 9]
+
+
+def _digits(task: str, rng: random.Random) -> tuple[list[int], int | None]:
+    if task == "addition":  # paper appendix O: (a, b) uniform with a + b <= 9, images of a, b, a + b
+        a, b = rng.choice(ADDITION_PAIRS)
+        return [a, b, a + b], None
+    if task == "sum":
+        a, b = rng.randrange(10), rng.randrange(10)
+        return [a, b], a + b
+    if task == "multi_addition":
+        d = [rng.randrange(10) for _ in range(4)]
+        return d, 10 * d[0] + d[1] + 10 * d[2] + d[3]
+    raise GediError(f"unknown task '{task}' (known: addition, sum, multi_addition)")
+
+
+TASK_PREDICATES = {"addition": ("addition", 3), "sum": ("sum", 3), "multi_addition": ("multi_addition", 3)}
+
+
+def task_examples(task: str, labels: Tensor, n: int, seed: int, strict: bool = True) -> list[tuple[list[int], int | None]]:
+    """``n`` examples of ``task``: image indices with the digits it needs, drawn without
+    replacement from the pool, and the label of the query (None for the three-image form).
+
+    When the pool runs out of a digit: an error if ``strict``, else the examples so far."""
+    rng = random.Random(seed)
+    by_class: dict[int, list[int]] = {c: [] for c in range(10)}
+    for i, y in enumerate(labels.tolist()):
+        if y in by_class:
+            by_class[y].append(i)
+    for idx in by_class.values():
+        rng.shuffle(idx)
+    examples = []
+    for k in range(n):
+        digits, label = _digits(task, rng)
+        chosen = []
+        for d in digits:
+            if not by_class[d]:
+                if not strict:
+                    return examples
+                raise GediError(f"{task}: the pool ({len(labels)} images) runs out of images of digit {d} "
+                                f"at example {k + 1} of {n}; ask for fewer examples")
+            chosen.append(by_class[d].pop())
+        examples.append((chosen, label))
+    return examples
+
+
+def example_query(task: str, images: Sequence[int], label: int | None, source: str):
+    """The DeepProbLog query of one example (see programs/*.pl for the predicates)."""
+    from problog.logic import list2term
+
+    terms = [image_term(source, i) for i in images]
+    if task == "addition":
+        term = Term("addition", *terms)
+    elif task == "sum":
+        term = Term("sum", terms[0], terms[1], Constant(label))
+    elif task == "multi_addition":
+        term = Term("multi_addition", list2term(terms[:2]), list2term(terms[2:]), Constant(label))
+    else:
+        raise GediError(f"unknown task '{task}'")
+    return abstract_query(term)
+
+
+def task_queries(task: str, labels: Tensor, n: int, seed: int, source: str = "train", strict: bool = True) -> list:
+    """``n`` queries of ``task`` over the pool ``source`` whose labels are ``labels``
+    (fewer, when ``strict`` is False and the pool runs out of a digit)."""
+    return [example_query(task, imgs, label, source) for imgs, label in task_examples(task, labels, n, seed, strict)]
+
+
+def resolve_task(task: str, program: str | Path) -> str:
+    """``auto``: the task named by the program's file stem (addition, sum, multi_addition)."""
+    if task != "auto":
+        return task
+    stem = Path(program).stem
+    if stem in TASK_PREDICATES:
+        return stem
+    raise GediError(f"{program}: cannot tell which examples to generate for this program; "
+                    "pass --task addition|sum|multi_addition or --queries FILE")
+
+
+def read_query_file(
+    path: str | Path,
+    sizes: dict[str, int],
+    known: Iterable[tuple[str, int]] | None = None,
+) -> list:
+    """Ground queries, one per line (``q.`` or ``P::q.``; blank lines and ``%`` comments skipped).
+
+    Each ``tensor(S(I))`` must name a pool ``S`` in ``sizes`` with ``0 <= I < sizes[S]``; with
+    ``known`` (the program's predicates as (name, arity)), an unknown predicate is an error.
+    Errors name the file and line."""
+    from problog.parser import PrologParser
+    from problog.program import ExtendedPrologFactory
+    from problog.errors import ProbLogError
+
+    path = Path(path)
+    if not path.is_file():
+        raise GediError(f"--queries {path}: no such file")
+    known_set = set(known) if known is not None else None
+    parser = PrologParser(ExtendedPrologFactory())
+    queries = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.split("%", 1)[0].strip()
+        if not text:
+            continue
+        if not text.endswith("."):
+            text += "."
+        try:
+            terms = list(parser.parseString(text))
+        except ProbLogError as exc:
+            raise GediError(f"{path}:{lineno}: cannot parse query: {exc}") from None
+        if len(terms) != 1 or not isinstance(terms[0], Term) or terms[0].functor in (":-", "<-"):
+            raise GediError(f"{path}:{lineno}: expected one ground query per line, got '{line.strip()}'")
+        term = terms[0]
+        p = 1.0 if term.probability is None else float(term.probability)
+        term = term.with_probability(None)
+        if not term.is_ground():
+            raise GediError(f"{path}:{lineno}: query '{term}' is not ground")
+        if known_set is not None and (term.functor, term.arity) not in known_set:
+            raise GediError(f"{path}:{lineno}: query names unknown predicate {term.functor}/{term.arity} "
+                            f"(the program defines: {', '.join(sorted(f'{n}/{a}' for n, a in known_set))})")
+        q = abstract_query(term, p)
+        for t in q.substitution.values():
+            src = t.args[0]
+            if not (isinstance(src, Term) and src.arity == 1 and isinstance(src.args[0], Constant)
+                    and isinstance(src.args[0].value, int)):
+                raise GediError(f"{path}:{lineno}: image term {t} must be tensor(train(I)) or tensor(test(I))")
+            name, idx = str(src.functor), int(src.args[0].value)
+            if name not in sizes:
+                raise GediError(f"{path}:{lineno}: image term {t} names unknown pool '{name}' (known: {', '.join(sizes)})")
+            if not 0 <= idx < sizes[name]:
+                raise GediError(f"{path}:{lineno}: image index {idx} in {t} out of range "
+                                f"({name} has {sizes[name]} images)")
+        queries.append(q)
+    if not queries:
+        raise GediError(f"{path}: no queries")
+    return queries
