@@ -74,6 +74,7 @@ class DataConfig:
     n_test: int = 2000
     data_noise: float = 0.05  # noise of the toy generators themselves
     aug_noise: float = 0.03  # Gaussian-noise augmentation sigma (paper: 0.03)
+    standardize: bool = False  # toy data: zero mean, unit variance per coordinate
     data_root: str | None = None
 
 

@@ -13,7 +13,7 @@ from gedi_core.data.base import DataBundle, gaussian_noise
 def _bundle(name: str, generator, cfg: DataConfig, seed: int) -> DataBundle:
     x_tr, y_tr = generator(n_samples=cfg.n_train, noise=cfg.data_noise, random_state=seed)
     x_te, y_te = generator(n_samples=cfg.n_test, noise=cfg.data_noise, random_state=seed + 10_000)
-    mean, std = x_tr.mean(0), x_tr.std(0)
+    mean, std = (x_tr.mean(0), x_tr.std(0)) if cfg.standardize else (0.0, 1.0)
     to_t = lambda a: torch.as_tensor((a - mean) / std, dtype=torch.float32)  # noqa: E731
     return DataBundle(
         name=name,
@@ -23,7 +23,7 @@ def _bundle(name: str, generator, cfg: DataConfig, seed: int) -> DataBundle:
         test_y=torch.as_tensor(y_te, dtype=torch.long),
         num_classes=2,
         augment=gaussian_noise(cfg.aug_noise),
-        note=f"{name}: {cfg.n_train} train / {cfg.n_test} test points, standardised",
+        note=f"{name}: {cfg.n_train} train / {cfg.n_test} test points" + (", standardised" if cfg.standardize else ""),
     )
 
 

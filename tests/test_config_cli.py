@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import yaml
+
+from gedi_core.cli import build_parser, main, resolve_train_config
+from gedi_core.config import TrainConfig, build_config
+from gedi_core.errors import GediError
+
+
+def cfg_from(argv):
+    return resolve_train_config(build_parser().parse_args(["train", *argv]))
+
+
+def test_flags_override_config_file_which_overrides_method_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"lr": 0.01, "iters": 50, "sgld": {"steps": 3}, "weights": {"inv": 7}}))
+    cfg = cfg_from(["--config", str(path), "--method", "jem", "--lr", "0.5", "--set", "sgld.noise=0.2"])
+    assert cfg.lr == 0.5  # flag beats file
+    assert cfg.iters == 50  # file beats default
+    assert cfg.sgld.steps == 3  # file beats JEM's default of 10
+    assert cfg.sgld.noise == 0.2
+    assert cfg_from(["--method", "jem"]).sgld.steps == 10  # method default beats dataclass default
+
+
+def test_unknown_config_key_names_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("sgld:\n  stepz: 3\n")
+    with pytest.raises(GediError, match=r"bad.yaml: unknown config key 'sgld.stepz'"):
+        cfg_from(["--config", str(path)])
+
+
+def test_bad_values_rejected():
+    with pytest.raises(GediError, match="weights.inv must be >= 0"):
+        cfg_from(["--w-inv", "-1"])
+    with pytest.raises(GediError, match="unknown method 'simclr'"):
+        cfg_from(["--method", "simclr"])
+    with pytest.raises(GediError, match="'iters' expects int"):
+        build_config(TrainConfig, [("x", {"iters": "many"})])
+
+
+def test_ablation_refuses_weight_on_removed_term(capsys):
+    assert main(["train", "--method", "gedi_no_gen", "--w-gen", "1", "--iters", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "has no 'gen' term" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+        (["--method", "nope"], "unknown method 'nope'"),
+        (["--w-prior", "-2"], "weights.prior must be >= 0"),
+        (["--config", "/nonexistent.yaml"], "config file not found"),
+        (["--set", "model.depthh=3"], "unknown config key 'model.depthh'"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(capsys, argv, message):
+    assert main(["train", "--iters", "2", "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0 and "Traceback" not in err
+
+
+def test_cli_train_writes_run_folder_and_prints_json_last(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "circles", "--method", "gedi", "--iters", "60", "--log-every", "20",
+                 "--ckpt-every", "30", "--n-train", "400", "--batch-size", "100", "--out", str(out), "--no-progress"])
+    assert code == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    metrics = json.loads(last)
+    assert {"nmi", "acc", "ari", "seconds"} <= set(metrics)
+    for name in ("metrics.json", "log.csv", "config.yaml", "checkpoint.pt", "losses.png", "clusters.png", "density.png"):
+        assert (out / name).exists(), name
+    assert len((out / "log.csv").read_text().strip().splitlines()) == 1 + 3
