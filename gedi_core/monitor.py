@@ -44,12 +44,19 @@ class FailureMonitor:
             "embedding_var": float(z.var(0).mean()),
         }
 
-    def check(self, diag: dict[str, float]) -> list[str]:
-        """Messages for failure modes that show for the first time."""
+    def check(self, diag: dict[str, float], head_modes: bool = True) -> list[str]:
+        """Messages for failure modes that show for the first time.
+
+        With ``head_modes=False`` (methods that do not cluster with the head, e.g. Barlow Twins
+        with k-means) only representation collapse is checked.
+        """
         modes = {
-            "cluster collapse": diag["max_cluster_share"] >= self.share_threshold and self.num_clusters > 1,
+            "cluster collapse": head_modes
+            and diag["max_cluster_share"] >= self.share_threshold
+            and self.num_clusters > 1,
             "representation collapse": diag["embedding_var"] < self.variance_threshold,
-            "label inconsistency": diag["inv_gap"] > self.inv_threshold * math.log(max(self.num_clusters, 2)),
+            "label inconsistency": head_modes
+            and diag["inv_gap"] > self.inv_threshold * math.log(max(self.num_clusters, 2)),
         }
         details = {
             "cluster collapse": f"one cluster takes {diag['max_cluster_share']:.0%} of the batch "

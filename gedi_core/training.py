@@ -116,7 +116,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False,
                    "seconds": round(elapsed + time.time() - t0, 3)}
             rows.append(row)
             if it + 1 >= warmup:
-                for message in monitor.check(diag):
+                for message in monitor.check(diag, head_modes=method.uses_cluster_head):
                     warnings_seen.append(f"iter {it + 1}: {message}")
                     tqdm.write(f"warning [{cfg.method}/{cfg.data.name} seed {cfg.seed}] iter {it + 1}: {message}")
             bar.set_postfix(loss=f"{row['loss']:.3f}", prior_gap=f"{diag['prior_gap']:.3f}",

@@ -14,6 +14,7 @@ class BarlowTwins(Method):
     """Redundancy reduction between the projector outputs of two augmented views."""
 
     kmeans: KMeans | None = None
+    uses_cluster_head = False
 
     def training_step(self, x: Tensor) -> tuple[Tensor, dict[str, float]]:
         z1 = self.model.embed(self.augment(x, self.generator))

@@ -22,6 +22,10 @@ from gedi_core.models import GEDIModel, build_model
 class Method(nn.Module):
     """Base class: a model, an augmentation and a loss per batch."""
 
+    #: whether the cluster head's assignments are the method's clusters (the failure-mode
+    #: monitor only reports cluster collapse and label inconsistency for such methods)
+    uses_cluster_head: bool = True
+
     def __init__(self, cfg: TrainConfig, input_shape: tuple[int, ...], augment: Augment, name: str = "") -> None:
         super().__init__()
         self.cfg = cfg
