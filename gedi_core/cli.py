@@ -1,10 +1,13 @@
-"""``gedi-core`` (= ``python -m gedi_core``): train and evaluate GEDI and the baselines."""
+"""``gedi-core`` (= ``python -m gedi_core``): train and evaluate GEDI and the baselines.
+
+Under ``torchrun --nproc_per_node=N -m gedi_core train ...`` each process trains one DDP rank."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from gedi_core.config import TrainConfig, build_config, dotted_to_nested, parse_set, read_config_file
@@ -12,7 +15,8 @@ from gedi_core.errors import GediError
 
 # flag -> dotted config key
 TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--dataset": ("data.name", str, "data set name (moons, circles, ...)"),
+    "--dataset": ("data.name", str, "data set name (moons, circles, svhn, cifar10, cifar100, mnist, fashion-mnist, "
+                  "mnist-t10k)"),
     "--method": ("method", str, "method name (gedi, gedi_no_gen, gedi_no_inv, gedi_no_prior, jem, barlow, swav)"),
     "--seed": ("seed", int, "random seed"),
     "--iters": ("iters", int, "training iterations"),
@@ -35,20 +39,35 @@ TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--aug-noise": ("data.aug_noise", float, "Gaussian-noise augmentation sigma"),
     "--data-root": ("data.data_root", str, "folder with local data files (torchvision layout)"),
     "--device": ("device", str, "torch device (cpu, cuda, cuda:1)"),
+    "--epochs": ("epochs", int, "training epochs (image data sets)"),
+    "--train-subset": ("data.train_subset", int, "use only the first N training images (0: all)"),
+    "--test-subset": ("data.test_subset", int, "use only the first N test images (0: all)"),
+    "--eval-every": ("eval_every", int, "also evaluate test NMI every N epochs"),
     "--log-every": ("log_every", int, "log and monitor every N iterations"),
     "--ckpt-every": ("ckpt_every", int, "checkpoint every N iterations"),
+}
+
+
+# switch flags -> dotted config key set to true
+BOOL_FLAGS: dict[str, tuple[str, str]] = {
+    "--download": ("data.download", "let torchvision download missing data files into --data-root"),
+    "--amp": ("amp", "mixed precision (bfloat16 autocast) on CUDA"),
 }
 
 
 def add_config_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, type, str]]) -> None:
     for flag, (key, typ, help_text) in flags.items():
         parser.add_argument(flag, dest=key, type=typ, default=None, help=f"{help_text} [{key}]")
+    for flag, (key, help_text) in BOOL_FLAGS.items():
+        parser.add_argument(flag, dest=key, action="store_const", const=True, default=None,
+                            help=f"{help_text} [{key}=true]")
     parser.add_argument("--config", default=None, help="YAML/JSON config file (flags override it)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key, e.g. sgld.steps=5")
 
 
 def flag_overrides(args: argparse.Namespace, flags: dict[str, tuple[str, type, str]]) -> dict[str, Any]:
-    values = {key: getattr(args, key) for key, _, _ in flags.values() if getattr(args, key) is not None}
+    keys = [key for key, _, _ in flags.values()] + [key for key, _ in BOOL_FLAGS.values()]
+    values = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
     values.update(parse_set(args.set))
     return dotted_to_nested(values)
 
@@ -61,11 +80,25 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     flag_layer = flag_overrides(args, TRAIN_FLAGS)
     method = flag_layer.get("method", file_layer.get("method", TrainConfig.method))
     spec = get_spec(method)
+    dataset = flag_layer.get("data", {}).get("name", file_layer.get("data", {}).get("name", TrainConfig().data.name))
     layers = [(f"defaults of method '{method}'", spec.defaults)]
     if args.config:
         layers.append((str(args.config), file_layer))
     layers.append(("command-line flags", flag_layer))
-    return build_config(TrainConfig, layers).validate()
+    return build_config(TrainConfig, dataset_layers(str(dataset), layers)).validate()
+
+
+def dataset_layers(dataset: str, layers: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Put the data set's defaults (image sets: appendix M settings) below ``layers``; the projector
+    follows the final ResNet width F (hidden 2F, output F) unless a layer sets it."""
+    from gedi_core.data.vision import DATASET_DEFAULTS
+
+    defaults = DATASET_DEFAULTS.get(dataset)
+    if defaults is None:
+        return layers
+    width = build_config(TrainConfig, [("d", defaults), *layers]).model.width
+    model = {**defaults.get("model", {}), "width": width, "proj_hidden": 2 * width, "proj_dim": width}
+    return [(f"defaults of dataset '{dataset}'", {**defaults, "model": model}), *layers]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -74,7 +107,47 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = resolve_train_config(args)
     metrics = train(cfg, out=args.out, resume=args.resume, progress=not args.no_progress)
+    if metrics:  # under torchrun only rank 0 reports
+        print(json.dumps(metrics, sort_keys=True))
+    return 0
+
+
+def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    over: dict[str, Any] = {}
+    if args.data_root is not None:
+        over["data_root"] = args.data_root
+    if args.test_subset is not None:
+        over["test_subset"] = args.test_subset
+    if getattr(args, "train_subset", None) is not None:
+        over["train_subset"] = args.train_subset
+    if args.download:
+        over["download"] = True
+    return over
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import gedi_core.data  # noqa: F401
+    from gedi_core.evaluation.commands import evaluate_run
+
+    metrics = evaluate_run(
+        args.run, what=args.what.split(","), device=args.device, data_overrides=_data_overrides(args),
+        ood_datasets=args.ood_dataset or [], fid_samples=args.fid_samples, fid_steps=args.fid_steps,
+        fid_features=args.fid_features, out=args.out, progress=not args.no_progress,
+    )
     print(json.dumps(metrics, sort_keys=True))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import gedi_core.data  # noqa: F401
+    from gedi_core.evaluation import load_run, save_samples
+
+    method, _, _ = load_run(args.run, device=args.device, data_overrides=_data_overrides(args))
+    if args.out is None:
+        args.out = str(Path(args.run) / f"samples_{args.steps}.png")
+    save_samples(method, args.out, n=args.n, steps=args.steps, step_size=args.step_size, noise=args.noise,
+                 from_buffer=args.from_buffer, seed=args.seed, sort_by_cluster=not args.unsorted)
+    print(json.dumps({"samples": args.out, "n": args.n, "steps": args.steps}))
     return 0
 
 
@@ -87,6 +160,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_train)
+
+    def run_flags(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--run", required=True, help="run folder written by 'gedi-core train --out'")
+        q.add_argument("--device", default="cpu", help="torch device")
+        q.add_argument("--data-root", default=None, help="folder with local data files (torchvision layout)")
+        q.add_argument("--download", action="store_true", help="let torchvision download missing data files")
+        q.add_argument("--test-subset", type=int, default=None, help="evaluate on the first N test images only")
+
+    e = sub.add_parser("eval", help="evaluate a run: nmi, probe, ood, fid, samples; prints one JSON line")
+    run_flags(e)
+    e.add_argument("--what", default="nmi,probe,ood", help="comma list of nmi, probe, ood, fid, samples")
+    e.add_argument("--train-subset", type=int, default=None, help="probe/k-means on the first N training images")
+    e.add_argument("--ood-dataset", action="append", metavar="NAME",
+                   help="out-of-distribution data set for the AUROC (repeatable), e.g. svhn, cifar100")
+    e.add_argument("--fid-samples", type=int, default=1000, help="SGLD samples (and real test images) for FID")
+    e.add_argument("--fid-steps", type=int, default=500, help="SGLD steps per FID / grid sample")
+    e.add_argument("--fid-features", default=None,
+                   help="feature extractor for FID: inception (default), module.path:factory or a TorchScript file")
+    e.add_argument("--out", default=None, help="write eval.json (and samples.png) here (default: the run folder)")
+    e.add_argument("--no-progress", action="store_true", help="hide progress messages")
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("sample", help="SGLD samples of a run's energy as a PNG grid (paper Fig. 6)")
+    run_flags(s)
+    s.add_argument("--n", type=int, default=100, help="number of samples")
+    s.add_argument("--steps", type=int, default=500, help="SGLD steps from uniform noise")
+    s.add_argument("--step-size", type=float, default=None, help="SGLD step size (default: the run's)")
+    s.add_argument("--noise", type=float, default=None, help="SGLD noise (default: the run's)")
+    s.add_argument("--from-buffer", action="store_true", help="start from the run's replay buffer, not noise")
+    s.add_argument("--unsorted", action="store_true", help="do not sort the grid by predicted cluster")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default=None, help="PNG path (default: RUN/samples_<steps>.png)")
+    s.set_defaults(func=cmd_sample)
     return parser
 
 

@@ -76,6 +76,15 @@ class DataConfig:
     aug_noise: float = 0.03  # Gaussian-noise augmentation sigma (paper: 0.03)
     standardize: bool = False  # toy data: zero mean, unit variance per coordinate
     data_root: str | None = None
+    # image data sets (gedi_core.data.vision); Table 9 augmentations
+    download: bool = False  # let torchvision download missing files into data_root
+    train_subset: int = 0  # use only the first N training images (0: all)
+    test_subset: int = 0  # use only the first N test images (0: all)
+    jitter_p: float = 0.1  # probability of colour jitter per image
+    jitter_strength: float = 0.4  # brightness/contrast/saturation factors in [1-s, 1+s], hue in [-s/4, s/4]
+    gray_p: float = 0.1  # probability of grayscale per image
+    crop_pad: int = 4  # random crop: pad by this many pixels (reflect), crop back to size (0: off)
+    hflip: str = "auto"  # horizontal flip with p=0.5: auto (CIFAR only), true, false
 
 
 @dataclass
@@ -91,6 +100,10 @@ class TrainConfig:
     log_every: int = 100
     ckpt_every: int = 1000
     device: str = "cpu"
+    # epoch-based training of image data sets (gedi_core.trainer); 0 keeps the iteration loop
+    epochs: int = 0
+    amp: bool = False  # mixed precision on CUDA (bfloat16 autocast)
+    eval_every: int = 0  # also evaluate NMI/ACC on the test split every N epochs (0: only at the end)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     weights: LossWeights = field(default_factory=LossWeights)
@@ -120,6 +133,16 @@ class TrainConfig:
             raise GediError("sgld.steps, sgld.step_size and sgld.noise must be >= 0")
         if not 0.0 <= self.sgld.reinit_freq <= 1.0:
             raise GediError(f"sgld.reinit_freq must lie in [0, 1], got {self.sgld.reinit_freq}")
+        for key, value in {"epochs": self.epochs, "eval_every": self.eval_every, "data.train_subset":
+                           self.data.train_subset, "data.test_subset": self.data.test_subset,
+                           "data.crop_pad": self.data.crop_pad}.items():
+            if value < 0:
+                raise GediError(f"{key} must be >= 0, got {value}")
+        for key in ("jitter_p", "gray_p"):
+            if not 0.0 <= getattr(self.data, key) <= 1.0:
+                raise GediError(f"data.{key} must lie in [0, 1], got {getattr(self.data, key)}")
+        if str(self.data.hflip).lower() not in ("auto", "true", "false"):
+            raise GediError(f"data.hflip must be auto, true or false, got {self.data.hflip!r}")
         if self.data.aug_noise < 0:
             raise GediError(f"data.aug_noise must be >= 0, got {self.data.aug_noise}")
         return self

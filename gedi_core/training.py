@@ -44,8 +44,16 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False,
     the loss terms, the gaps to their optima and the collapse indicators), ``checkpoint.pt``
     (every ``ckpt_every`` iterations and at the end), ``metrics.json`` and figures.
     With ``resume=True`` an existing checkpoint is continued where it stopped.
+    Image data sets (and any config with ``epochs > 0``) go to :func:`gedi_core.trainer.train_epochs`.
     """
     cfg.validate()
+    from gedi_core.data.vision import is_image_dataset
+
+    if cfg.epochs > 0 or is_image_dataset(cfg.data.name):
+        # image data sets: the epoch-based trainer (mixed precision, DDP, checkpoint every epoch)
+        from gedi_core.trainer import train_epochs
+
+        return train_epochs(cfg, out=out, resume=resume, progress=progress)
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
     data = load_dataset(cfg.data, cfg.seed)

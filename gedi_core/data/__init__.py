@@ -27,3 +27,8 @@ def load_dataset(cfg: DataConfig, seed: int) -> DataBundle:
 
 
 __all__ = ["Augment", "DATASETS", "DataBundle", "gaussian_noise", "load_dataset", "register_dataset"]
+
+# image data sets (svhn, cifar10, cifar100, mnist, fashion-mnist, mnist-t10k)
+from gedi_core.data import vision as _vision  # noqa: E402
+
+_vision.register_all()

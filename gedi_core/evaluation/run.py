@@ -1,0 +1,32 @@
+"""Rebuild a trained method from its run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from gedi_core.config import TrainConfig, build_config, read_config_file
+from gedi_core.data import DataBundle, load_dataset
+from gedi_core.errors import GediError
+from gedi_core.methods import Method, build_method
+from gedi_core.runio import load_checkpoint
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", data_overrides: dict | None = None,
+             ) -> tuple[Method, DataBundle, TrainConfig]:
+    """The method of run folder ``run_dir`` with its trained weights and replay buffer, its data
+    (``data_overrides`` may change e.g. ``data_root`` or ``test_subset``) and its config."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "checkpoint.pt"):
+        if not (run_dir / name).is_file():
+            raise GediError(f"{run_dir}: not a run folder (no {name}); train with --out {run_dir} first")
+    cfg = build_config(TrainConfig, [(str(run_dir / "config.yaml"), read_config_file(run_dir / "config.yaml")),
+                                     ("overrides", {"data": data_overrides or {}, "device": device})])
+    data = load_dataset(cfg.data, cfg.seed)
+    method = build_method(cfg, data.input_shape, data.augment).to(torch.device(device))
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    method.model.load_state_dict(state["model"])
+    method.load_extra_state(state.get("extra", {}))
+    method.eval()
+    return method, data, cfg
