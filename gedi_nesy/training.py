@@ -175,10 +175,10 @@ def digit_metrics(module: GEDINetwork, images: Tensor, labels: Tensor, domain: S
     rep = clustering_report(labels, preds)
     counts = torch.bincount(preds, minlength=len(domain)).float()
     return {
-        "digit_acc": float((named == labels.cpu()).float().mean()),
+        "digit_acc": float((named == labels.cpu()).double().mean()),
         "nmi": rep["nmi"],
         "cluster_acc": rep["acc"],
-        "max_cluster_share": float(counts.max() / max(len(preds), 1)),
+        "max_cluster_share": float(counts.max()) / max(len(preds), 1),
     }
 
 

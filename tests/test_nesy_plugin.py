@@ -272,3 +272,21 @@ def test_mnist_test_split_only_is_divided(tmp_path):
 def test_multi_addition_program_runs(capsys):
     rc, stdout, err = run_cli(["train", "--program", str(REPO / "programs/multi_addition.pl"), *FAST], capsys)
     assert rc == 0, err
+
+
+def test_addition_program_equals_closed_form():
+    """addition.pl (three images, C is A + B) against sum_{a+b<=9} p(a|x) p(b|y) p(a+b|z)."""
+    torch.manual_seed(0)
+    pools = embedded_digits(0.2, seed=0)
+    cfg = ModelConfig(backbone="lenet", feature_dim=84, proj_hidden=16, proj_dim=8, num_clusters=10, tau=1.0)
+    net = gedi_network("gedi_net", cfg)
+    model = build_nesy_model(REPO / "programs/addition.pl", [net], pools)
+    batch = [q("addition", 0, 1, 2), q("addition", 3, 4, 5)]
+    forward_batch(model, batch_inputs(model, batch))
+    got = [float(p) for p in query_probabilities(model, batch)]
+    clear_caches(model)
+    with torch.no_grad():
+        p = net.network_module(pools.train_x[:6])
+    expected = [sum(float(p[3 * k, a] * p[3 * k + 1, b] * p[3 * k + 2, a + b]) for a in range(10) for b in range(10 - a))
+                for k in range(2)]
+    assert got == pytest.approx(expected, abs=1e-6)
