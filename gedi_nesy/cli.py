@@ -58,6 +58,8 @@ NESY_FLAGS: dict[str, tuple[str, type, str]] = {
     "--backbone": ("model.backbone", str, "backbone (lenet, mlp, resnet8)"),
     "--eval-every": ("eval_every", int, "epochs between digit accuracy / NMI evaluations"),
     "--device": ("device", str, "torch device"),
+    "--engine": ("engine", str, "inference: batched (tensorised circuits, default) | exact (DeepProbLog's ExactEngine)"),
+    "--compile-cache": ("compile_cache", str, "folder keeping the batched engine's compiled query shapes across runs"),
 }
 
 
@@ -95,7 +97,7 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
     networks = [gedi_network(name, cfg.model, pools.input_shape) for name in cfg.network_names()]
     for net in networks:
         net.network_module.to(cfg.device)
-    model = build_nesy_model(cfg.program, networks, pools)
+    model = build_nesy_model(cfg.program, networks, pools, engine=cfg.engine, compile_cache=cfg.compile_cache)
     known = model.gedi_program.predicates
     sizes = pools.sizes()
     if cfg.data.queries is not None:
@@ -123,9 +125,12 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
     # compile every query shape now: grounding errors surface before training
     from problog.errors import ProbLogError
 
+    from gedi_nesy.engine import is_batched
+
+    compile = model.solver.shape if is_batched(model) else model.solver.cache.get
     for q in {q.query: q for q in list(train_q) + list(test_q)}.values():
         try:
-            model.solver.cache.get(q)
+            compile(q)
         except ProbLogError as exc:
             raise GediError(f"{cfg.program}: cannot ground query {q.query}: {exc}") from None
     return pools, model, train_q, test_q

@@ -15,6 +15,7 @@ ARMS = ("nesy", "gedi", "gedi+nesy")
 TASKS = ("auto", "addition", "sum", "multi_addition")
 PRIORS = ("entropy", "uniform")
 DATA_NAMES = ("digits", "mnist", "npz")
+ENGINES = ("batched", "exact")
 
 
 def _lenet() -> ModelConfig:
@@ -72,6 +73,8 @@ class NesyConfig:
     weight_decay: float = 1e-4
     prior: str = "entropy"  # entropy: -H(mean p) (paper appendix O) | uniform: CE(uniform, mean p)
     device: str = "cpu"
+    engine: str = "batched"  # batched (gedi_nesy.engine, circuits of a batch at once) | exact (DeepProbLog's)
+    compile_cache: str | None = None  # folder keeping the batched engine's compiled query shapes across runs
     eval_every: int = 1  # epochs between digit accuracy / NMI evaluations (query_acc: at the end)
     data: NesyDataConfig = field(default_factory=NesyDataConfig)
     model: ModelConfig = field(default_factory=_lenet)
@@ -105,6 +108,8 @@ class NesyConfig:
             raise GediError(f"arm: unknown arm '{self.arm}' (known: {', '.join(ARMS)})")
         if self.data.task not in TASKS:
             raise GediError(f"data.task: unknown task '{self.data.task}' (known: {', '.join(TASKS)})")
+        if self.engine not in ENGINES:
+            raise GediError(f"engine: unknown engine '{self.engine}' (known: {', '.join(ENGINES)})")
         if self.prior not in PRIORS:
             raise GediError(f"prior: unknown prior '{self.prior}' (known: {', '.join(PRIORS)})")
         if self.data.images is not None:

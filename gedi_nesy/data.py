@@ -228,16 +228,19 @@ def image_term(source: str, index: int) -> Term:
 
 def abstract_query(term: Term, p: float = 1.0):
     """A ground query with its ``tensor(...)`` arguments replaced by placeholders, plus the
-    substitution that restores them: queries of one shape then share one compiled circuit."""
+    substitution that restores them: queries of one shape then share one compiled circuit.
+    A tensor that occurs several times gets one placeholder (it is one image, one atom)."""
     from deepproblog.query import Query
 
     subs: dict[Term, Term] = {}
+    seen: dict[Term, Term] = {}
 
     def walk(t):
         if isinstance(t, Term) and t.functor == "tensor" and t.arity == 1:
-            ph = Term(PLACEHOLDER.format(len(subs)))
-            subs[ph] = t
-            return ph
+            if t not in seen:
+                seen[t] = Term(PLACEHOLDER.format(len(subs)))
+                subs[seen[t]] = t
+            return seen[t]
         if isinstance(t, Term) and t.arity > 0:
             return t.with_args(*(walk(a) for a in t.args))
         return t

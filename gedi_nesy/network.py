@@ -165,27 +165,26 @@ def network_domains(info: ProgramInfo) -> dict[str, list]:
     return out
 
 
-def build_nesy_model(program: str | Path, networks: Sequence, pools=None, cache: bool = True):
-    """A DeepProbLog ``Model`` of ``program`` with ``networks``, the exact engine (SDDs via
-    pysdd, circuits cached per query shape) and the pools as tensor sources ``train``/``test``.
+def build_nesy_model(program: str | Path, networks: Sequence, pools=None, cache: bool = True,
+                     engine: str = "batched", compile_cache: str | Path | None = None):
+    """A DeepProbLog ``Model`` of ``program`` with ``networks``, its inference engine and the
+    pools as tensor sources ``train``/``test``.
+
+    ``engine``: ``batched`` (gedi_nesy.engine: each query shape compiled once to an SDD by
+    DeepProbLog, evaluated as a tensorised circuit for the whole batch) or ``exact``
+    (DeepProbLog's ``ExactEngine``, circuits cached per query shape).  ``compile_cache``: a
+    folder where the batched engine keeps compiled shapes across runs.
 
     All checks (parse, network names, domain sizes) run here, before any training."""
-    import contextlib
-    import io
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
-        from deepproblog.engines import ExactEngine
     from deepproblog.model import Model
 
     from gedi_nesy.data import ImagePool
+    from gedi_nesy.engine import set_engine
 
     info = inspect_program(program)
     check_program(info, networks)
     model = Model(str(program), list(networks))
-    with contextlib.redirect_stdout(io.StringIO()):  # DeepProbLog prints "Caching ACs"
-        model.set_engine(ExactEngine(model), cache=cache)
+    set_engine(model, engine, cache=cache, disk_cache=compile_cache)
     model.gedi_program = info  # type: ignore[attr-defined]
     if pools is not None:
         model.add_tensor_source("train", ImagePool(pools.train_x, "train"))

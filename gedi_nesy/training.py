@@ -38,6 +38,7 @@ from gedi_core.models import energy_from_logits
 from gedi_core.runio import load_checkpoint, save_checkpoint, seed_everything, write_csv, write_json, write_yaml
 from gedi_core.sampling import EnergySampler
 from gedi_nesy.config import NesyConfig
+from gedi_nesy.engine import _log1mexp, is_batched
 from gedi_nesy.network import GEDINetwork, network_domains
 
 CHECKPOINT = "checkpoint.pt"
@@ -50,6 +51,8 @@ def gedi_networks(model) -> "OrderedDict[str, Any]":
 
 def batch_inputs(model, batch: Sequence) -> dict[str, list]:
     """For each network, the distinct (ground) input terms its neural predicates get in ``batch``."""
+    if is_batched(model):
+        return model.solver.batch_inputs(batch)
     per_net: dict[str, list] = {}
     seen: dict[str, set] = {}
     for q in batch:
@@ -124,6 +127,34 @@ def nesy_loss(probs: Sequence[Tensor | float | None], batch: Sequence, eps: floa
     return torch.stack(terms).mean(), skipped
 
 
+def nesy_loss_log(logp: Tensor, decided: Sequence[bool], batch: Sequence) -> tuple[Tensor | None, int]:
+    """``L_NESY`` from the batched engine's ``log p(q)``: the same cross-entropy as
+    :func:`nesy_loss`, computed in log space; queries decided without networks are skipped."""
+    keep = [i for i, d in enumerate(decided) if not d]
+    if not keep:
+        return None, len(batch)
+    idx = torch.tensor(keep, device=logp.device)
+    lp = logp[idx].clamp(max=0.0)
+    t = torch.tensor([float(batch[i].p) for i in keep], dtype=lp.dtype, device=lp.device)
+    if bool((t == 1.0).all()):
+        loss = -lp
+    else:
+        loss = -(t * lp + (1 - t) * _log1mexp(lp))
+    return loss.mean(), len(batch) - len(keep)
+
+
+def nesy_step_loss(model, batch: Sequence, fwd: dict[str, tuple[Tensor, Tensor]],
+                   per_net: dict[str, list]) -> tuple[Tensor | None, int]:
+    """``L_NESY`` of one batch with the model's engine: the batched engine reuses the logits of
+    the batch's forward pass (networks run once per batch); the exact engine reads the
+    probabilities ``forward_batch`` put in DeepProbLog's network caches."""
+    if is_batched(model):
+        outputs = {n: (per_net[n], torch.log_softmax(logits, dim=-1)) for n, (_, logits) in fwd.items()}
+        logp, decided = model.solver.log_probs(batch, outputs)
+        return nesy_loss_log(logp, decided, batch)
+    return nesy_loss(query_probabilities(model, batch), batch)
+
+
 class GediTerms:
     """L_GEN, L_INV and L_PRIOR of one network, with its SGLD replay buffer."""
 
@@ -191,7 +222,8 @@ def query_accuracy(model, queries: Sequence, batch_size: int = 100) -> float:
     correct = 0
     for start in range(0, len(queries), batch_size):
         batch = queries[start : start + batch_size]
-        forward_batch(model, batch_inputs(model, batch))
+        if not is_batched(model):  # the batched engine runs the networks itself, once per batch
+            forward_batch(model, batch_inputs(model, batch))
         for p, q in zip(query_probabilities(model, batch), batch):
             value = 0.0 if p is None else float(p)
             correct += int((value >= 0.5) == (float(q.p) >= 0.5))
@@ -295,10 +327,11 @@ def train_nesy(
         t0 = time.time()
         for b in range(n_batches):
             batch = [train_queries[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-            fwd = forward_batch(model, batch_inputs(model, batch), fill_cache=weights["nesy"] > 0)
+            per_net = batch_inputs(model, batch)
+            fwd = forward_batch(model, per_net, fill_cache=weights["nesy"] > 0 and not is_batched(model))
             terms: dict[str, Tensor] = {}
             if weights["nesy"] > 0:
-                lnesy, skipped = nesy_loss(query_probabilities(model, batch), batch)
+                lnesy, skipped = nesy_step_loss(model, batch, fwd, per_net)
                 skipped_total += skipped
                 if lnesy is not None:
                     terms["nesy"] = lnesy
@@ -340,6 +373,7 @@ def train_nesy(
         "seed": cfg.seed,
         "weights": weights,
         "skipped_queries": skipped_total,
+        **engine_stats(model),
         "train_seconds": round(train_seconds, 2),
         "queries_per_s": round(n_queries / train_seconds, 2) if train_seconds > 0 else None,
         **(extra or {}),
@@ -348,6 +382,15 @@ def train_nesy(
     if out_dir is not None:
         write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def engine_stats(model) -> dict[str, Any]:
+    """The engine's name and, for the batched engine, its compilation statistics."""
+    if is_batched(model):
+        st = model.solver.stats
+        return {"engine": "batched", "compiled_shapes": st["shapes"],
+                "compile_seconds": round(st["compile_seconds"], 3), "compile_disk_hits": st["disk_hits"]}
+    return {"engine": "exact"}
 
 
 def seed_run(cfg: NesyConfig) -> None:
