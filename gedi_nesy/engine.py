@@ -39,6 +39,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from problog.evaluator import Semiring as ProbLogSemiring
 from problog.logic import Constant, Term, term2list
@@ -153,26 +154,35 @@ class CompiledShape:
         state["_tensors"] = {}
         return state
 
-    def module(self, device):
-        if self._module is None:
-            from klay.torch import CircuitModule
-
-            self._module = CircuitModule(*self.indices, semiring="log")
-        if self._tensors.get("device") != str(device):
-            self._module = self._module.to(device)
-            n = len(self.leaf_pair)
-            comp = [c + [n] * (max(map(len, self.comp)) - len(c)) for c in self.comp] if self.comp else []
-            self._tensors = {
-                "device": str(device),
-                "leaf_pair": torch.tensor(self.leaf_pair, dtype=torch.long, device=device),
-                "leaf_j": torch.tensor(self.leaf_j, dtype=torch.long, device=device),
-                "comp": torch.tensor(comp, dtype=torch.long, device=device).view(len(comp), -1) if comp
-                else torch.zeros(0, 1, dtype=torch.long, device=device),
-                "consts": torch.tensor([math.log(c) if c > 0 else FLOOR for c in self.consts], device=device),
-                "pos": torch.tensor(self.pos_cols, dtype=torch.long, device=device),
-                "neg": torch.tensor(self.neg_cols, dtype=torch.long, device=device),
-            }
-        return self._module, self._tensors
+    def layout(self) -> dict[str, Any]:
+        """Numpy index arrays used to place many instances of this shape in one evaluation."""
+        if self._tensors:
+            return self._tensors
+        n_leaf, n_comp, n_const = len(self.leaf_pair), len(self.comp), len(self.consts)
+        kind = np.empty(2 + 2 * self.n_vars, dtype=np.int64)
+        local = np.empty_like(kind)
+        kind[:2], local[:2] = 4, (0, 1)  # KLay's units: zero, one
+        cols = np.empty(2 * self.n_vars, dtype=np.int64)
+        cols[0::2], cols[1::2] = self.pos_cols, self.neg_cols
+        bounds = np.array([n_leaf, 2 * n_leaf, 2 * n_leaf + n_comp, 2 * n_leaf + n_comp + n_const])
+        k = np.searchsorted(bounds, cols, side="right")
+        start = np.concatenate([[0], bounds])[k]
+        kind[2:], local[2:] = k, cols - start
+        maxlen = max((len(c) for c in self.comp), default=1)
+        comp = np.full((n_comp, maxlen), -1, dtype=np.int64)
+        for i, c in enumerate(self.comp):
+            comp[i, : len(c)] = c
+        layers = []
+        width = 2 + 2 * self.n_vars
+        for ix_in, offsets in zip(*self.indices):
+            ix_in, offsets = np.asarray(ix_in, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+            layers.append((ix_in, offsets[1:], width, len(ix_in), len(offsets) - 1))
+            width = len(offsets) - 1
+        self._tensors = {"kind": kind, "local": local, "comp": comp,
+                         "consts": [math.log(c) if c > 0 else FLOOR for c in self.consts],
+                         "leaf_pair": np.asarray(self.leaf_pair, dtype=np.int64),
+                         "leaf_j": np.asarray(self.leaf_j, dtype=np.int64), "layers": layers, "roots": width}
+        return self._tensors
 
 
 def _log1mexp(x: Tensor) -> Tensor:
@@ -293,6 +303,9 @@ class BatchedSolver(_solver_base()):
             if net.k is not None:
                 raise GediError(f"batched engine: network '{name}' has k={net.k} (top-k); use --engine exact")
         self.shapes: dict[Term, CompiledShape] = {}
+        self._ids: dict[Term, int] = {}  # ground input term -> id
+        self._list_ids: dict[int, list[int]] = {}
+        self._list_refs: list = []
         self.stats = {"shapes": 0, "compile_seconds": 0.0, "disk_hits": 0, "circuit_nodes": 0}
         self.disk_path: Path | None = None
         self._disk: dict[str, CompiledShape] = {}
@@ -307,8 +320,12 @@ class BatchedSolver(_solver_base()):
     # -- compilation
     def shape(self, q) -> CompiledShape:
         key = q.query
+        cached = q.__dict__.get("_gedi_shape")
+        if cached is not None and cached[0] is key and cached[2] is self:
+            return cached[1]
         shape = self.shapes.get(key)
         if shape is not None:
+            q._gedi_shape = (key, shape, self)
             return shape
         skey = str(key)
         if skey in self._disk:
@@ -328,17 +345,35 @@ class BatchedSolver(_solver_base()):
                     pickle.dump(self._disk, f)
                 tmp.replace(self.disk_path)
         self.shapes[key] = shape
+        q._gedi_shape = (key, shape, self)
         self.stats["shapes"] += 1
         self.stats["circuit_nodes"] += shape.circuit_nodes
         return shape
+
+    def ground_inputs(self, q) -> list[tuple[str, Term, int]]:
+        """``(network, ground inputs, id)`` of each neural input pair of ``q``'s shape; cached
+        on the query (the substitution is applied once per query, not once per batch)."""
+        shape = self.shape(q)
+        cached = getattr(q, "_gedi_inputs", None)
+        if cached is not None and cached[0] is shape:
+            return cached[1]
+        out = []
+        for net, inputs in shape.pairs:
+            ground = inputs.apply_term(q.substitution)
+            out.append((net, ground, self._ids.setdefault(ground, len(self._ids))))
+        q._gedi_inputs = (shape, out)
+        return out
 
     def batch_inputs(self, batch: Sequence) -> "OrderedDict[str, list]":
         """For each network, the distinct ground inputs the batch's queries give it (in order)."""
         per_net: OrderedDict[str, dict] = OrderedDict()
         for q in batch:
-            for net, inputs in self.shape(q).pairs:
-                per_net.setdefault(net, {}).setdefault(inputs.apply_term(q.substitution), None)
-        return OrderedDict((n, list(d)) for n, d in per_net.items())
+            for net, ground, tid in self.ground_inputs(q):
+                per_net.setdefault(net, {}).setdefault(tid, ground)
+        out = OrderedDict((n, list(d.values())) for n, d in per_net.items())
+        self._list_ids = {id(terms): list(per_net[n]) for n, terms in out.items()}  # ids of these lists' terms
+        self._list_refs = list(out.values())  # keep the lists alive while their ids are used
+        return out
 
     # -- networks
     def network_log_probs(self, per_net: dict[str, list]) -> dict[str, tuple[list, Tensor]]:
@@ -385,7 +420,10 @@ class BatchedSolver(_solver_base()):
         for name, (inputs, logp) in outputs.items():
             if name not in needed:
                 continue
-            rows = {t: i for i, t in enumerate(inputs)}
+            ids = self._list_ids.get(id(inputs))
+            if ids is None or len(ids) != len(inputs):
+                ids = [self._ids.setdefault(t, len(self._ids)) for t in inputs]
+            rows = {tid: i for i, tid in enumerate(ids)}
             row_of[name], offset[name], width[name] = rows, total, logp.shape[-1]
             tables.append(logp.reshape(-1))
             total += logp.numel()
@@ -395,8 +433,9 @@ class BatchedSolver(_solver_base()):
         groups: OrderedDict[int, list[int]] = OrderedDict()
         for i, s in enumerate(shapes):
             groups.setdefault(id(s), []).append(i)
-        result = [None] * len(batch)
+        result: list[Any] = [None] * len(batch)
         decided = [False] * len(batch)
+        live = []  # (shape, members, layout, base rows)
         for members in groups.values():
             shape = shapes[members[0]]
             if shape.constant is not None:
@@ -404,33 +443,97 @@ class BatchedSolver(_solver_base()):
                     result[i] = torch.tensor(shape.constant, device=device)
                     decided[i] = True
                 continue
-            module, t = shape.module(device)
-            # flat index of each pair's first output, per query: (G, n_pairs)
-            base = []
-            for i in members:
-                sub = batch[i].substitution
-                row = []
-                for net, inputs in shape.pairs:
-                    ground = inputs.apply_term(sub)
+            base = np.empty((len(members), len(shape.pairs)), dtype=np.int64)
+            for g, i in enumerate(members):
+                for k, (net, ground, tid) in enumerate(self.ground_inputs(batch[i])):
                     try:
-                        r = row_of[net][ground]
+                        base[g, k] = offset[net] + row_of[net][tid] * width[net]
                     except KeyError:
                         raise GediError(f"batched engine: no output of network '{net}' for {ground}") from None
-                    row.append(offset[net] + r * width[net])
-                base.append(row)
-            base_t = torch.tensor(base, dtype=torch.long, device=device)
-            leaf_lp = flat[base_t[:, t["leaf_pair"]] + t["leaf_j"]]  # (G, leaves)
-            feats = [leaf_lp, _log1mexp(leaf_lp)]
-            if t["comp"].numel():
-                padded = torch.cat([leaf_lp, torch.full_like(leaf_lp[:, :1], FLOOR)], dim=1)
-                feats.append(_log1mexp(torch.logsumexp(padded[:, t["comp"]], dim=-1)))
-            feats.append(t["consts"].to(leaf_lp.dtype).expand(len(members), -1))
-            table = torch.cat(feats, dim=1)
-            out = module(table[:, t["pos"]], table[:, t["neg"]])  # (G, 2): numerator, normaliser
-            lp = (out[:, 0] - out[:, 1]).clamp(max=0.0)
-            for k, i in enumerate(members):
-                result[i] = lp[k]
+            live.append((shape, members, shape.layout(), base))
+        if live:
+            lp = self._evaluate(live, flat)
+            pos = 0
+            for shape, members, lay, _ in live:
+                for i in members:
+                    result[i] = lp[pos]
+                    pos += 1
         return torch.stack(result) if result else torch.zeros(0), decided
+
+    @staticmethod
+    def _evaluate(live: list, flat: Tensor) -> Tensor:
+        """All instances of all shapes of a batch as one block-diagonal circuit: one gather for
+        the weights, then one KLay layer per depth (log semiring) for the whole batch."""
+        from klay.torch.layers import LogSumLayer, SumLayer
+
+        leaf_idx, comp_idx, consts = [], [], []
+        n_p = n_r = n_c = 0
+        per_group = []
+        for shape, members, lay, base in live:
+            g = len(members)
+            n_leaf, n_comp = len(lay["leaf_j"]), lay["comp"].shape[0]
+            leaf_idx.append((base[:, lay["leaf_pair"]] + lay["leaf_j"]).ravel())
+            if n_comp:
+                comp = lay["comp"][None] + (n_p + np.arange(g) * n_leaf)[:, None, None]
+                comp[:, lay["comp"] < 0] = -1
+                comp_idx.append(comp.reshape(g * n_comp, -1))
+            consts.extend(lay["consts"])
+            per_group.append((g, n_p, n_leaf, n_r, n_comp, n_c))
+            n_p, n_r, n_c = n_p + g * n_leaf, n_r + g * n_comp, n_c + len(lay["consts"])
+        device = flat.device
+        leaf_lp = flat[torch.from_numpy(np.concatenate(leaf_idx)).to(device)]
+        feats = [leaf_lp, _log1mexp(leaf_lp)]
+        if comp_idx:
+            width_c = max(c.shape[1] for c in comp_idx)
+            comp = np.full((n_r, width_c), n_p, dtype=np.int64)  # pad: the FLOOR entry after the leaves
+            row = 0
+            for c in comp_idx:
+                comp[row : row + len(c), : c.shape[1]] = np.where(c < 0, n_p, c)
+                row += len(c)
+            padded = torch.cat([leaf_lp, leaf_lp.new_full((1,), FLOOR)])
+            feats.append(_log1mexp(torch.logsumexp(padded[torch.from_numpy(comp).to(device)], dim=-1)))
+        feats.append(torch.tensor(consts + [-math.inf, 0.0], dtype=leaf_lp.dtype, device=device))
+        table = torch.cat(feats)
+        kind_base0 = np.array([0, n_p, 2 * n_p, 2 * n_p + n_r, 2 * n_p + n_r + n_c])
+
+        # the input layer: KLay's encoding [zero, one, pos_1, neg_1, ...] per instance
+        inputs, starts, depth = [], [], 0
+        in_base = 0
+        for (shape, members, lay, base), (g, p0, n_leaf, r0, n_comp, c0) in zip(live, per_group):
+            kb = kind_base0 + np.array([p0, p0, r0, c0, 0])
+            stride = np.array([n_leaf, n_leaf, n_comp, 0, 0])
+            k, loc = lay["kind"], lay["local"]
+            idx = kb[k][None] + np.arange(g)[:, None] * stride[k][None] + loc[None]
+            inputs.append(idx.ravel())
+            starts.append(in_base)
+            in_base += idx.size
+            depth = max(depth, len(lay["layers"]))
+        x = table[torch.from_numpy(np.concatenate(inputs)).to(device)]
+
+        for level in range(depth):
+            ix_parts, off_parts, new_starts = [], [], []
+            edge_base = out_base = 0
+            for (shape, members, lay, base), start in zip(live, starts):
+                g = len(members)
+                if level < len(lay["layers"]):
+                    ix_in, ends, w_in, n_edges, n_out = lay["layers"][level]
+                else:  # shallower shape: pass its roots through
+                    r = lay["roots"]
+                    ix_in, ends, w_in, n_edges, n_out = np.arange(r), np.arange(1, r + 1), r, r, r
+                ix_parts.append((ix_in[None] + start + np.arange(g)[:, None] * w_in).ravel())
+                off_parts.append((ends[None] + edge_base + np.arange(g)[:, None] * n_edges).ravel())
+                new_starts.append(out_base)
+                edge_base += g * n_edges
+                out_base += g * n_out
+            ix = torch.from_numpy(np.concatenate(ix_parts)).to(device)
+            offsets = np.concatenate([[0]] + off_parts)
+            ix_out = torch.from_numpy(np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))).to(device)
+            layer = (SumLayer if level % 2 == 0 else LogSumLayer)(ix, torch.from_numpy(offsets).to(device), ix_out, 0)
+            x = layer(x)
+            starts = new_starts
+        # roots per instance: (numerator, normaliser)
+        out = x.view(-1, 2)
+        return (out[:, 0] - out[:, 1]).clamp(max=0.0)
 
     def solve(self, batch: Sequence):
         """DeepProbLog's ``Solver.solve``: one ``Result`` per query, ``{query: p}``."""
