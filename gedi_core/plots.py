@@ -85,7 +85,8 @@ def plot_losses(rows: Sequence[dict], num_clusters: int, path: str | Path, title
             ax.axhline(optimum, color="k", lw=0.8, ls=":", label=f"optimum {optimum:.3f}")
         ax.set_xlabel("iteration")
         ax.set_title(label)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
