@@ -8,7 +8,9 @@ optimizer step) is printed with the ratio.  Also printed:
 
 * compile time (DeepProbLog grounding + SDD per query shape, plus KLay for the batched
   engine; shapes compiled before the timed training, shared between the engines),
-* peak memory (peak RSS of each timed cell, reset between cells via /proc/self/clear_refs),
+* memory: the process's peak RSS (VmHWM; reset per cell where the kernel allows
+  /proc/self/clear_refs, else cumulative) and the tensors one batch's inference keeps for
+  backward (count, bytes),
 * equivalence: a few identical training steps with both engines (loss per step, digit
   accuracy after them),
 * where the batched engine's time goes (phases of a training step, cProfile top functions),
@@ -54,6 +56,23 @@ from gedi_nesy.training import (  # noqa: E402
 )
 
 PROGRAMS = {"addition": "programs/addition.pl", "sum": "programs/sum.pl", "multi_addition": "programs/multi_addition.pl"}
+
+
+def inference_memory(model, batch) -> tuple[int, int]:
+    """Tensors the autograd graph of one batch's inference keeps for backward: (count, bytes)."""
+    count, size = [0], [0]
+
+    def pack(t):
+        count[0] += 1
+        size[0] += t.numel() * t.element_size()
+        return t
+
+    per_net = batch_inputs(model, batch)
+    fwd = forward_batch(model, per_net, fill_cache=not hasattr(model.solver, "log_probs"))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss, _ = nesy_step_loss(model, batch, fwd, per_net)
+    clear_caches(model)
+    return count[0], size[0]
 
 
 def reset_peak() -> None:
@@ -220,6 +239,10 @@ def main(argv=None) -> int:
                 seconds = args.exact_seconds if engine == "exact" else args.batched_seconds
                 res[engine] = timed_training(model, module, init_state, queries, bs, seconds, cfg.lr, timers)
                 res[engine]["phases"] = {k: round(v / res[engine]["seconds"], 3) for k, v in timers.items()}
+            for engine, solver in solvers.items():
+                model.solver = solver
+                n_saved, saved = inference_memory(model, [queries[j % len(queries)] for j in range(bs)])
+                res[engine]["inference_saved_tensors"], res[engine]["inference_saved_kb"] = n_saved, round(saved / 1024, 1)
             ratio = res["batched"]["queries_per_s"] / res["exact"]["queries_per_s"]
             emit({"program": task, "kind": "throughput", "batch_size": bs, "ratio": round(ratio, 1),
                   **{f"{e}_{k}": (round(v, 2) if isinstance(v, float) else v) for e, r in res.items() for k, v in r.items()}})
@@ -227,6 +250,9 @@ def main(argv=None) -> int:
                   f"peak RSS {res['exact']['peak_rss_mb']:.0f} MB) | batched {res['batched']['queries_per_s']:8.1f} q/s "
                   f"({res['batched']['queries']} q, peak RSS {res['batched']['peak_rss_mb']:.0f} MB) | "
                   f"ratio {ratio:6.1f}x", flush=True)
+            print(f"          inference autograd memory: exact {res['exact']['inference_saved_tensors']} saved tensors "
+                  f"({res['exact']['inference_saved_kb']} KB) | batched {res['batched']['inference_saved_tensors']} "
+                  f"({res['batched']['inference_saved_kb']} KB)")
             print(f"          time shares  exact {res['exact']['phases']}\n"
                   f"                     batched {res['batched']['phases']}", flush=True)
 
