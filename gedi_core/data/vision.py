@@ -70,9 +70,9 @@ SPECS: dict[str, VisionSpec] = {
     "svhn": VisionSpec("svhn", "SVHN", "", 3, 32, 10, _defaults(10, 20, 128, 25.0)),
     "cifar10": VisionSpec("cifar10", "CIFAR10", "", 3, 32, 10, _defaults(10, 200, 128, 25.0)),
     "cifar100": VisionSpec("cifar100", "CIFAR100", "", 3, 32, 100, _defaults(100, 200, 256, 50.0)),
-    "mnist": VisionSpec("mnist", "MNIST", "MNIST", 1, 28, 10, _defaults(10, 20, 128, 25.0)),
-    "fashion-mnist": VisionSpec("fashion-mnist", "FashionMNIST", "FashionMNIST", 1, 28, 10, _defaults(10, 20, 128, 25.0)),
-    "mnist-t10k": VisionSpec("mnist-t10k", "MNIST", "MNIST", 1, 28, 10, _defaults(10, 20, 128, 25.0)),
+    "mnist": VisionSpec("mnist", "MNIST", "MNIST", 1, 28, 10, _defaults(10, 20, 128, 50.0)),
+    "fashion-mnist": VisionSpec("fashion-mnist", "FashionMNIST", "FashionMNIST", 1, 28, 10, _defaults(10, 20, 128, 50.0)),
+    "mnist-t10k": VisionSpec("mnist-t10k", "MNIST", "MNIST", 1, 28, 10, _defaults(10, 20, 128, 50.0)),
 }
 
 #: data-set defaults, a layer between the dataclass defaults and the method defaults

@@ -1,0 +1,190 @@
+"""Shared machinery of the vision table commands (``experiments/vision_table*.py``).
+
+Each run lives in ``RUNS/<dataset>/<method>/seed<k>/`` and is trained with the same command a
+user types (``python -m gedi_core train --config experiments/configs/vision/<dataset>_<method>.yaml``,
+or ``torchrun --nproc_per_node=N -m gedi_core train ...`` with ``--nproc N``). Finished runs
+(``metrics.json`` present) are reused and killed ones resumed, so a table command can be rerun
+at any time; ``--no-train`` only collects what exists. Evaluations go through ``gedi-core eval`` and
+are cached in each run's ``eval.json``. Tables are written as Markdown and CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "experiments" / "configs" / "vision"
+METHODS = ["gedi", "gedi_no_gen", "jem", "barlow", "swav"]
+DATASETS = ["svhn", "cifar10", "cifar100"]
+LABELS = {"gedi": "GEDI", "gedi_no_gen": "GEDI no gen", "jem": "JEM", "barlow": "Barlow Twins", "swav": "SwAV"}
+
+
+def parser(doc: str, datasets: list[str] = DATASETS) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default="runs/vision", help="folder of the runs (RUNS/<dataset>/<method>/seed<k>)")
+    p.add_argument("--out", default=None, help="where the table goes (default: RUNS/tables)")
+    p.add_argument("--datasets", nargs="*", default=datasets, help="data sets (default: the paper's)")
+    p.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per cell (mean ± std)")
+    p.add_argument("--no-train", action="store_true", help="only collect finished runs; do not train missing ones")
+    p.add_argument("--nproc", type=int, default=1, help="train each run with torchrun on N processes (GPUs)")
+    p.add_argument("--device", default=None, help="torch device for training and evaluation (cpu, cuda)")
+    p.add_argument("--data-root", default=None, help="folder with the data files (torchvision layout)")
+    p.add_argument("--download", action="store_true", help="let torchvision download missing data sets")
+    p.add_argument("--test-subset", type=int, default=None, help="evaluate on the first N test images only")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every training run, e.g. epochs=3 or data.train_subset=2000")
+    return p
+
+
+def run_dir(args: argparse.Namespace, dataset: str, method: str, seed: int) -> Path:
+    return Path(args.runs) / dataset / method / f"seed{seed}"
+
+
+def _run(cmd: list[str], log: Path | None = None) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    print("$ " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            f.write("$ " + " ".join(cmd) + "\n" + proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
+
+
+def ensure_trained(args: argparse.Namespace, dataset: str, method: str, seed: int) -> dict[str, Any] | None:
+    """The run's metrics.json, training (or resuming) it first unless ``--no-train``."""
+    folder = run_dir(args, dataset, method, seed)
+    done = folder / "metrics.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    if args.no_train:
+        return None
+    config = CONFIGS / f"{dataset}_{method}.yaml"
+    launcher = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc}"]
+                if args.nproc > 1 else [sys.executable])
+    cmd = [*launcher, "-m", "gedi_core", "train", "--config", str(config), "--seed", str(seed),
+           "--out", str(folder), "--resume", "--no-progress"]
+    for flag, value in (("--device", args.device), ("--data-root", args.data_root)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if args.download:
+        cmd.append("--download")
+    for item in args.set:
+        cmd += ["--set", item]
+    t0 = time.time()
+    _run(cmd, folder / "train.log")
+    metrics = json.loads(done.read_text())
+    print(f"  {dataset}/{method}/seed{seed}: NMI {metrics['nmi']:.3f} in {time.time() - t0:.0f} s", flush=True)
+    return metrics
+
+
+def ensure_eval(args: argparse.Namespace, folder: Path, what: str, keys: Iterable[str],
+                extra: list[str] | None = None) -> dict[str, Any]:
+    """The run's eval.json, running ``gedi-core eval --what WHAT`` when any of ``keys`` is missing."""
+    path = folder / "eval.json"
+    have = json.loads(path.read_text()) if path.exists() else {}
+    if all(k in have for k in keys):
+        return have
+    cmd = [sys.executable, "-m", "gedi_core", "eval", "--run", str(folder), "--what", what, "--no-progress"]
+    for flag, value in (("--device", args.device), ("--data-root", args.data_root),
+                        ("--test-subset", args.test_subset)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if args.download:
+        cmd.append("--download")
+    _run(cmd + (extra or []), folder / "eval.log")
+    return json.loads(path.read_text())
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return (float(np.mean(values)), float(np.std(values))) if values else (float("nan"), float("nan"))
+
+
+def cell(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "—"
+    m, s = mean_std(values)
+    return f"{m:.{digits}f}" if len(values) == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def collect(args: argparse.Namespace, value: Callable[[Path, dict[str, Any]], dict[str, float]],
+            ) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """For every dataset x method x seed: train if needed, then ``value(run_folder, metrics)``."""
+    out: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for dataset in args.datasets:
+        for method in args.methods:
+            cellvals: dict[str, list[float]] = {}
+            for seed in range(args.seeds):
+                metrics = ensure_trained(args, dataset, method, seed)
+                if metrics is None:
+                    continue
+                for k, v in value(run_dir(args, dataset, method, seed), metrics).items():
+                    cellvals.setdefault(k, []).append(float(v))
+            out[(dataset, method)] = cellvals
+    return out
+
+
+def write_table(args: argparse.Namespace, name: str, title: str, header: list[str], rows: list[list[str]],
+                csv_rows: list[dict[str, Any]], footer: str) -> str:
+    out = Path(args.out) if args.out else Path(args.runs) / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    overrides = f" Overrides: {', '.join(args.set)}." if args.set else ""
+    text = "\n".join(lines) + f"\n\n{footer}{overrides}\n"
+    (out / f"{name}.md").write_text(text)
+    keys: list[str] = []
+    for r in csv_rows:
+        keys.extend(k for k in r if k not in keys)
+    with open(out / f"{name}.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(csv_rows)
+    print(text)
+    print(f"written: {out / (name + '.md')}, {out / (name + '.csv')}")
+    return text
+
+
+def ood_table(doc: str, name: str, in_dist: str, ood: list[str], title: str, argv: list[str] | None = None) -> int:
+    """Tables 5, 11, 12: OOD AUROC of ``s(x) = -||dE/dx||`` with ``in_dist`` as training set."""
+    p = parser(doc, [in_dist])
+    p.add_argument("--ood", nargs="*", default=ood, help="out-of-distribution data sets (their test splits)")
+    args = p.parse_args(argv)
+    t0 = time.time()
+    keys = [f"ood_auroc_grad_norm_{o}" for o in args.ood] + [f"ood_auroc_logp_{o}" for o in args.ood]
+    extra = [a for o in args.ood for a in ("--ood-dataset", o)]
+    vals = collect(args, lambda folder, m: {k: v for k, v in ensure_eval(args, folder, "ood", keys, extra).items()
+                                             if k in keys})
+    header = ["method"] + [f"{d} vs {o}" for d in args.datasets for o in args.ood]
+    rows, csv_rows = [], []
+    for method in args.methods:
+        row = [LABELS[method]]
+        for d in args.datasets:
+            for o in args.ood:
+                v = vals.get((d, method), {}).get(f"ood_auroc_grad_norm_{o}", [])
+                w = vals.get((d, method), {}).get(f"ood_auroc_logp_{o}", [])
+                row.append(cell(v))
+                m, s = mean_std(v)
+                m2, _ = mean_std(w)
+                csv_rows.append({"method": method, "in_dist": d, "ood": o, "auroc_grad_norm_mean": round(m, 4),
+                                 "auroc_grad_norm_std": round(s, 4), "auroc_logp_mean": round(m2, 4), "runs": len(v)})
+        rows.append(row)
+    if args.datasets != [in_dist] or args.ood != ood:  # overridden: say what was actually run
+        title = f"{title.split(':')[0]}: OOD detection, in-distribution {', '.join(args.datasets)} (AUROC)"
+    footer = (f"AUROC of s(x) = -||d log p(x)/dx|| (in-distribution test split = positives); the CSV also has "
+              f"the AUROC of -E(x). {args.seeds} seed(s). Wall time {(time.time() - t0) / 60:.1f} min.")
+    write_table(args, name, title, header, rows, csv_rows, footer)
+    return 0
