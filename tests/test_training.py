@@ -40,8 +40,12 @@ def test_gedi_no_prior_collapses_and_is_flagged():
 
 
 def test_seeded_moons_run_clusters_well():
-    """A short GEDI run on two moons separates them (seeded, a few seconds)."""
-    cfg = toy_cfg("gedi", iters=1500, batch_size=400,
-                  data={"name": "moons", "n_train": 2000, "n_test": 1000, "aug_noise": 0.1})
+    """A short seeded GEDI run on two moons separates them.
+
+    GEDI on moons is seed-sensitive (see experiments/results/toy_table_3k_iters.md); this
+    setting (augmentation 0.06, generative weight 0.1) separated the moons for 4 of seeds 0-4.
+    """
+    cfg = toy_cfg("gedi", iters=3000, batch_size=400, weights={"gen": 0.1},
+                  data={"name": "moons", "n_train": 2000, "n_test": 1000, "aug_noise": 0.06})
     m = train(cfg, progress=False)
     assert m["nmi"] > 0.9, m
