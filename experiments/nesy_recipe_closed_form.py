@@ -6,7 +6,9 @@ program the probability has a closed form,
 
     p(addition(x, y, z)) = sum_{a + b <= 9} p(a|x) p(b|y) p(a + b|z),
 
-which this script evaluates for a whole batch at once.  Everything else is the plugin's:
+which this script evaluates for a whole batch at once.  (Superseded by gedi_nesy's batched
+engine, ``--engine batched``, which is as fast for any program; kept as the record of the
+trials in experiments/nesy_trials.md.)  Everything else is the plugin's:
 pools and examples (gedi_nesy.data), network (gedi_nesy.network), GEDI terms and metrics
 (gedi_nesy.training).  At start the closed form is checked against the exact engine on a few
 queries (the run stops if they differ).  This is an experiment tool, not a second engine.
