@@ -11,9 +11,10 @@ DeepProbLog's own ``Cache``) and changes only the evaluation:
    circuit (``klaycircuits``), evaluated in the log semiring; the weights of the SDD's
    variables are read off ProbLog's own weight extraction with a symbolic semiring, so
    annotated disjunctions (``ad_negate``, the extra "none" choice) follow ProbLog exactly;
-2. per batch, every network is called once on all the distinct inputs of the batch, and
-   its log-probabilities are gathered into the (queries x variables) weight matrices of
-   each shape, which are evaluated for all of that shape's queries at once.
+2. per batch, every network is called once on all the distinct inputs of the batch; its
+   log-probabilities are gathered into the variables' weights of every query, and all the
+   batch's queries (of all shapes) are evaluated as one block-diagonal circuit: one gather
+   for the inputs, then one KLay layer (log semiring) per depth for the whole batch.
 
 ``log p(q) = logWMC(q AND C) - logWMC(C)``; :meth:`BatchedSolver.solve` returns DeepProbLog
 ``Result`` objects with ``p(q)`` so that ``model.solve`` and DeepProbLog's own training loop
@@ -127,8 +128,8 @@ class CompiledShape:
 
     ``pairs``: the distinct (network, abstract inputs) the shape reads; ``leaf_pair`` /
     ``leaf_j``: for each neural leaf, its pair and output index.  The weight feature table
-    of a group of G queries is ``[log p (leaves) | log(1-p) (leaves) | log comp (groups) |
-    log consts]`` (G x F); ``pos_cols``/``neg_cols`` pick each variable's weights from it."""
+    of one query is ``[log p (leaves) | log(1-p) (leaves) | log comp (AD complements) |
+    log consts]``; ``pos_cols``/``neg_cols`` pick each variable's weights from it."""
 
     def __init__(self) -> None:
         self.key: Term | None = None
@@ -145,12 +146,10 @@ class CompiledShape:
         self.n_vars = 0
         self.compile_seconds = 0.0
         self.circuit_nodes = 0
-        self._module = None
         self._tensors: dict[str, Any] = {}
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_module"] = None
         state["_tensors"] = {}
         return state
 
@@ -306,7 +305,7 @@ class BatchedSolver(_solver_base()):
         self._ids: dict[Term, int] = {}  # ground input term -> id
         self._list_ids: dict[int, list[int]] = {}
         self._list_refs: list = []
-        self.stats = {"shapes": 0, "compile_seconds": 0.0, "disk_hits": 0, "circuit_nodes": 0}
+        self.stats = {"shapes": 0, "compile_seconds": 0.0, "disk_hits": 0, "circuit_nodes": 0}  # circuit_nodes: KLay edges
         self.disk_path: Path | None = None
         self._disk: dict[str, CompiledShape] = {}
         if disk_cache is not None:
