@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The main job on embedded data, offline: creates or reuses .venv, installs the package, runs it.
+# The main job on embedded data, offline: creates or reuses .venv, installs the package, and runs the
+# smallest setting of the MNIST-addition benchmark (paper Table 6: 100 examples, GEDI + NeSy arm) on
+# scikit-learn's handwritten digits. Extra arguments are passed to `gedi-nesy train`.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="$(bash "$root/scripts/venv.sh")"
 cd "$root"
-exec "$python" -m gedi_core train --config experiments/configs/toy/moons.yaml --method gedi --seed 0 --out runs/demo "$@"
+exec "$python" -m gedi_nesy train --program programs/addition.pl --data digits --examples 100 \
+    --arm gedi+nesy --seed 0 --out runs/demo "$@"
