@@ -65,6 +65,13 @@ def add_config_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[str
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key, e.g. sgld.steps=5")
 
 
+def add_run_flags(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """``--out``, ``--resume`` and ``--no-progress``: the flags every training command has."""
+    parser.add_argument("--out", default=None, help=out_help)
+    parser.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def flag_overrides(args: argparse.Namespace, flags: dict[str, tuple[str, type, str]]) -> dict[str, Any]:
     keys = [key for key, _, _ in flags.values()] + [key for key, _ in BOOL_FLAGS.values()]
     values = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
@@ -156,9 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train one run; prints its final metrics as one JSON line last")
     add_config_flags(p, TRAIN_FLAGS)
-    p.add_argument("--out", default=None, help="run folder (config, log.csv, metrics.json, checkpoint, figures)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_run_flags(p, "run folder (config, log.csv, metrics.json, checkpoint, figures)")
     p.set_defaults(func=cmd_train)
 
     def run_flags(q: argparse.ArgumentParser) -> None:

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import yaml
 
+CHECKPOINT = "checkpoint.pt"  # the checkpoint's file name inside a run folder
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA)."""

@@ -33,6 +33,7 @@ from gedi_core.methods import Method, build_method, get_spec
 from gedi_core.metrics import clustering_report
 from gedi_core.monitor import FailureMonitor
 from gedi_core.runio import (
+    CHECKPOINT,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -42,8 +43,6 @@ from gedi_core.runio import (
     write_json,
     write_yaml,
 )
-
-CHECKPOINT = "checkpoint.pt"
 
 
 class _Step(nn.Module):

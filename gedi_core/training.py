@@ -15,6 +15,7 @@ from gedi_core.methods import Method, build_method
 from gedi_core.metrics import clustering_report
 from gedi_core.monitor import FailureMonitor
 from gedi_core.runio import (
+    CHECKPOINT,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -24,8 +25,6 @@ from gedi_core.runio import (
     write_json,
     write_yaml,
 )
-
-CHECKPOINT = "checkpoint.pt"
 
 
 def evaluate(method: Method, data: DataBundle) -> dict[str, float]:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from gedi_core.cli import add_config_flags, flag_overrides, run_cli
+from gedi_core.cli import add_config_flags, add_run_flags, flag_overrides, run_cli
 from gedi_core.config import build_config, read_config_file
 from gedi_core.errors import GediError
 from gedi_nesy.config import NesyConfig
@@ -171,9 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train one run; prints its final metrics as one JSON line last")
     add_config_flags(p, NESY_FLAGS)
-    p.add_argument("--out", default=None, help="run folder (config.yaml, log.csv, metrics.json, checkpoint.pt)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_run_flags(p, "run folder (config.yaml, log.csv, metrics.json, checkpoint.pt)")
     p.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a run folder's checkpoint; prints one JSON line")
     e.add_argument("--run", required=True, help="run folder written by gedi-nesy train --out")
