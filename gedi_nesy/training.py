@@ -35,13 +35,20 @@ from gedi_core.errors import GediError
 from gedi_core.losses import gen_loss, inv_loss, prior_entropy_loss, prior_loss
 from gedi_core.metrics import clustering_report
 from gedi_core.models import energy_from_logits
-from gedi_core.runio import load_checkpoint, save_checkpoint, seed_everything, write_csv, write_json, write_yaml
+from gedi_core.runio import (
+    CHECKPOINT,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    write_csv,
+    write_json,
+    write_yaml,
+)
 from gedi_core.sampling import EnergySampler
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import _log1mexp, is_batched
 from gedi_nesy.network import GEDINetwork, network_domains
 
-CHECKPOINT = "checkpoint.pt"
 
 
 def gedi_networks(model) -> "OrderedDict[str, Any]":
