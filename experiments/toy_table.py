@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,9 @@ def run_one(dataset: str, method: str, seed: int, out: str, overrides: list[str]
     if done.exists():
         return json.loads(done.read_text())
     argv = ["train", "--config", str(CONFIGS / f"{dataset}.yaml"), "--method", method, "--seed", str(seed)]
+    per_method = (yaml.safe_load((CONFIGS / "overrides.yaml").read_text()) or {}).get(dataset) or {}
+    for key, value in (per_method.get(method) or {}).items():
+        argv += ["--set", f"{key}={value}"]
     for item in overrides:
         argv += ["--set", item]
     args = build_parser().parse_args(argv)
@@ -99,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             res = fut.result()
             results.append(res)
             tqdm.write(f"{res['dataset']:8s} {res['method']:14s} seed {res['seed']}: NMI {res['nmi']:.3f}")
-    note = f"Overrides: {', '.join(args.set)}." if args.set else "Settings: experiments/configs/toy/*.yaml."
+    note = "Settings: experiments/configs/toy/<dataset>.yaml and overrides.yaml" + (
+        f", with {', '.join(args.set)}." if args.set else ".")
     print(summarise(results, out, time.time() - t0, args.seeds, note))
     return 0
 
