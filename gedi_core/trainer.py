@@ -26,12 +26,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from gedi_core.config import TrainConfig, build_config, to_dict
-from gedi_core.data import DataBundle, load_dataset
+from gedi_core.data import load_dataset
 from gedi_core.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 from gedi_core.errors import GediError
 from gedi_core.methods import Method, build_method, get_spec
-from gedi_core.metrics import clustering_report
 from gedi_core.monitor import FailureMonitor
+from gedi_core.training import evaluate, final_diagnostics, report_failures
 from gedi_core.runio import (
     CHECKPOINT,
     load_checkpoint,
@@ -78,16 +78,6 @@ def reseed_for_rank(method: Method, seed: int, rank: int) -> None:
         buf = sampler.buffer
         buf.generator.manual_seed(seed + 2 + 7919 * rank)
         buf.data = buf.uniform(len(buf))
-
-
-def evaluate(method: Method, data: DataBundle) -> dict[str, float]:
-    """NMI / ACC / ARI of the method's cluster assignments on the test split."""
-    was_training = method.training
-    method.eval()
-    method.prepare_eval(data.train_x.to(method.device))
-    preds = method.predict(data.test_x.to(method.device)).cpu()
-    method.train(was_training)
-    return clustering_report(data.test_y, preds)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
@@ -210,10 +200,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device, out: str | Pa
                        "seconds": round(elapsed + time.time() - t_epoch, 3)}
                 rows.append(row)
                 if global_iter >= warmup:
-                    for message in monitor.check(diag, head_modes=method.uses_cluster_head):
-                        warnings_seen.append(f"epoch {epoch + 1} iter {global_iter}: {message}")
-                        tqdm.write(f"warning [{cfg.method}/{cfg.data.name} seed {cfg.seed}] epoch {epoch + 1}: "
-                                   f"{message}")
+                    report_failures(monitor, diag, method, f"epoch {epoch + 1} iter {global_iter}", warnings_seen)
                 bar.set_postfix(loss=f"{loss_value:.3f}", prior_gap=f"{diag['prior_gap']:.3f}",
                                 inv=f"{diag['inv_gap']:.3f}")
         bar.close()
@@ -251,9 +238,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device, out: str | Pa
         "images_per_s": round(sum(r["images_per_s"] for r in done) / max(len(done), 1), 1),
         "warnings": warnings_seen,
     }
-    if rows:
-        metrics.update({f"final_{k}": rows[-1][k] for k in ("prior_gap", "inv_gap", "max_cluster_share",
-                                                            "embedding_var")})
+    metrics.update(final_diagnostics(rows))
     if out_dir is not None:
         write_json(out_dir / "metrics.json", metrics)
         write_figures(method, rows, out_dir)

@@ -27,13 +27,31 @@ from gedi_core.runio import (
 )
 
 
+FINAL_DIAGNOSTICS = ("prior_gap", "inv_gap", "max_cluster_share", "embedding_var")
+
+
 def evaluate(method: Method, data: DataBundle) -> dict[str, float]:
-    """Clustering metrics of the method's assignments on the test split."""
+    """NMI / ACC / ARI of the method's cluster assignments on the test split (mode restored after)."""
+    was_training = method.training
     method.eval()
     method.prepare_eval(data.train_x.to(method.device))
     preds = method.predict(data.test_x.to(method.device)).cpu()
-    method.train()
+    method.train(was_training)
     return clustering_report(data.test_y, preds)
+
+
+def report_failures(monitor: FailureMonitor, diag: dict[str, float], method: Method, where: str,
+                    warnings_seen: list[str]) -> None:
+    """Record and print each failure mode the monitor sees for the first time (``where``: 'iter 300')."""
+    cfg = method.cfg
+    for message in monitor.check(diag, head_modes=method.uses_cluster_head):
+        warnings_seen.append(f"{where}: {message}")
+        tqdm.write(f"warning [{cfg.method}/{cfg.data.name} seed {cfg.seed}] {where}: {message}")
+
+
+def final_diagnostics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The monitor's last gaps and collapse indicators, as ``final_*`` metrics."""
+    return {f"final_{k}": rows[-1][k] for k in FINAL_DIAGNOSTICS} if rows else {}
 
 
 def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
@@ -123,9 +141,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False,
                    "seconds": round(elapsed + time.time() - t0, 3)}
             rows.append(row)
             if it + 1 >= warmup:
-                for message in monitor.check(diag, head_modes=method.uses_cluster_head):
-                    warnings_seen.append(f"iter {it + 1}: {message}")
-                    tqdm.write(f"warning [{cfg.method}/{cfg.data.name} seed {cfg.seed}] iter {it + 1}: {message}")
+                report_failures(monitor, diag, method, f"iter {it + 1}", warnings_seen)
             bar.set_postfix(loss=f"{row['loss']:.3f}", prior_gap=f"{diag['prior_gap']:.3f}",
                             inv=f"{diag['inv_gap']:.3f}")
         if (it + 1) % cfg.ckpt_every == 0:
@@ -143,8 +159,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False,
         "seconds": round(seconds, 2),
         "warnings": warnings_seen,
     }
-    if rows:
-        metrics.update({f"final_{k}": rows[-1][k] for k in ("prior_gap", "inv_gap", "max_cluster_share", "embedding_var")})
+    metrics.update(final_diagnostics(rows))
     if out_dir is not None:
         write_json(out_dir / "metrics.json", metrics)
         write_figures(method, data, rows, out_dir)

@@ -27,7 +27,7 @@ def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"),
     - ``samples``: a 10x10 grid of SGLD samples (``fid_steps`` steps) as ``samples.png`` (Fig. 6).
     """
     from gedi_core.evaluation import fid_score, linear_probe, load_run, ood_auroc, sample_images, save_samples
-    from gedi_core.trainer import evaluate
+    from gedi_core.training import evaluate
 
     what = [w.strip() for w in what if w.strip()]
     for w in what:
