@@ -148,22 +148,28 @@ class TrainConfig:
         return self
 
 
-def from_dict(cls: type[T], values: Mapping[str, Any], source: str = "config", prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise GediError."""
+def from_dict(cls: type[T], values: Mapping[str, Any], source: str = "config", prefix: str = "",
+              base: T | None = None) -> T:
+    """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise GediError.
+
+    Keys the mapping leaves out keep their value in ``base`` (default: ``cls()``), so a
+    nested section built by a ``default_factory`` keeps that factory's values.
+    """
     if not isinstance(values, Mapping):
         raise GediError(f"{source}: section '{prefix or '<top>'}' must be a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    base = cls() if base is None else base  # type: ignore[call-arg]
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         dotted = f"{prefix}{key}"
         if key not in fields:
             raise GediError(f"{source}: unknown config key '{dotted}' (known: {', '.join(sorted(fields))})")
-        default = getattr(cls(), key)  # type: ignore[call-arg]
+        default = getattr(base, key)
         if dataclasses.is_dataclass(default):
-            kwargs[key] = from_dict(type(default), value, source, prefix=f"{dotted}.")
+            kwargs[key] = from_dict(type(default), value, source, prefix=f"{dotted}.", base=default)
         else:
             kwargs[key] = _coerce(value, default, dotted, source)
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs)
 
 
 def _coerce(value: Any, default: Any, key: str, source: str) -> Any:

@@ -23,6 +23,20 @@ def test_flags_override_config_file_which_overrides_method_defaults(tmp_path):
     assert cfg_from(["--method", "jem"]).sgld.steps == 10  # method default beats dataclass default
 
 
+def test_one_nested_flag_keeps_the_other_factory_defaults_of_its_section():
+    """Setting ``model.tau`` alone must not reset the section to ``ModelConfig()`` (a bug once:
+    ``gedi-nesy --tau 0.3`` fell back to 2 clusters and ``--sgld-steps 5`` to a step size of 5e-5)."""
+    from gedi_nesy.config import NesyConfig
+
+    cfg = build_config(NesyConfig, [("flags", {"model": {"tau": 0.3}, "sgld": {"steps": 5}})])
+    default = NesyConfig()
+    assert cfg.model.tau == 0.3 and cfg.sgld.steps == 5
+    assert cfg.model.num_clusters == default.model.num_clusters == 10
+    assert cfg.model.backbone == "lenet"
+    assert cfg.sgld.step_size == default.sgld.step_size == 1.0
+    assert cfg.sgld.init_low == -1.0
+
+
 def test_unknown_config_key_names_file_and_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("sgld:\n  stepz: 3\n")
