@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import statistics
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -52,6 +54,32 @@ def fmt(values: list[float]) -> str:
     return f"{med:.3f} ± {std:.3f}"
 
 
+def run_one(n: int, arm: str, seed: int, settings: dict) -> dict:
+    """Train (or reuse / resume) one run folder and return its table row."""
+    torch.set_num_threads(settings["threads"])
+    run_dir = Path(settings["out"]) / f"{settings['data']}_n{n}_{arm.replace('+', '_')}_s{seed}"
+    flags = {"arm": arm, "seed": seed, "epochs": settings["epochs"],
+             "data": {"name": settings["data"], "data_root": settings["data_root"], "examples": n}}
+    try:
+        cfg = build_config(NesyConfig, [("config", settings["base"]), ("flags", flags),
+                                        ("--set", dotted_to_nested(parse_set(settings["sets"])))]).validate()
+        if (run_dir / "metrics.json").is_file():
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        else:
+            t0 = time.time()
+            pools, model, train_q, test_q = prepare(cfg, quiet=True)
+            metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run_dir, resume=True,
+                                 progress=settings["progress"])
+            metrics["wall_seconds"] = round(time.time() - t0, 2)
+    except GediError as exc:
+        print(f"skip n={n} {arm} seed {seed}: {exc}", file=sys.stderr)
+        return {"examples": n, "arm": arm, "seed": seed, "skipped": str(exc)}
+    return {"examples": n, "arm": arm, "seed": seed, "epochs": metrics["epochs"],
+            **{k: metrics.get(k) for k in ("digit_acc", "nmi", "cluster_acc", "query_acc", "max_cluster_share",
+                                           "seconds", "train_seconds", "queries_per_s")},
+            "data_note": metrics.get("data_note", "")}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="mnist", help="mnist | digits")
@@ -64,43 +92,36 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
     ap.add_argument("--out", default="runs/table6")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
-    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes; one per core)")
+    ap.add_argument("--progress", action="store_true", help="progress bars (with --jobs 1)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     base = read_config_file(args.config) if args.config else {}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    jobs = [(n, arm, seed) for n in [int(s) for s in args.sizes.split(",")]
+            for arm in args.arms.split(",") for seed in [int(s) for s in args.seeds.split(",")]]
+    order = {job: i for i, job in enumerate(jobs)}
+    settings = dict(data=args.data, data_root=args.data_root, epochs=args.epochs, base=base, sets=args.set,
+                    out=str(out), threads=args.threads, progress=args.progress and args.jobs == 1)
     runs: list[dict] = []
-    for n in [int(s) for s in args.sizes.split(",")]:
-        for arm in args.arms.split(","):
-            for seed in [int(s) for s in args.seeds.split(",")]:
-                run_dir = out / f"{args.data}_n{n}_{arm.replace('+', '_')}_s{seed}"
-                flags = {"arm": arm, "seed": seed, "epochs": args.epochs,
-                         "data": {"name": args.data, "data_root": args.data_root, "examples": n}}
-                try:
-                    cfg = build_config(NesyConfig, [("config", base), ("flags", flags),
-                                                    ("--set", dotted_to_nested(parse_set(args.set)))]).validate()
-                    if (run_dir / "metrics.json").is_file():
-                        metrics = json.loads((run_dir / "metrics.json").read_text())
-                    else:
-                        t0 = time.time()
-                        pools, model, train_q, test_q = prepare(cfg, quiet=True)
-                        metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run_dir, resume=True,
-                                             progress=args.progress)
-                        metrics["wall_seconds"] = round(time.time() - t0, 2)
-                except GediError as exc:
-                    print(f"skip n={n} {arm} seed {seed}: {exc}", file=sys.stderr)
-                    runs.append({"examples": n, "arm": arm, "seed": seed, "skipped": str(exc)})
-                    continue
-                row = {"examples": n, "arm": arm, "seed": seed, "epochs": metrics["epochs"],
-                       **{k: metrics.get(k) for k in ("digit_acc", "nmi", "cluster_acc", "query_acc",
-                                                      "max_cluster_share", "seconds", "train_seconds",
-                                                      "queries_per_s")},
-                       "data_note": metrics.get("data_note", "")}
-                runs.append(row)
-                print(json.dumps(row), flush=True)
-                write_csv(out / "runs.csv", runs)
+
+    def record(row: dict) -> None:
+        runs.append(row)
+        runs.sort(key=lambda r: order[(r["examples"], r["arm"], r["seed"])])
+        print(json.dumps(row), flush=True)
+        write_csv(out / "runs.csv", runs)
+
+    if args.jobs == 1:
+        for job in jobs:
+            record(run_one(*job, settings))
+    else:  # largest runs first, so that the pool ends together
+        by_cost = sorted(jobs, key=lambda j: (j[1] == "nesy", -j[0]))
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(run_one, *job, settings) for job in by_cost]
+            for fut in as_completed(futures):
+                record(fut.result())
 
     table: list[dict] = []
     for n in dict.fromkeys(r["examples"] for r in runs):

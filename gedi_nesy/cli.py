@@ -53,6 +53,7 @@ NESY_FLAGS: dict[str, tuple[str, type, str]] = {
     "--buffer-size": ("sgld.buffer_size", int, "replay buffer size"),
     "--reinit-freq": ("sgld.reinit_freq", float, "replay buffer reinitialisation frequency"),
     "--aug-noise": ("data.aug_noise", float, "Gaussian-noise augmentation sigma"),
+    "--train-shift": ("data.train_shift", int, "random shift in pixels of the training images (0: off)"),
     "--tau": ("model.tau", float, "temperature of the cluster head"),
     "--num-clusters": ("model.num_clusters", int, "network outputs (must equal the nn domain size)"),
     "--backbone": ("model.backbone", str, "backbone (lenet, mlp, resnet8)"),

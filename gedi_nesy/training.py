@@ -23,7 +23,7 @@ import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from problog.logic import term2list
@@ -31,6 +31,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from gedi_core.config import to_dict
+from gedi_core.data.augment import ImageAugment
 from gedi_core.errors import GediError
 from gedi_core.losses import gen_loss, inv_loss, prior_entropy_loss, prior_loss
 from gedi_core.metrics import clustering_report
@@ -73,10 +74,12 @@ def batch_inputs(model, batch: Sequence) -> dict[str, list]:
     return per_net
 
 
-def forward_batch(model, per_net: dict[str, list], fill_cache: bool = True) -> dict[str, tuple[Tensor, Tensor]]:
+def forward_batch(model, per_net: dict[str, list], fill_cache: bool = True,
+                  augment: Callable[[Tensor], Tensor] | None = None) -> dict[str, tuple[Tensor, Tensor]]:
     """One batched forward pass per GEDI network; fills DeepProbLog's cache with ``p(y|x)``.
 
-    Returns ``{network: (images, logits)}``."""
+    ``augment`` (training only) maps each network's image batch to the views it sees.
+    Returns ``{network: (images, logits)}`` (the images after ``augment``)."""
     out: dict[str, tuple[Tensor, Tensor]] = {}
     nets = gedi_networks(model)
     for name, inputs in per_net.items():
@@ -90,6 +93,8 @@ def forward_batch(model, per_net: dict[str, list], fill_cache: bool = True) -> d
                 raise GediError(f"network '{name}' is a GEDI network and takes one image, got inputs {term}")
             images.append(model.get_tensor(args[0]))
         x = torch.stack(images).to(next(net.network_module.parameters()).device)
+        if augment is not None:
+            x = augment(x)
         logits = net.network_module.logits(x)
         if fill_cache:
             probs = torch.softmax(logits, dim=-1)
@@ -160,6 +165,18 @@ def nesy_step_loss(model, batch: Sequence, fwd: dict[str, tuple[Tensor, Tensor]]
         logp, decided = model.solver.log_probs(batch, outputs)
         return nesy_loss_log(logp, decided, batch)
     return nesy_loss(query_probabilities(model, batch), batch)
+
+
+class TrainShift:
+    """Random shifts of up to ``pixels`` pixels (reflect-padded crop, one offset per image)
+    of the training images the networks see; seeded, its state goes into the checkpoint."""
+
+    def __init__(self, pixels: int, seed: int) -> None:
+        self.shift = ImageAugment(crop_pad=pixels, jitter_p=0.0, gray_p=0.0, noise=0.0)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.shift(x, self.generator)
 
 
 class GediTerms:
@@ -286,6 +303,7 @@ def train_nesy(
     shape = tuple(pools.train_x.shape[1:])
     gedi_terms = {name: GediTerms(cfg, shape, cfg.seed + 10 + 7 * i, weights) for i, name in enumerate(nets)}
     shuffler = random.Random(cfg.seed + 3)
+    augment = TrainShift(cfg.data.train_shift, cfg.seed + 5) if cfg.data.train_shift > 0 else None
     epochs = cfg.resolved_epochs()
     out_dir = Path(out) if out is not None else None
     rows: list[dict[str, Any]] = []
@@ -303,6 +321,8 @@ def train_nesy(
             for name, terms in gedi_terms.items():
                 terms.load_state_dict(state["gedi_terms"][name])
             shuffler.setstate(state["shuffler"])
+            if augment is not None and state.get("train_shift") is not None:
+                augment.generator.set_state(state["train_shift"])
             torch.set_rng_state(state["torch_rng"])
             rows = state["rows"]
             start_epoch, train_seconds = state["epoch"], state["train_seconds"]
@@ -317,6 +337,7 @@ def train_nesy(
             "optimizer": optimizer.state_dict(),
             "gedi_terms": {n: t.state_dict() for n, t in gedi_terms.items()},
             "shuffler": shuffler.getstate(),
+            "train_shift": augment.generator.get_state() if augment is not None else None,
             "torch_rng": torch.get_rng_state(),
             "rows": rows, "epoch": epoch, "train_seconds": train_seconds,
             "n_queries": n_queries, "skipped": skipped_total, "config": to_dict(cfg),
@@ -335,7 +356,8 @@ def train_nesy(
         for b in range(n_batches):
             batch = [train_queries[i] for i in order[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
             per_net = batch_inputs(model, batch)
-            fwd = forward_batch(model, per_net, fill_cache=weights["nesy"] > 0 and not is_batched(model))
+            fwd = forward_batch(model, per_net, fill_cache=weights["nesy"] > 0 and not is_batched(model),
+                                augment=augment)
             terms: dict[str, Tensor] = {}
             if weights["nesy"] > 0:
                 lnesy, skipped = nesy_step_loss(model, batch, fwd, per_net)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
@@ -168,6 +169,33 @@ def test_resume_continues_the_run(tmp_path, capsys):
     assert rc == 0, err
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
     assert json.loads(stdout.strip().splitlines()[-1])["epochs"] == 2
+
+
+def test_resumed_run_equals_the_straight_run(tmp_path, capsys):
+    """All random state (shuffling, SGLD buffer, train shift, torch RNG) is in the checkpoint."""
+    args = ["train", "--arm", "gedi+nesy", "--train-shift", "2", *FAST]
+    straight = json.loads(run_cli([*args, "--epochs", "2", "--out", str(tmp_path / "a")], capsys)[1].splitlines()[-1])
+    run_cli([*args, "--out", str(tmp_path / "b")], capsys)
+    resumed = json.loads(run_cli([*args, "--epochs", "2", "--out", str(tmp_path / "b"), "--resume"],
+                                 capsys)[1].splitlines()[-1])
+    assert resumed["digit_acc"] == straight["digit_acc"] and resumed["nmi"] == straight["nmi"]
+    def rows(run: str) -> list[dict]:
+        with open(tmp_path / run / "log.csv") as f:
+            return [{k: v for k, v in r.items() if k != "train_seconds"} for r in csv.DictReader(f)]
+
+    assert len(rows("a")) == 2 and rows("a") == rows("b")
+
+
+def test_train_shift_moves_the_images_the_network_sees():
+    from gedi_nesy.training import TrainShift
+
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 10:18, 10:18] = 1.0
+    shifted = TrainShift(2, seed=0)(x)
+    assert shifted.shape == x.shape
+    assert not torch.equal(shifted, x)  # some image moved
+    assert torch.allclose(shifted.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)))  # a shift, the square stays inside
+    assert torch.equal(TrainShift(2, seed=0)(x), shifted)  # seeded
 
 
 def test_user_queries_and_images(tmp_path, capsys):

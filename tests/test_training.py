@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gedi_core.config import DataConfig, TrainConfig
+from gedi_core.config import TrainConfig
 from gedi_core.methods import get_spec
 from gedi_core.config import build_config
 from gedi_core.training import train
