@@ -54,10 +54,14 @@ def fmt(values: list[float]) -> str:
     return f"{med:.3f} ± {std:.3f}"
 
 
+def run_name(data: str, n: int, arm: str, seed: int) -> str:
+    return f"{data}_n{n}_{arm.replace('+', '_')}_s{seed}"
+
+
 def run_one(n: int, arm: str, seed: int, settings: dict) -> dict:
     """Train (or reuse / resume) one run folder and return its table row."""
     torch.set_num_threads(settings["threads"])
-    run_dir = Path(settings["out"]) / f"{settings['data']}_n{n}_{arm.replace('+', '_')}_s{seed}"
+    run_dir = Path(settings["out"]) / run_name(settings["data"], n, arm, seed)
     flags = {"arm": arm, "seed": seed, "epochs": settings["epochs"],
              "data": {"name": settings["data"], "data_root": settings["data_root"], "examples": n}}
     try:
@@ -92,6 +96,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
     ap.add_argument("--out", default="runs/table6")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the table from the finished runs under --out; train nothing")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes; one per core)")
     ap.add_argument("--progress", action="store_true", help="progress bars (with --jobs 1)")
     args = ap.parse_args(argv)
@@ -113,7 +119,14 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
         write_csv(out / "runs.csv", runs)
 
-    if args.jobs == 1:
+    if args.report_only:
+        for job in jobs:
+            run_dir = out / run_name(args.data, *job)
+            if (run_dir / "metrics.json").is_file():
+                record(run_one(*job, settings))
+            else:
+                print(f"not run: {run_dir}", file=sys.stderr)
+    elif args.jobs == 1:
         for job in jobs:
             record(run_one(*job, settings))
     else:  # largest runs first, so that the pool ends together
