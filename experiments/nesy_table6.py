@@ -29,11 +29,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gedi_core.config import build_config, parse_set, dotted_to_nested, read_config_file  # noqa: E402
+from gedi_core.config import parse_set, dotted_to_nested, read_config_file  # noqa: E402
 from gedi_core.errors import GediError  # noqa: E402
 from gedi_core.runio import write_csv  # noqa: E402
 from gedi_nesy.cli import prepare  # noqa: E402
-from gedi_nesy.config import NesyConfig  # noqa: E402
+from gedi_nesy.config import build_nesy_config  # noqa: E402
 from gedi_nesy.training import train_nesy  # noqa: E402
 
 PAPER = {  # paper Table 6 (GEDI & NeSy; NeSy only; GEDI only), test digit accuracy / NMI
@@ -65,8 +65,8 @@ def run_one(n: int, arm: str, seed: int, settings: dict) -> dict:
     flags = {"arm": arm, "seed": seed, "epochs": settings["epochs"],
              "data": {"name": settings["data"], "data_root": settings["data_root"], "examples": n}}
     try:
-        cfg = build_config(NesyConfig, [("config", settings["base"]), ("flags", flags),
-                                        ("--set", dotted_to_nested(parse_set(settings["sets"])))]).validate()
+        cfg = build_nesy_config([(settings["config"], settings["base"]), ("flags", flags),
+                                 ("--set", dotted_to_nested(parse_set(settings["sets"])))])
         if (run_dir / "metrics.json").is_file():
             metrics = json.loads((run_dir / "metrics.json").read_text())
         else:
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     jobs = [(n, arm, seed) for n in [int(s) for s in args.sizes.split(",")]
             for arm in args.arms.split(",") for seed in [int(s) for s in args.seeds.split(",")]]
     order = {job: i for i, job in enumerate(jobs)}
-    settings = dict(data=args.data, data_root=args.data_root, epochs=args.epochs, base=base, sets=args.set,
+    settings = dict(config=str(args.config), data=args.data, data_root=args.data_root, epochs=args.epochs, base=base, sets=args.set,
                     out=str(out), threads=args.threads, progress=args.progress and args.jobs == 1)
     runs: list[dict] = []
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gedi_core.cli import add_config_flags, add_run_flags, flag_overrides, run_cli
-from gedi_core.config import build_config, read_config_file
+from gedi_core.config import read_config_file
 from gedi_core.errors import GediError
-from gedi_nesy.config import NesyConfig
+from gedi_nesy.config import NesyConfig, build_nesy_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def resolve_config(args: argparse.Namespace) -> NesyConfig:
     if args.config:
         layers.append((str(args.config), read_config_file(args.config)))
     layers.append(("command-line flags", flag_overrides(args, NESY_FLAGS)))
-    return build_config(NesyConfig, layers).validate()
+    return build_nesy_config(layers)
 
 
 def _resolve_path(path: str | None) -> str | None:

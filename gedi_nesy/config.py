@@ -1,14 +1,18 @@
 """Configuration of a gedi-nesy run: dataclasses built with gedi_core's layered config tools.
 
 Layers, later ones winning: the defaults below < ``--config FILE`` (YAML/JSON) < flags.
+A config file may hold an ``arms:`` section, ``arms: {<arm>: {<keys>}}``, whose keys apply only
+to runs of that arm (the paper's Table 9 likewise gives loss weights per column).
 Unknown keys raise :class:`GediError` naming the key and its source.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from gedi_core.config import ModelConfig, SGLDConfig
+from gedi_core.config import ModelConfig, SGLDConfig, build_config
 from gedi_core.errors import GediError
 
 ARMS = ("nesy", "gedi", "gedi+nesy")
@@ -147,3 +151,32 @@ class NesyConfig:
             raise GediError(f"weight_decay must be >= 0, got {self.weight_decay}")
         self.network_names()
         return self
+
+
+def build_nesy_config(layers: list[tuple[str, Mapping[str, Any]]]) -> NesyConfig:
+    """:func:`gedi_core.config.build_config` for :class:`NesyConfig`, with per-arm sections.
+
+    Each layer's ``arms.<arm>`` mapping is applied right after that layer, for the arm the
+    merged layers select; the result is validated.
+    """
+    common: list[tuple[str, dict[str, Any]]] = []
+    per_arm: list[dict[str, Any]] = []
+    for source, layer in layers:
+        layer = dict(layer)
+        arms = layer.pop("arms", None) or {}
+        if not isinstance(arms, Mapping):
+            raise GediError(f"{source}: 'arms' must map arm names to config keys, got {type(arms).__name__}")
+        for arm, section in arms.items():
+            if arm not in ARMS:
+                raise GediError(f"{source}: arms: unknown arm '{arm}' (known: {', '.join(ARMS)})")
+            if not isinstance(section, Mapping):
+                raise GediError(f"{source}: arms.{arm} must be a mapping of config keys")
+        common.append((source, layer))
+        per_arm.append(dict(arms))
+    arm = build_config(NesyConfig, common).arm
+    final: list[tuple[str, Mapping[str, Any]]] = []
+    for (source, layer), arms in zip(common, per_arm):
+        final.append((source, layer))
+        if arm in arms:
+            final.append((f"{source} (arms.{arm})", arms[arm]))
+    return build_config(NesyConfig, final).validate()

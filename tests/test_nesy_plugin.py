@@ -270,6 +270,17 @@ def test_unknown_config_key_and_arm(tmp_path, capsys):
     expect_error(capsys, tmp_path, ["--set", "weights.foo=1"], "weights.foo")
 
 
+def test_config_file_arms_section_applies_to_its_arm_only(tmp_path, capsys):
+    path = write(tmp_path, "c.yaml", "weights:\n  gen: 0.5\narms:\n  gedi+nesy:\n    weights:\n      gen: 0.01\n")
+    resolve = lambda *flags: cli.resolve_config(cli.build_parser().parse_args(  # noqa: E731
+        ["train", "--config", str(path), *flags]))
+    assert resolve("--arm", "gedi+nesy").weights.gen == 0.01
+    assert resolve("--arm", "gedi").weights.gen == 0.5
+    assert resolve("--arm", "gedi+nesy", "--w-gen", "0.2").weights.gen == 0.2  # flags still win
+    bad = write(tmp_path, "bad.yaml", "arms:\n  jem:\n    lr: 0.1\n")
+    expect_error(capsys, tmp_path, ["--config", str(bad)], "bad.yaml", "unknown arm 'jem'")
+
+
 def test_read_query_file_errors_name_file_and_line(tmp_path):
     path = write(tmp_path, "q.txt", "sum(tensor(train(0)), tensor(train(1)), 3).\nsum(tensor(valid(0)), tensor(train(1)), 3).\n")
     with pytest.raises(GediError, match=r"q.txt:2: .*unknown pool 'valid'"):
