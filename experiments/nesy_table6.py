@@ -109,8 +109,9 @@ def main(argv=None) -> int:
     jobs = [(n, arm, seed) for n in [int(s) for s in args.sizes.split(",")]
             for arm in args.arms.split(",") for seed in [int(s) for s in args.seeds.split(",")]]
     order = {job: i for i, job in enumerate(jobs)}
-    settings = dict(config=str(args.config), data=args.data, data_root=args.data_root, epochs=args.epochs, base=base, sets=args.set,
-                    out=str(out), threads=args.threads, progress=args.progress and args.jobs == 1)
+    settings = dict(config=str(args.config), base=base, sets=args.set, data=args.data, data_root=args.data_root,
+                    epochs=args.epochs, out=str(out), threads=args.threads,
+                    progress=args.progress and args.jobs == 1)
     runs: list[dict] = []
 
     def record(row: dict) -> None:
