@@ -10,7 +10,7 @@ which this script evaluates for a whole batch at once.  (Superseded by gedi_nesy
 engine, ``--engine batched``, which is as fast for any program; kept as the record of the
 trials in experiments/nesy_trials.md.)  Everything else is the plugin's:
 pools and examples (gedi_nesy.data), network (gedi_nesy.network), GEDI terms and metrics
-(gedi_nesy.training).  At start the closed form is checked against the exact engine on a few
+(gedi_nesy.train).  At start the closed form is checked against the exact engine on a few
 queries (the run stops if they differ).  This is an experiment tool, not a second engine.
 
     python experiments/nesy_recipe_closed_form.py --data mnist --data-root ../shared/data/MNIST/raw \\
@@ -34,16 +34,12 @@ sys.path.insert(0, str(REPO))
 from gedi_core.config import build_config, dotted_to_nested, parse_set, read_config_file  # noqa: E402
 from gedi_nesy.config import NesyConfig  # noqa: E402
 from gedi_nesy.data import example_query, load_pools, task_examples  # noqa: E402
-from gedi_nesy.network import build_nesy_model, gedi_network  # noqa: E402
-from gedi_nesy.training import (  # noqa: E402
-    GediTerms,
-    batch_inputs,
-    clear_caches,
-    digit_metrics,
-    forward_batch,
-    query_probabilities,
-    seed_run,
-)
+from gedi_core.rng import seed_everything  # noqa: E402
+from gedi_nesy.evaluation import digit_metrics  # noqa: E402
+from gedi_nesy.network import gedi_network  # noqa: E402
+from gedi_nesy.program import build_nesy_model  # noqa: E402
+from gedi_nesy.step import batch_inputs, clear_caches, forward_batch, query_probabilities  # noqa: E402
+from gedi_nesy.train import nesy_objective  # noqa: E402
 
 # M[a, b, c] = 1 iff c = a + b
 ADD = torch.zeros(10, 10, 10)
@@ -75,7 +71,7 @@ def main(argv=None) -> int:
              "data": {"name": args.data, "data_root": args.data_root, "examples": args.examples}}
     cfg = build_config(NesyConfig, [("config", read_config_file(args.config)), ("flags", flags),
                                     ("--set", dotted_to_nested(parse_set(args.set)))]).validate()
-    seed_run(cfg)
+    seed_everything(cfg.seed)
     pools = load_pools(cfg.data, cfg.seed)
     net = gedi_network("gedi_net", cfg.model, pools.input_shape)
     module = net.network_module
@@ -94,7 +90,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"closed form {closed.tolist()} differs from the exact engine {exact.tolist()}")
 
     weights = cfg.active_weights()
-    terms_fn = GediTerms(cfg, pools.input_shape, cfg.seed + 10, weights)
+    objective = nesy_objective(cfg, cfg.seed + 10)
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     shuffler = random.Random(cfg.seed + 3)
     t0 = time.time()
@@ -106,7 +102,7 @@ def main(argv=None) -> int:
             bidx = idx[order[s : s + cfg.batch_size]]
             x = pools.train_x[bidx.flatten()]
             logits = module.logits(x)
-            terms = terms_fn(module, x, logits)
+            terms = objective.terms(module.logits, x, logits)
             if weights["nesy"] > 0:
                 p = addition_prob(torch.softmax(logits, -1).view(len(bidx), 3, -1))
                 terms["nesy"] = -torch.log(p.clamp(0, 1) + 1e-12).mean()

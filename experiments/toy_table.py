@@ -42,7 +42,7 @@ def run_one(dataset: str, method: str, seed: int, out: str, overrides: list[str]
 
     torch.set_num_threads(1)
     from gedi_core.cli import build_parser, resolve_train_config
-    from gedi_core.training import train
+    from gedi_core.train import train
 
     run_dir = Path(out) / dataset / method / f"seed{seed}"
     done = run_dir / "metrics.json"
@@ -55,7 +55,8 @@ def run_one(dataset: str, method: str, seed: int, out: str, overrides: list[str]
     for item in overrides:
         argv += ["--set", item]
     args = build_parser().parse_args(argv)
-    return train(resolve_train_config(args), out=run_dir, resume=True, progress=False)
+    return train(resolve_train_config(args), out=run_dir, resume=(run_dir / "checkpoint.pt").is_file(),
+                 progress=False)
 
 
 def summarise(results: list[dict], out: Path, wall: float, seeds: int, note: str) -> str:

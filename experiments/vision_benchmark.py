@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from gedi_core.trainer import _autocast, vision_config
+    from gedi_core.presets import vision_config
+    from gedi_core.train import mixed_precision
     from gedi_core.data.augment import ImageAugment
     from gedi_core.methods import build_method
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         opt = torch.optim.Adam(method.parameters(), lr=cfg.lr)
 
         def step() -> None:
-            with _autocast(cfg, device):
+            with mixed_precision(cfg.amp, device):
                 if name == "plain":
                     loss = method.model.energy(x).mean()
                 else:

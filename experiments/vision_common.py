@@ -76,7 +76,7 @@ def ensure_trained(args: argparse.Namespace, dataset: str, method: str, seed: in
     launcher = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc}"]
                 if args.nproc > 1 else [sys.executable])
     cmd = [*launcher, "-m", "gedi_core", "train", "--config", str(config), "--seed", str(seed),
-           "--out", str(folder), "--resume", "--no-progress"]
+           "--out", str(folder), "--no-progress", *(["--resume"] if (folder / "checkpoint.pt").is_file() else [])]
     for flag, value in (("--device", args.device), ("--data-root", args.data_root)):
         if value is not None:
             cmd += [flag, str(value)]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from gedi_core.config import TrainConfig, build_config, dotted_to_nested, parse_set, read_config_file
+from gedi_core.config import TrainConfig, dotted_to_nested, parse_set, read_config_file
 from gedi_core.errors import GediError
 
 # flag -> dotted config key
@@ -80,37 +80,17 @@ def flag_overrides(args: argparse.Namespace, flags: dict[str, tuple[str, type, s
 
 
 def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
-    """Defaults < method defaults < config file < flags."""
-    from gedi_core.methods import get_spec
+    """Data-set defaults < method defaults < config file < flags."""
+    from gedi_core.presets import resolve_config
 
-    file_layer = read_config_file(args.config) if args.config else {}
-    flag_layer = flag_overrides(args, TRAIN_FLAGS)
-    method = flag_layer.get("method", file_layer.get("method", TrainConfig.method))
-    spec = get_spec(method)
-    dataset = flag_layer.get("data", {}).get("name", file_layer.get("data", {}).get("name", TrainConfig().data.name))
-    layers = [(f"defaults of method '{method}'", spec.defaults)]
-    if args.config:
-        layers.append((str(args.config), file_layer))
-    layers.append(("command-line flags", flag_layer))
-    return build_config(TrainConfig, dataset_layers(str(dataset), layers)).validate()
-
-
-def dataset_layers(dataset: str, layers: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """Put the data set's defaults (image sets: appendix M settings) below ``layers``; the projector
-    follows the final ResNet width F (hidden 2F, output F) unless a layer sets it."""
-    from gedi_core.data.vision import DATASET_DEFAULTS
-
-    defaults = DATASET_DEFAULTS.get(dataset)
-    if defaults is None:
-        return layers
-    width = build_config(TrainConfig, [("d", defaults), *layers]).model.width
-    model = {**defaults.get("model", {}), "width": width, "proj_hidden": 2 * width, "proj_dim": width}
-    return [(f"defaults of dataset '{dataset}'", {**defaults, "model": model}), *layers]
+    layers = [(str(args.config), read_config_file(args.config))] if args.config else []
+    layers.append(("command-line flags", flag_overrides(args, TRAIN_FLAGS)))
+    return resolve_config(layers)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import gedi_core.data  # noqa: F401  (registers data sets)
-    from gedi_core.training import train
+    from gedi_core.train import train
 
     cfg = resolve_train_config(args)
     metrics = train(cfg, out=args.out, resume=args.resume, progress=not args.no_progress)

@@ -100,7 +100,7 @@ class TrainConfig:
     log_every: int = 100
     ckpt_every: int = 1000
     device: str = "cpu"
-    # epoch-based training of image data sets (gedi_core.trainer); 0 keeps the iteration loop
+    # epoch-based training (image data sets, gedi_core.train); 0 keeps the iteration loop
     epochs: int = 0
     amp: bool = False  # mixed precision on CUDA (bfloat16 autocast)
     eval_every: int = 0  # also evaluate NMI/ACC on the test split every N epochs (0: only at the end)

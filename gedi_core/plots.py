@@ -14,6 +14,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from gedi_core.runfolder import atomic_path  # noqa: E402
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
+    """Save a matplotlib figure atomically as PNG and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+
 
 def plot_clusters(x: Tensor, preds: Tensor, path: str | Path, title: str = "") -> None:
     """Cluster assignments over 2-D data (paper Fig. 3/5)."""
@@ -22,8 +31,7 @@ def plot_clusters(x: Tensor, preds: Tensor, path: str | Path, title: str = "") -
     ax.set_title(title or "cluster assignments")
     ax.set_aspect("equal")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -60,8 +68,7 @@ def plot_density(
         ax.legend(loc="upper right", fontsize=7)
     ax.set_title(title or "learned density")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_losses(rows: Sequence[dict], num_clusters: int, path: str | Path, title: str = "") -> None:
@@ -78,7 +85,7 @@ def plot_losses(rows: Sequence[dict], num_clusters: int, path: str | Path, title
     for ax, (key, label, optimum, diag_key) in zip(axes, panels):
         if key in rows[0]:
             ax.plot(it, [r[key] for r in rows], label=f"{label} (trained)")
-        elif diag_key is not None:
+        elif diag_key is not None and diag_key in rows[0]:
             offset = optimum or 0.0
             ax.plot(it, [r[diag_key] + offset for r in rows], "--", label=f"{label} (monitored only)")
         if optimum is not None:
@@ -89,8 +96,7 @@ def plot_losses(rows: Sequence[dict], num_clusters: int, path: str | Path, title
             ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def save_image_grid(images: Tensor, path: str | Path, nrow: int = 10) -> None:
@@ -100,4 +106,5 @@ def save_image_grid(images: Tensor, path: str | Path, nrow: int = 10) -> None:
     imgs = images.detach().cpu()
     if imgs.min() < 0:
         imgs = (imgs + 1) / 2
-    save_image(imgs.clamp(0, 1), str(path), nrow=nrow)
+    with atomic_path(path) as tmp:
+        save_image(imgs.clamp(0, 1), str(tmp), nrow=nrow)

@@ -1,24 +1,25 @@
 """gedi_nesy: GEDI models as DeepProbLog neural predicates.
 
-A GEDI network (gedi_core backbone + cluster head) is registered with DeepProbLog under
-any name; ProbLog programs use it through ``nn(NAME, [X], Y, Domain) :: pred(X, Y).``
-Training adds GEDI's generative, prior (and invariance) terms to DeepProbLog's NeSy loss.
+A GEDI network (gedi_core backbone + cluster head) is registered with DeepProbLog under any
+name; ProbLog programs use it through ``nn(NAME, [X], Y, Domain) :: pred(X, Y).``. Training
+adds GEDI's generative, prior (and invariance) terms to DeepProbLog's NeSy loss.
 
 Python API (about ten lines)::
 
-    from gedi_nesy import NesyConfig, gedi_network, build_nesy_model, load_pools, task_queries, train_nesy
+    from gedi_nesy import NesyConfig, build_nesy_model, gedi_network, load_pools, task_queries, train_nesy
     cfg = NesyConfig()                          # programs/addition.pl, embedded digits, gedi+nesy
     pools = load_pools(cfg.data, cfg.seed)
-    net = gedi_network("gedi_net", cfg.model)
-    model = build_nesy_model("programs/addition.pl", [net], pools)
+    model = build_nesy_model(cfg.program, [gedi_network("gedi_net")], pools)
     train_q = task_queries("addition", pools.train_y, 100, seed=0, source="train")
     metrics = train_nesy(cfg, model, train_q, pools, out="runs/api")
 """
 
 from gedi_nesy.config import NesyConfig, NesyDataConfig, NesyWeights
 from gedi_nesy.data import Pools, load_pools, read_query_file, task_queries
-from gedi_nesy.network import GEDINetwork, build_nesy_model, gedi_network
-from gedi_nesy.training import evaluate_nesy, train_nesy
+from gedi_nesy.evaluation import evaluate_nesy
+from gedi_nesy.network import GEDINetwork, gedi_network
+from gedi_nesy.program import build_nesy_model, inspect_program, network_domains
+from gedi_nesy.train import train_nesy
 
 __all__ = [
     "GEDINetwork",
@@ -29,7 +30,9 @@ __all__ = [
     "build_nesy_model",
     "evaluate_nesy",
     "gedi_network",
+    "inspect_program",
     "load_pools",
+    "network_domains",
     "read_query_file",
     "task_queries",
     "train_nesy",

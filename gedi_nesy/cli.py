@@ -84,14 +84,15 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
     """Everything before training, with all input checks: pools, networks, model, queries."""
     import torch
 
+    from gedi_core.rng import seed_everything
     from gedi_nesy.data import load_pools, read_query_file, resolve_task, task_queries
-    from gedi_nesy.network import build_nesy_model, gedi_network
-    from gedi_nesy.training import seed_run
+    from gedi_nesy.network import gedi_network
+    from gedi_nesy.program import build_nesy_model, inspect_program
 
     cfg.program = _resolve_path(cfg.program) or cfg.program
     if cfg.device != "cpu" and not torch.cuda.is_available():
         raise GediError(f"--device {cfg.device}: CUDA is not available here")
-    seed_run(cfg)
+    seed_everything(cfg.seed)
     pools = load_pools(cfg.data, cfg.seed)
     if not quiet and pools.note:
         print(f"gedi-nesy: data: {pools.note}", file=sys.stderr)
@@ -99,7 +100,7 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
     for net in networks:
         net.network_module.to(cfg.device)
     model = build_nesy_model(cfg.program, networks, pools, engine=cfg.engine, compile_cache=cfg.compile_cache)
-    known = model.gedi_program.predicates
+    known = inspect_program(cfg.program).predicates
     sizes = pools.sizes()
     if cfg.data.queries is not None:
         train_q = read_query_file(cfg.data.queries, sizes, known)
@@ -138,20 +139,23 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from gedi_nesy.training import train_nesy
+    from gedi_core.runfolder import RunFolder
+    from gedi_nesy.train import train_nesy
 
     cfg = resolve_config(args)
+    run = RunFolder(args.out, {}, args.resume).open() if args.out is not None else None  # before any loading
     pools, model, train_q, test_q = prepare(cfg)
-    metrics = train_nesy(cfg, model, train_q, pools, test_q, out=args.out, resume=args.resume,
+    metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run, resume=args.resume,
                          progress=not args.no_progress)
     print(json.dumps(metrics, sort_keys=True))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from gedi_core.runio import load_checkpoint
     from gedi_core.config import from_dict
-    from gedi_nesy.training import CHECKPOINT, evaluate_nesy
+    from gedi_core.runfolder import CHECKPOINT, load_checkpoint
+    from gedi_nesy.evaluation import evaluate_nesy
+    from gedi_nesy.program import inspect_program, network_domains
 
     run = Path(args.run)
     if not (run / CHECKPOINT).is_file():
@@ -160,8 +164,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = from_dict(NesyConfig, state["config"], f"{run}/{CHECKPOINT}").validate()
     pools, model, _, test_q = prepare(cfg)
     for name, net in model.networks.items():
-        net.network_module.load_state_dict(state["networks"][name])
-    metrics = {**evaluate_nesy(model, pools, test_q), "epoch": state["epoch"], "run": str(run)}
+        net.network_module.load_state_dict(state["step"]["model"]["networks"][name])
+    domains = network_domains(inspect_program(cfg.program))
+    metrics = {**evaluate_nesy(model, pools, domains, test_q), "epoch": state["loop"]["epoch"], "run": str(run)}
     print(json.dumps(metrics, sort_keys=True))
     return 0
 

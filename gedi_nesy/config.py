@@ -22,7 +22,8 @@ DATA_NAMES = ("digits", "mnist", "npz")
 ENGINES = ("batched", "exact")
 
 
-def _lenet() -> ModelConfig:
+def lenet_config() -> ModelConfig:
+    """The NeSy network: LeNet, a 32-d unit-norm head over 10 classes, tau 0.1."""
     return ModelConfig(backbone="lenet", feature_dim=84, proj_hidden=84, proj_dim=32, num_clusters=10, tau=0.1)
 
 
@@ -84,7 +85,7 @@ class NesyConfig:
     compile_cache: str | None = None  # folder keeping the batched engine's compiled query shapes across runs
     eval_every: int = 1  # epochs between digit accuracy / NMI evaluations (query_acc: at the end)
     data: NesyDataConfig = field(default_factory=NesyDataConfig)
-    model: ModelConfig = field(default_factory=_lenet)
+    model: ModelConfig = field(default_factory=lenet_config)
     weights: NesyWeights = field(default_factory=NesyWeights)
     sgld: SGLDConfig = field(default_factory=_sgld)
 
@@ -94,11 +95,13 @@ class NesyConfig:
             raise GediError("networks: give at least one network name (e.g. --network gedi_net)")
         return names
 
-    def resolved_epochs(self) -> int:
-        """``epochs``, or the paper's default: 500 / 100 / 25 epochs for 100 / 1000 / 10000 examples."""
+    def resolved_epochs(self, n_examples: int | None = None) -> int:
+        """``epochs``, or the paper's default for the number of training examples (``n_examples``,
+        e.g. the lines of a query file; default ``data.examples``): 500 / 100 / 25 epochs for up
+        to 100 / 1000 / more examples."""
         if self.epochs > 0:
             return self.epochs
-        n = self.data.examples
+        n = self.data.examples if n_examples is None else n_examples
         return 500 if n <= 100 else 100 if n <= 1000 else 25
 
     def active_weights(self) -> dict[str, float]:

@@ -1,15 +1,13 @@
-"""A GEDI model as a DeepProbLog neural predicate, and the checked construction of a model.
+"""A GEDI model as a DeepProbLog neural predicate.
 
-``gedi_network("gedi_net", model_cfg)`` returns a :class:`deepproblog.network.Network`
-whose module maps a batch of images to ``p(y|x)`` (the program's probabilities) while the
-same GEDI model gives logits and energies to the GEDI loss terms.  Programs use it as
+``gedi_network("gedi_net")`` returns a :class:`deepproblog.network.Network` whose module maps a
+batch of images to ``p(y|x)`` (the program's probabilities), while the same GEDI model gives
+logits and energies to the GEDI terms. Programs use it as
 ``nn(gedi_net, [X], Y, [0,1,2,3,4,5,6,7,8,9]) :: digit(X, Y).``
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -19,13 +17,15 @@ from torch import Tensor, nn
 from gedi_core.config import ModelConfig
 from gedi_core.errors import GediError
 from gedi_core.models import GEDIModel, build_model
+from gedi_nesy.config import lenet_config
 
 
 class GEDINetwork(nn.Module):
     """Wraps a :class:`GEDIModel`: ``forward`` gives probabilities for DeepProbLog.
 
     Accepts a batch ``(B, C, H, W)`` (DeepProbLog's ``batching=True``) or one image
-    ``(C, H, W)`` (``batching=False``), returning ``(B, K)`` or ``(K,)``."""
+    ``(C, H, W)`` (``batching=False``), returning ``(B, K)`` or ``(K,)``. ``logits`` and
+    ``energy`` are the GEDI views of the same network."""
 
     def __init__(self, gedi: GEDIModel) -> None:
         super().__init__()
@@ -38,6 +38,9 @@ class GEDINetwork(nn.Module):
     def logits(self, x: Tensor) -> Tensor:
         return self.gedi(x)
 
+    def energy(self, x: Tensor) -> Tensor:
+        return self.gedi.energy(x)
+
     def forward(self, x: Tensor) -> Tensor:
         single = x.dim() == 3
         probs = F.softmax(self.gedi(x.unsqueeze(0) if single else x), dim=-1)
@@ -45,148 +48,27 @@ class GEDINetwork(nn.Module):
 
 
 def gedi_network(
-    name: str,
-    model: ModelConfig | GEDIModel,
+    name: str = "gedi_net",
+    model: ModelConfig | GEDIModel | None = None,
     input_shape: Sequence[int] = (1, 28, 28),
     batching: bool = True,
     optimizer: torch.optim.Optimizer | None = None,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-4,
 ):
-    """A DeepProbLog ``Network`` named ``name`` around a GEDI model (built from ``model`` if
-    it is a :class:`ModelConfig`).  ``optimizer`` is only needed for DeepProbLog's own
-    ``train_model``; :func:`gedi_nesy.training.train_nesy` makes one optimizer for all networks."""
+    """A DeepProbLog ``Network`` named ``name`` around a GEDI model.
+
+    ``model``: a :class:`GEDIModel`, or a :class:`ModelConfig` to build one for inputs of
+    ``input_shape`` (default: the NeSy recipe's LeNet over 10 classes, tau 0.1, for 28x28
+    images in ``[-1, 1]``). ``optimizer``: the network's optimizer for DeepProbLog's own
+    ``train_model`` (default: Adam with ``lr`` and ``weight_decay``, the NeSy recipe)."""
     from deepproblog.network import Network
 
     if not name or not name.replace("_", "a").isalnum() or not name[0].islower():
         raise GediError(f"network name '{name}' must be a ProbLog atom (lower-case letter, then letters, digits, _)")
-    gedi = build_model(tuple(input_shape), model) if isinstance(model, ModelConfig) else model
-    return Network(GEDINetwork(gedi), name, optimizer=optimizer, batching=batching)
-
-
-# ----------------------------------------------------------------------------- programs
-@dataclass
-class NeuralPredicate:
-    network: str
-    predicate: str
-    arity: int
-    domain: list
-    line: int
-
-
-@dataclass
-class ProgramInfo:
-    path: str
-    neural: list[NeuralPredicate]
-    predicates: set[tuple[str, int]]
-
-
-def _heads(stmt) -> list:
-    from problog.logic import AnnotatedDisjunction, Clause, Or, Term
-
-    if isinstance(stmt, AnnotatedDisjunction):
-        return list(stmt.heads)
-    if isinstance(stmt, Clause):
-        return [stmt.head]
-    if isinstance(stmt, Or):
-        return list(stmt.to_list())
-    if isinstance(stmt, Term):
-        return [stmt]
-    return []
-
-
-def inspect_program(path: str | Path) -> ProgramInfo:
-    """Parse a program; return its neural predicates and defined predicates.
-
-    A parse error becomes a :class:`GediError` naming the file and line."""
-    from problog.errors import ProbLogError
-    from problog.logic import Term, term2list
-    from problog.program import PrologFile
-
-    path = Path(path)
-    if not path.is_file():
-        raise GediError(f"program {path}: no such file")
-    try:
-        program = PrologFile(str(path))
-        statements = list(program)
-    except ProbLogError as exc:
-        loc = getattr(exc, "location", None)
-        line = f":{loc[1]}" if isinstance(loc, tuple) and len(loc) > 1 and loc[1] is not None else ""
-        msg = str(exc).split(" at ")[0] if line else str(exc)
-        raise GediError(f"{path}{line}: cannot parse program: {msg}") from None
-
-    def line_of(stmt) -> int:
-        try:
-            return int(program.lineno(stmt.location)[1])
-        except Exception:  # noqa: BLE001 - location is best effort
-            return 0
-
-    neural: list[NeuralPredicate] = []
-    predicates: set[tuple[str, int]] = set()
-    for stmt in statements:
-        for head in _heads(stmt):
-            if not isinstance(head, Term) or head.functor in (":-", "_directive"):
-                continue
-            predicates.add((str(head.functor), head.arity))
-            p = head.probability
-            if isinstance(p, Term) and p.functor == "nn":
-                line = line_of(stmt)
-                if p.arity != 4:
-                    raise GediError(f"{path}:{line}: nn/{p.arity} in {head.functor}/{head.arity}: gedi_nesy supports "
-                                    "nn(Net, Inputs, Output, Domain) :: pred(...)")
-                try:
-                    domain = term2list(p.args[3], False)
-                except Exception:  # noqa: BLE001
-                    raise GediError(f"{path}:{line}: the domain of nn({p.args[0]}, ...) must be a list") from None
-                neural.append(NeuralPredicate(str(p.args[0]), str(head.functor), head.arity, domain, line))
-    return ProgramInfo(str(path), neural, predicates)
-
-
-def check_program(info: ProgramInfo, networks: Sequence) -> None:
-    """Every ``nn`` predicate names a registered network whose output size is the domain's."""
-    by_name = {net.name: net for net in networks}
-    if not info.neural:
-        raise GediError(f"{info.path}: the program declares no neural predicate nn(...)")
-    for npred in info.neural:
-        if npred.network not in by_name:
-            raise GediError(f"{info.path}:{npred.line}: neural predicate {npred.predicate}/{npred.arity} uses network "
-                            f"'{npred.network}', which is not registered (registered: {', '.join(by_name) or 'none'})")
-        module = by_name[npred.network].network_module
-        k = getattr(module, "num_clusters", None)
-        if k is not None and k != len(npred.domain):
-            raise GediError(f"{info.path}:{npred.line}: neural predicate {npred.predicate}/{npred.arity} has a domain of "
-                            f"{len(npred.domain)} values but network '{npred.network}' has {k} clusters "
-                            f"(set --num-clusters {len(npred.domain)})")
-
-
-def network_domains(info: ProgramInfo) -> dict[str, list]:
-    """The (first) domain of each network in the program."""
-    out: dict[str, list] = {}
-    for npred in info.neural:
-        out.setdefault(npred.network, npred.domain)
-    return out
-
-
-def build_nesy_model(program: str | Path, networks: Sequence, pools=None, cache: bool = True,
-                     engine: str = "batched", compile_cache: str | Path | None = None):
-    """A DeepProbLog ``Model`` of ``program`` with ``networks``, its inference engine and the
-    pools as tensor sources ``train``/``test``.
-
-    ``engine``: ``batched`` (gedi_nesy.engine: each query shape compiled once to an SDD by
-    DeepProbLog, evaluated as a tensorised circuit for the whole batch) or ``exact``
-    (DeepProbLog's ``ExactEngine``, circuits cached per query shape).  ``compile_cache``: a
-    folder where the batched engine keeps compiled shapes across runs.
-
-    All checks (parse, network names, domain sizes) run here, before any training."""
-    from deepproblog.model import Model
-
-    from gedi_nesy.data import ImagePool
-    from gedi_nesy.engine import set_engine
-
-    info = inspect_program(program)
-    check_program(info, networks)
-    model = Model(str(program), list(networks))
-    set_engine(model, engine, cache=cache, disk_cache=compile_cache)
-    model.gedi_program = info  # type: ignore[attr-defined]
-    if pools is not None:
-        model.add_tensor_source("train", ImagePool(pools.train_x, "train"))
-        model.add_tensor_source("test", ImagePool(pools.test_x, "test"))
-    return model
+    cfg = lenet_config() if model is None else model
+    gedi = build_model(tuple(input_shape), cfg) if isinstance(cfg, ModelConfig) else cfg
+    module = GEDINetwork(gedi)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
+    return Network(module, name, optimizer=optimizer, batching=batching)

@@ -16,8 +16,10 @@ from gedi_core.errors import GediError  # noqa: E402
 from gedi_nesy import cli  # noqa: E402
 from gedi_nesy.data import Pools, abstract_query, embedded_digits, example_query, image_term  # noqa: E402
 from gedi_nesy.engine import is_batched, set_engine  # noqa: E402
-from gedi_nesy.network import build_nesy_model, gedi_network  # noqa: E402
-from gedi_nesy.training import nesy_loss, nesy_loss_log, query_probabilities  # noqa: E402
+from gedi_nesy.network import gedi_network  # noqa: E402
+from gedi_nesy.program import build_nesy_model  # noqa: E402
+from gedi_nesy.losses import nesy_loss, nesy_loss_log  # noqa: E402
+from gedi_nesy.step import query_probabilities  # noqa: E402
 from problog.logic import Term  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

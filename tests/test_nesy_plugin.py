@@ -28,8 +28,9 @@ from gedi_nesy.data import (  # noqa: E402
     read_query_file,
     task_examples,
 )
-from gedi_nesy.network import build_nesy_model, gedi_network  # noqa: E402
-from gedi_nesy.training import batch_inputs, clear_caches, forward_batch, query_probabilities  # noqa: E402
+from gedi_nesy.network import gedi_network  # noqa: E402
+from gedi_nesy.program import build_nesy_model  # noqa: E402
+from gedi_nesy.step import batch_inputs, clear_caches, forward_batch, query_probabilities  # noqa: E402
 from problog.logic import Term  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,33 +162,54 @@ def test_each_arm_runs_seeded_steps_on_embedded_digits(arm, tmp_path, capsys):
         assert again["digit_acc"] == metrics["digit_acc"] and again["nmi"] == metrics["nmi"]
 
 
-def test_resume_continues_the_run(tmp_path, capsys):
+def test_an_interrupted_run_resumes_and_a_finished_run_is_kept(tmp_path, capsys, interrupt_after):
     out = tmp_path / "run"
-    args = ["train", "--arm", "gedi", "--out", str(out), *FAST]
-    assert run_cli(args, capsys)[0] == 0
-    rc, stdout, err = run_cli([*args, "--epochs", "2", "--resume"], capsys)
+    args = ["train", "--arm", "gedi", "--out", str(out), *FAST, "--epochs", "2"]
+    interrupt_after(1)
+    assert run_cli(args, capsys)[0] == 130
+    assert (out / "checkpoint.pt").is_file() and not (out / "metrics.json").exists()
+    rc, _, err = run_cli(args, capsys)  # without --resume: refused, the folder untouched
+    assert rc == 2 and "--resume" in err
+    rc, stdout, err = run_cli([*args, "--resume"], capsys)
     assert rc == 0, err
-    assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    assert len((out / "epochs.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
     assert json.loads(stdout.strip().splitlines()[-1])["epochs"] == 2
+    before = (out / "metrics.json").read_text()
+    for again in (args, [*args, "--resume"]):  # a finished run is never overwritten
+        rc, _, err = run_cli(again, capsys)
+        assert rc == 2 and "finished run" in err
+    assert (out / "metrics.json").read_text() == before
 
 
-def test_resumed_run_equals_the_straight_run(tmp_path, capsys):
+def test_resume_refuses_another_config(tmp_path, capsys, interrupt_after):
+    out = tmp_path / "run"
+    args = ["train", "--arm", "gedi", "--out", str(out), *FAST, "--epochs", "2"]
+    interrupt_after(1)
+    run_cli(args, capsys)
+    config = (out / "config.yaml").read_text()
+    rc, _, err = run_cli([*args, "--seed", "1", "--lr", "0.01", "--resume"], capsys)
+    assert rc == 2 and "seed: 0 -> 1" in err and "lr: 0.003 -> 0.01" in err
+    assert (out / "config.yaml").read_text() == config
+
+
+def test_resumed_run_equals_the_straight_run(tmp_path, capsys, interrupt_after):
     """All random state (shuffling, SGLD buffer, train shift, torch RNG) is in the checkpoint."""
-    args = ["train", "--arm", "gedi+nesy", "--train-shift", "2", *FAST]
-    straight = json.loads(run_cli([*args, "--epochs", "2", "--out", str(tmp_path / "a")], capsys)[1].splitlines()[-1])
-    run_cli([*args, "--out", str(tmp_path / "b")], capsys)
-    resumed = json.loads(run_cli([*args, "--epochs", "2", "--out", str(tmp_path / "b"), "--resume"],
-                                 capsys)[1].splitlines()[-1])
+    args = ["train", "--arm", "gedi+nesy", "--train-shift", "2", *FAST, "--epochs", "2"]
+    straight = json.loads(run_cli([*args, "--out", str(tmp_path / "a")], capsys)[1].splitlines()[-1])
+    interrupt_after(1)
+    assert run_cli([*args, "--out", str(tmp_path / "b")], capsys)[0] == 130
+    resumed = json.loads(run_cli([*args, "--out", str(tmp_path / "b"), "--resume"], capsys)[1].splitlines()[-1])
     assert resumed["digit_acc"] == straight["digit_acc"] and resumed["nmi"] == straight["nmi"]
+
     def rows(run: str) -> list[dict]:
-        with open(tmp_path / run / "log.csv") as f:
-            return [{k: v for k, v in r.items() if k != "train_seconds"} for r in csv.DictReader(f)]
+        with open(tmp_path / run / "epochs.csv") as f:
+            return [{k: v for k, v in r.items() if k not in ("seconds", "queries_per_s")} for r in csv.DictReader(f)]
 
     assert len(rows("a")) == 2 and rows("a") == rows("b")
 
 
 def test_train_shift_moves_the_images_the_network_sees():
-    from gedi_nesy.training import TrainShift
+    from gedi_nesy.step import TrainShift
 
     x = torch.zeros(8, 1, 28, 28)
     x[:, :, 10:18, 10:18] = 1.0

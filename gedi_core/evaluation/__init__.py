@@ -7,7 +7,7 @@ the functions below take the method and tensors, so they also work on models tra
 from gedi_core.evaluation.fid import fid_score, load_feature_extractor
 from gedi_core.evaluation.ood import ood_auroc, ood_scores
 from gedi_core.evaluation.probe import extract_features, linear_probe
-from gedi_core.evaluation.run import load_run
+from gedi_core.evaluation.load import load_run
 from gedi_core.evaluation.samples import sample_images, save_samples
 
 __all__ = [

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from gedi_core.data import load_dataset
 from gedi_core.errors import GediError
-from gedi_core.runio import write_json
+from gedi_core.runfolder import write_json
 
 KNOWN = ("nmi", "probe", "ood", "fid", "samples")
 
@@ -27,7 +27,7 @@ def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"),
     - ``samples``: a 10x10 grid of SGLD samples (``fid_steps`` steps) as ``samples.png`` (Fig. 6).
     """
     from gedi_core.evaluation import fid_score, linear_probe, load_run, ood_auroc, sample_images, save_samples
-    from gedi_core.training import evaluate
+    from gedi_core.evaluation.clusters import evaluate_clustering
 
     what = [w.strip() for w in what if w.strip()]
     for w in what:
@@ -49,7 +49,7 @@ def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"),
 
     t0 = time.time()
     if "nmi" in what:
-        result.update(evaluate(method, data))
+        result.update(evaluate_clustering(method, data))
         say(f"nmi {result['nmi']:.4f} acc {result['acc']:.4f}")
     if "probe" in what:
         result.update(linear_probe(method, data.train_x, data.train_y, data.test_x, data.test_y, seed=cfg.seed))

@@ -12,25 +12,24 @@ import torch
 from torch import Tensor
 
 from gedi_core.methods import Method
+from gedi_core.models import evaluating
 
 
 def ood_scores(method: Method, x: Tensor, batch_size: int = 256, score: str = "grad_norm") -> Tensor:
     """Per-input scores, higher = more in-distribution: ``grad_norm`` (``-||dE/dx||``) or ``logp`` (``-E``)."""
     if score not in ("grad_norm", "logp"):
         raise ValueError(f"unknown OOD score '{score}' (grad_norm, logp)")
-    was_training = method.training
-    method.eval()
     out = []
-    for chunk in x.split(batch_size):
-        xc = chunk.to(method.device).float().requires_grad_(score == "grad_norm")
-        with torch.enable_grad():
-            energy = method.model.energy(xc)
-            if score == "grad_norm":
-                (grad,) = torch.autograd.grad(energy.sum(), xc)
-                out.append(-grad.flatten(1).norm(dim=1).detach().cpu())
-            else:
-                out.append(-energy.detach().cpu())
-    method.train(was_training)
+    with evaluating(method):
+        for chunk in x.split(batch_size):
+            xc = chunk.to(method.device).float().requires_grad_(score == "grad_norm")
+            with torch.enable_grad():
+                energy = method.model.energy(xc)
+                if score == "grad_norm":
+                    (grad,) = torch.autograd.grad(energy.sum(), xc)
+                    out.append(-grad.flatten(1).norm(dim=1).detach().cpu())
+                else:
+                    out.append(-energy.detach().cpu())
     return torch.cat(out)
 
 

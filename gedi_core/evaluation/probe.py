@@ -12,15 +12,14 @@ import torch
 from torch import Tensor
 
 from gedi_core.methods import Method
+from gedi_core.models import evaluating
 
 
 @torch.no_grad()
 def extract_features(method: Method, x: Tensor, batch_size: int = 512) -> Tensor:
     """Backbone features ``g(x)`` of ``x`` on the method's device, returned on the CPU."""
-    was_training = method.training
-    method.eval()
-    feats = [method.model.features(chunk.to(method.device)).float().cpu() for chunk in x.split(batch_size)]
-    method.train(was_training)
+    with evaluating(method):
+        feats = [method.model.features(chunk.to(method.device)).float().cpu() for chunk in x.split(batch_size)]
     return torch.cat(feats)
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from gedi_core.models import evaluating
 from gedi_core.methods import Method
-from gedi_core.sampling import sgld
+from gedi_core.sgld import sgld
 
 
 def sample_images(method: Method, n: int = 100, steps: int = 500, step_size: float | None = None,
@@ -19,18 +20,16 @@ def sample_images(method: Method, n: int = 100, steps: int = 500, step_size: flo
     cfg = method.cfg.sgld
     gen = torch.Generator().manual_seed(seed)
     shape = method.input_shape
-    if from_buffer and getattr(method, "sampler", None) is not None:
-        data = method.sampler.buffer.data
+    data = method.replay_buffer() if from_buffer else None
+    if data is not None:
         x0 = data[torch.randint(len(data), (n,), generator=gen).to(data.device)].cpu()
     else:
         x0 = cfg.init_low + (cfg.init_high - cfg.init_low) * torch.rand((n, *shape), generator=gen)
     torch.manual_seed(seed)
-    was_training = method.training
-    method.eval()
-    out = [sgld(method.model.energy, chunk.to(method.device), steps,
-                cfg.step_size if step_size is None else step_size, cfg.noise if noise is None else noise).cpu()
-           for chunk in x0.split(batch_size)]
-    method.train(was_training)
+    with evaluating(method):
+        out = [sgld(method.model.energy, chunk.to(method.device), steps,
+                    cfg.step_size if step_size is None else step_size, cfg.noise if noise is None else noise).cpu()
+               for chunk in x0.split(batch_size)]
     return torch.cat(out)
 
 

@@ -51,6 +51,10 @@ class Method(nn.Module):
         """Cluster assignments of ``x``."""
         return self.model.predict(x)
 
+    def replay_buffer(self) -> Tensor | None:
+        """The SGLD replay buffer's chains, for methods with an energy term (else None)."""
+        return None
+
     def extra_state(self) -> dict[str, Any]:
         """State besides the parameters (replay buffers, ...), for checkpoints."""
         return {}

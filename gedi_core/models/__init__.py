@@ -10,7 +10,9 @@ from gedi_core.config import ModelConfig
 from gedi_core.errors import GediError
 from gedi_core.models.gedi_model import GEDIModel, energy_from_logits
 from gedi_core.models.mlp import MLPEncoder
-from gedi_core.models.resnet import LeNet, ResNet8
+from gedi_core.models.modes import evaluating
+from gedi_core.models.lenet import LeNet
+from gedi_core.models.resnet import ResNet8
 
 BackboneFactory = Callable[[tuple[int, ...], ModelConfig], nn.Module]
 
@@ -60,4 +62,5 @@ __all__ = [
     "build_backbone",
     "build_model",
     "energy_from_logits",
+    "evaluating",
 ]

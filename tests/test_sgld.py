@@ -1,7 +1,7 @@
 import torch
 
 from gedi_core.config import SGLDConfig
-from gedi_core.sampling import EnergySampler, ReplayBuffer, sgld
+from gedi_core.sgld import EnergySampler, ReplayBuffer, sgld
 
 
 def test_buffer_reinitialises_at_configured_rate():

@@ -10,7 +10,7 @@ from gedi_core.config import TrainConfig, build_config, read_config_file
 from gedi_core.data import DataBundle, load_dataset
 from gedi_core.errors import GediError
 from gedi_core.methods import Method, build_method
-from gedi_core.runio import load_checkpoint
+from gedi_core.runfolder import load_checkpoint
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", data_overrides: dict | None = None,
@@ -26,7 +26,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", data_overrides: dict | No
     data = load_dataset(cfg.data, cfg.seed)
     method = build_method(cfg, data.input_shape, data.augment).to(torch.device(device))
     state = load_checkpoint(run_dir / "checkpoint.pt")
-    method.model.load_state_dict(state["model"])
-    method.load_extra_state(state.get("extra", {}))
+    method.model.load_state_dict(state["step"]["model"])
+    method.load_extra_state(state["step"]["local"]["extra"])
     method.eval()
     return method, data, cfg

@@ -68,6 +68,14 @@ class ReplayBuffer:
             x[reinit.to(self.device)] = self.uniform(int(reinit.sum()))
         return x, idx
 
+    def to(self, device: torch.device | str) -> "ReplayBuffer":
+        """Keep the chains on ``device`` (the model's)."""
+        device = torch.device(device)
+        if self.data.device != device:
+            self.data = self.data.to(device)
+        self.device = device
+        return self
+
     def update(self, idx: Tensor, x: Tensor) -> None:
         self.data[idx.to(self.device)] = x.detach().to(self.device)
 

@@ -1,0 +1,155 @@
+"""The GEDI objective as a loss module: ``w_gen L_GEN + w_inv L_INV + w_prior L_PRIOR``.
+
+One object owns what the three terms need besides the network: the weights, the SGLD sampler
+with its persistent replay buffer (``L_GEN``), the augmentation and its random stream
+(``L_INV``) and the form of the prior (``L_PRIOR``). Its ``state_dict()`` holds the buffer and
+the generators, so a checkpoint of the objective resumes it exactly. gedi_core's GEDI methods,
+gedi_nesy's training step and a user's own loop all use this class::
+
+    gedi = GEDILoss(gen=1.0, inv=50.0, prior=10.0, augment=gaussian_noise(0.03))
+    for x, _ in loader:
+        logits = net(x)                       # net maps inputs to cluster logits U^T g(x) / tau
+        loss, terms = gedi(net, x, logits)    # terms: {"gen": ..., "inv": ..., "prior": ...}
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+
+The network is read as an energy model through its logits: ``E(x) = -logsumexp(logits)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from gedi_core.config import SGLDConfig
+from gedi_core.errors import GediError
+from gedi_core.losses import gen_loss, inv_loss, prior_entropy_loss, prior_loss
+from gedi_core.models import energy_from_logits
+from gedi_core.sgld import EnergySampler
+
+LogitsFn = Callable[[Tensor], Tensor]
+Augment = Callable[[Tensor, "torch.Generator | None"], Tensor]
+PRIOR_FORMS = ("uniform", "entropy")
+TERMS = ("gen", "inv", "prior")
+
+
+class NonFiniteError(GediError):
+    """A loss, a gradient or an SGLD sample became NaN or infinite."""
+
+
+def weighted_sum(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor | float:
+    """``sum_k weights[k] * terms[k]`` in the order of ``terms`` (0 when there are none)."""
+    return sum(weights[k] * v for k, v in terms.items())
+
+
+class GEDILoss(nn.Module):
+    """The GEDI terms of a batch of inputs ``x`` and their logits (paper Eqs. 3 and 7).
+
+    - ``L_GEN`` (weight ``gen``): contrastive divergence ``mean E(x) - mean E(x~)`` with ``x~``
+      drawn by SGLD (``sgld``) from a persistent replay buffer of the inputs' shape, created on
+      the inputs' device at the first call;
+    - ``L_INV`` (weight ``inv``): cross-entropy between ``p(y|x')`` and ``p(y|x)`` for
+      ``x' = augment(x, generator)``;
+    - ``L_PRIOR`` (weight ``prior``): ``prior_form="uniform"``, the cross-entropy between the
+      uniform prior and the batch mean of ``p(y|x)`` (optimum ``ln c``), or ``"entropy"``, the
+      negative entropy of that mean (optimum ``-ln c``; the paper's NeSy experiments).
+
+    A zero weight skips a term and its cost (no SGLD when ``gen == 0``). ``seed`` seeds the
+    replay buffer; the augmentation draws from ``generator`` (default: its own, seeded
+    ``seed + 1``). SGLD's noise comes from torch's global generator.
+    """
+
+    def __init__(
+        self,
+        gen: float = 1.0,
+        inv: float = 50.0,
+        prior: float = 10.0,
+        *,
+        prior_form: str = "uniform",
+        sgld: SGLDConfig | None = None,
+        augment: Augment | None = None,
+        seed: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        weights = {"gen": float(gen), "inv": float(inv), "prior": float(prior)}
+        for name, w in weights.items():
+            if not math.isfinite(w) or w < 0:
+                raise GediError(f"GEDILoss: weight '{name}' must be a finite number >= 0, got {w}")
+        if prior_form not in PRIOR_FORMS:
+            raise GediError(f"GEDILoss: prior_form must be one of {', '.join(PRIOR_FORMS)}, got '{prior_form}'")
+        if weights["inv"] > 0 and augment is None:
+            raise GediError("GEDILoss: L_INV needs an augmentation (augment=...) or weight inv=0")
+        self.weights = weights
+        self.prior_form = prior_form
+        self.sgld = sgld if sgld is not None else SGLDConfig()
+        self.augment = augment
+        self.seed = seed
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(seed + 1)
+        self.sampler: EnergySampler | None = None
+
+    # ----------------------------------------------------------------------------- sampler
+    def sampler_for(self, x: Tensor) -> EnergySampler:
+        """The SGLD sampler, its replay buffer made on first use with ``x``'s shape and device."""
+        shape = tuple(x.shape[1:])
+        if self.sampler is None:
+            self.sampler = EnergySampler(self.sgld, shape, seed=self.seed, device=x.device)
+        elif self.sampler.buffer.shape != shape:
+            raise GediError(f"GEDILoss: inputs of shape {shape}, but the replay buffer holds {self.sampler.buffer.shape}")
+        self.sampler.buffer.to(x.device)
+        return self.sampler
+
+    def buffer_samples(self) -> Tensor | None:
+        """The replay buffer's chains (None before the first SGLD step or without ``L_GEN``)."""
+        return self.sampler.buffer.data if self.sampler is not None else None
+
+    # ----------------------------------------------------------------------------- terms
+    def terms(self, net: LogitsFn, x: Tensor, logits: Tensor | None = None) -> dict[str, Tensor]:
+        """The unweighted terms with a non-zero weight, in the order gen, inv, prior.
+
+        ``net`` maps inputs to cluster logits; ``logits`` are ``net(x)`` if already computed."""
+        if logits is None:
+            logits = net(x)
+        w = self.weights
+        out: dict[str, Tensor] = {}
+        if w["gen"] > 0:
+            samples = self.sampler_for(x).draw(lambda s: energy_from_logits(net(s)), x.shape[0])
+            if not bool(torch.isfinite(samples).all()):
+                raise NonFiniteError("SGLD samples are not finite (sgld.step_size or sgld.noise too large?)")
+            out["gen"] = gen_loss(energy_from_logits(logits), energy_from_logits(net(samples)))
+        if w["inv"] > 0:
+            assert self.augment is not None
+            out["inv"] = inv_loss(logits, net(self.augment(x, self.generator)))
+        if w["prior"] > 0:
+            out["prior"] = prior_entropy_loss(logits) if self.prior_form == "entropy" else prior_loss(logits)
+        return out
+
+    def forward(self, net: LogitsFn, x: Tensor, logits: Tensor | None = None) -> tuple[Tensor | float, dict[str, Tensor]]:
+        """``(w_gen L_GEN + w_inv L_INV + w_prior L_PRIOR, {term: value})``."""
+        terms = self.terms(net, x, logits)
+        return weighted_sum(terms, self.weights), terms
+
+    def sgld_range(self) -> float:
+        """The largest absolute value in the replay buffer (0 before the first SGLD step)."""
+        data = self.buffer_samples()
+        return float(data.abs().max()) if data is not None and data.numel() else 0.0
+
+    # ----------------------------------------------------------------------------- state
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"sampler": self.sampler.state_dict() if self.sampler is not None else None,
+                "shape": self.sampler.buffer.shape if self.sampler is not None else None,
+                "generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        if state.get("sampler") is not None:
+            if self.sampler is None:
+                data = state["sampler"]["data"]
+                self.sampler = EnergySampler(self.sgld, tuple(state["shape"]), seed=self.seed, device=data.device)
+            self.sampler.load_state_dict(state["sampler"])
+
+    def extra_repr(self) -> str:
+        w = ", ".join(f"{k}={v:g}" for k, v in self.weights.items())
+        return f"{w}, prior_form={self.prior_form}, sgld_steps={self.sgld.steps}"

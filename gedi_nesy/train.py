@@ -1,0 +1,180 @@
+"""Train GEDI networks inside a DeepProbLog model: the NeSy recipe over the one loop.
+
+Read top to bottom: the batch source (queries shuffled per epoch), the objective each GEDI
+network gets from the config, then :func:`train_nesy`, which runs :func:`gedi_core.loop.fit`
+with a :class:`~gedi_nesy.step.NesyStep`, evaluates, and writes the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from gedi_core.config import to_dict
+from gedi_core.data.base import gaussian_noise
+from gedi_core.errors import GediError
+from gedi_core.loop import FitOptions, fit
+from gedi_core.monitor import FailureMonitor
+from gedi_core.objective import GEDILoss
+from gedi_core.runfolder import RunFolder
+from gedi_nesy.config import NesyConfig
+from gedi_nesy.engine import is_batched
+from gedi_nesy.evaluation import evaluate_nesy
+from gedi_nesy.program import inspect_program, network_domains
+from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
+
+
+class QueryBatches:
+    """Each epoch, the training queries in a new seeded order, cut into batches."""
+
+    def __init__(self, queries: Sequence, batch_size: int, seed: int) -> None:
+        self.queries = list(queries)
+        self.batch_size = batch_size
+        self.steps_per_epoch = math.ceil(len(self.queries) / batch_size)
+        self.shuffler = random.Random(seed)
+        self.order: list[int] = []
+        self.order_epoch = -1
+
+    def epoch(self, epoch: int, start: int) -> Iterator[list]:
+        if self.order_epoch != epoch:
+            self.order = list(range(len(self.queries)))
+            self.shuffler.shuffle(self.order)
+            self.order_epoch = epoch
+        bs = self.batch_size
+        for b in range(start, self.steps_per_epoch):
+            yield [self.queries[i] for i in self.order[b * bs:(b + 1) * bs]]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shuffler": self.shuffler.getstate(), "order": self.order, "order_epoch": self.order_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.shuffler.setstate(state["shuffler"])
+        self.order, self.order_epoch = list(state["order"]), state["order_epoch"]
+
+
+def nesy_objective(cfg: NesyConfig, seed: int) -> GEDILoss:
+    """The GEDI terms of one network under ``cfg`` (the arm's mask applied to the weights)."""
+    w = cfg.active_weights()
+    return GEDILoss(w["gen"], w["inv"], w["prior"], prior_form=cfg.prior, sgld=cfg.sgld,
+                    augment=gaussian_noise(cfg.data.aug_noise), seed=seed)
+
+
+def program_file(model) -> Path | None:
+    """The file a DeepProbLog ``Model`` was loaded from (None for a program given as a string)."""
+    files = getattr(model.program, "source_files", None) or []
+    return Path(files[0]) if files and files[0] else None
+
+
+def checked_config(cfg: NesyConfig, model, n_train: int, n_test: int) -> NesyConfig:
+    """``cfg`` with the values the run really uses (epochs, numbers of queries); a config that
+    names another program or other networks than the model's is refused."""
+    built = program_file(model)
+    if built is not None and Path(cfg.program).resolve() != built.resolve():
+        raise GediError(f"the config names program {cfg.program}, but the model was built from {built}; "
+                        f"set program: {built}")
+    missing = [n for n in cfg.network_names() if n not in model.networks]
+    if missing:
+        raise GediError(f"the config names network(s) {', '.join(missing)}, which the model does not have "
+                        f"(it has: {', '.join(model.networks)})")
+    data = dataclasses.replace(cfg.data, examples=n_train, test_examples=n_test,
+                               download=cfg.data.download and cfg.data.name == "mnist")
+    return dataclasses.replace(cfg, epochs=cfg.resolved_epochs(n_train), data=data)
+
+
+def train_nesy(
+    cfg: NesyConfig,
+    model,
+    train_queries: Sequence,
+    pools,
+    test_queries: Sequence | None = None,
+    out: str | Path | RunFolder | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` (a DeepProbLog ``Model`` with GEDI networks, e.g. from
+    :func:`gedi_nesy.program.build_nesy_model`) on ``train_queries``.
+
+    Writes ``config.yaml`` (the resolved config), ``log.csv``, ``epochs.csv`` (one row per epoch,
+    with digit accuracy / NMI every ``eval_every`` epochs), ``checkpoint.pt`` (every epoch),
+    figures and ``metrics.json`` to ``out``; ``resume`` continues the checkpoint there. Returns
+    the final metrics: digit_acc, nmi, query_acc, seconds, queries_per_s, ...
+    """
+    t_start = time.time()
+    cfg.validate()
+    nets = gedi_networks(model)
+    if not nets:
+        raise GediError("the model has no GEDI network (build networks with gedi_nesy.gedi_network)")
+    if not train_queries:
+        raise GediError("no training queries")
+    cfg = checked_config(cfg, model, len(train_queries), len(test_queries or []))
+    program = program_file(model) or Path(cfg.program)
+    domains = network_domains(inspect_program(program))
+    run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, resume).open()
+    if run is not None:
+        run.config = to_dict(cfg)
+
+    weights = cfg.active_weights()
+    params = [p for net in model.networks.values() for p in net.network_module.parameters()]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    objectives = {name: nesy_objective(cfg, cfg.seed + 10 + 7 * i) for i, name in enumerate(nets)}
+    shift = TrainShift(cfg.data.train_shift, cfg.seed + 5) if cfg.data.train_shift > 0 else None
+    step = NesyStep(model, objectives, weights["nesy"], shift)
+    batches = QueryBatches(train_queries, cfg.batch_size, cfg.seed + 3)
+    first = next(iter(nets.values())).network_module
+    monitor = FailureMonitor(first.num_clusters, sgld_range=100 * max(abs(cfg.sgld.init_low), abs(cfg.sgld.init_high)))
+
+    def on_epoch_end(epoch: int, is_last: bool) -> dict[str, Any]:
+        if (epoch + 1) % cfg.eval_every == 0 or is_last:
+            found = evaluate_nesy(model, pools, domains, with_queries=False)
+            return {k: v for k, v in found.items() if k != "networks"}
+        return {}
+
+    label = f"{cfg.arm} {program.stem} seed {cfg.seed}"
+    options = FitOptions(epochs=cfg.epochs, log_every=batches.steps_per_epoch, desc=f"{label} n={len(train_queries)}",
+                         progress=progress, label=label, item_name="queries")
+    result = fit(step, batches, optimizer, options, run=run, monitor=monitor, on_epoch_end=on_epoch_end,
+                 device=torch.device(cfg.device))
+
+    final = evaluate_nesy(model, pools, domains, test_queries)
+    metrics: dict[str, Any] = {
+        **final,
+        "arm": cfg.arm,
+        "program": str(cfg.program),
+        "data": pools.name,
+        "data_note": pools.note,
+        "examples": len(train_queries),
+        "test_queries": len(test_queries) if test_queries is not None else 0,
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "weights": weights,
+        "skipped_queries": step.skipped,
+        **engine_stats(model),
+        "train_seconds": round(result.seconds, 2),
+        "queries_per_s": result.items_per_s,
+        "warnings": result.warnings,
+        **result.final_diagnostics(("prior_gap", "max_cluster_share", "embedding_var")),
+        **(extra or {}),
+    }
+    metrics["seconds"] = round(result.resumed_seconds + time.time() - t_start, 2)
+    if run is not None:
+        from gedi_nesy.figures import write_figures
+
+        write_figures(model, pools, domains, result.rows, run)
+        run.finish(metrics)
+    return metrics
+
+
+def engine_stats(model) -> dict[str, Any]:
+    """The engine's name and, for the batched engine, its compilation statistics."""
+    if is_batched(model):
+        st = model.solver.stats
+        return {"engine": "batched", "compiled_shapes": st["shapes"],
+                "compile_seconds": round(st["compile_seconds"], 3), "compile_disk_hits": st["disk_hits"]}
+    return {"engine": "exact"}
