@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -110,42 +111,104 @@ class TrainConfig:
     sgld: SGLDConfig = field(default_factory=SGLDConfig)
 
     def validate(self) -> "TrainConfig":
-        """Check ranges; raise :class:`GediError` naming the offending key."""
-        for name in ("gen", "inv", "prior"):
-            if getattr(self.weights, name) < 0:
-                raise GediError(f"weights.{name} must be >= 0, got {getattr(self.weights, name)}")
-        positive = {
-            "iters": self.iters,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "log_every": self.log_every,
-            "ckpt_every": self.ckpt_every,
-            "model.num_clusters": self.model.num_clusters,
-            "model.tau": self.model.tau,
-            "data.n_train": self.data.n_train,
-            "data.n_test": self.data.n_test,
-            "sgld.buffer_size": self.sgld.buffer_size,
-        }
-        for key, value in positive.items():
-            if value <= 0:
-                raise GediError(f"{key} must be > 0, got {value}")
-        if self.sgld.steps < 0 or self.sgld.step_size < 0 or self.sgld.noise < 0:
-            raise GediError("sgld.steps, sgld.step_size and sgld.noise must be >= 0")
-        if not 0.0 <= self.sgld.reinit_freq <= 1.0:
-            raise GediError(f"sgld.reinit_freq must lie in [0, 1], got {self.sgld.reinit_freq}")
-        for key, value in {"epochs": self.epochs, "eval_every": self.eval_every, "data.train_subset":
-                           self.data.train_subset, "data.test_subset": self.data.test_subset,
-                           "data.crop_pad": self.data.crop_pad}.items():
-            if value < 0:
-                raise GediError(f"{key} must be >= 0, got {value}")
-        for key in ("jitter_p", "gray_p"):
-            if not 0.0 <= getattr(self.data, key) <= 1.0:
-                raise GediError(f"data.{key} must lie in [0, 1], got {getattr(self.data, key)}")
+        """Check every value (finite numbers, ranges); raise :class:`GediError` naming the key."""
+        check_config(self, TRAIN_RANGES)
+        check_sgld_init(self.sgld)
         if str(self.data.hflip).lower() not in ("auto", "true", "false"):
             raise GediError(f"data.hflip must be auto, true or false, got {self.data.hflip!r}")
-        if self.data.aug_noise < 0:
-            raise GediError(f"data.aug_noise must be >= 0, got {self.data.aug_noise}")
+        from gedi_core.devices import resolve_device
+
+        resolve_device(self.device)
         return self
+
+
+# ----------------------------------------------------------------------------- value checks
+FLOAT32_MAX = 3.4028234663852886e38  # tensors are float32: a larger number is inf there
+
+
+@dataclass(frozen=True)
+class Range:
+    """The interval a config number must lie in (``None``: unbounded; ``open_*``: bound excluded)."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"be {'>' if self.open_low else '>='} {_number(self.low or 0)}"
+        low = "-inf" if self.low is None else _number(self.low)
+        return f"lie in {'(' if self.open_low else '['}{low}, {_number(self.high)}{')' if self.open_high else ']'}"
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+POSITIVE = Range(0, open_low=True)
+NON_NEGATIVE = Range(0)
+PROBABILITY = Range(0, 1)  # also any other fraction, e.g. data.jitter_strength
+LEARNING_RATE = Range(0, 1, open_low=True)  # Adam: a step of about lr per weight
+SEED = Range(0, 2**32 - 1)  # numpy and scikit-learn take seeds in [0, 2^32)
+
+#: the ranges of the sections both CLIs share, by dotted key
+MODEL_RANGES: dict[str, Range] = {
+    "model.hidden": POSITIVE, "model.feature_dim": POSITIVE, "model.proj_hidden": POSITIVE,
+    "model.proj_dim": POSITIVE, "model.width": POSITIVE, "model.num_clusters": Range(2), "model.tau": POSITIVE,
+}
+SGLD_RANGES: dict[str, Range] = {
+    "sgld.steps": NON_NEGATIVE, "sgld.step_size": NON_NEGATIVE, "sgld.noise": NON_NEGATIVE,
+    "sgld.buffer_size": POSITIVE, "sgld.reinit_freq": PROBABILITY,
+}
+TRAIN_RANGES: dict[str, Range] = {
+    "seed": SEED, "iters": POSITIVE, "batch_size": POSITIVE, "lr": LEARNING_RATE, "weight_decay": NON_NEGATIVE,
+    "log_every": POSITIVE, "ckpt_every": POSITIVE, "epochs": NON_NEGATIVE, "eval_every": NON_NEGATIVE,
+    "weights.gen": NON_NEGATIVE, "weights.inv": NON_NEGATIVE, "weights.prior": NON_NEGATIVE,
+    "data.n_train": POSITIVE, "data.n_test": POSITIVE, "data.data_noise": NON_NEGATIVE,
+    "data.aug_noise": NON_NEGATIVE, "data.train_subset": NON_NEGATIVE, "data.test_subset": NON_NEGATIVE,
+    "data.jitter_p": PROBABILITY, "data.jitter_strength": PROBABILITY, "data.gray_p": PROBABILITY,
+    "data.crop_pad": NON_NEGATIVE,
+    **MODEL_RANGES, **SGLD_RANGES,
+}
+
+
+def check_config(cfg: Any, ranges: Mapping[str, Range]) -> None:
+    """Every number of ``cfg`` (nested dataclasses) is finite, and each dotted key of ``ranges``
+    lies in its range; else :class:`GediError` naming the key and the value."""
+    for key, value in _numbers(cfg):
+        if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+            raise GediError(f"{key} must be a finite number, got {value!r}")
+    for key, allowed in ranges.items():
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise GediError(f"{key} must be a number, got {value!r}")
+        if value not in allowed:
+            raise GediError(f"{key} must {allowed}, got {value!r}")
+
+
+def check_sgld_init(sgld: SGLDConfig) -> None:
+    if not sgld.init_low < sgld.init_high:
+        raise GediError(f"sgld.init_low ({sgld.init_low}) must be below sgld.init_high ({sgld.init_high})")
+
+
+def _numbers(cfg: Any, prefix: str = ""):
+    """``(dotted key, value)`` of every int and float field of a (nested) config dataclass."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _numbers(value, f"{prefix}{f.name}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{f.name}", value
+        elif not isinstance(value, (str, bool, type(None))):
+            raise GediError(f"{prefix}{f.name} must be a number, string or bool, got {value!r}")
 
 
 def from_dict(cls: type[T], values: Mapping[str, Any], source: str = "config", prefix: str = "",
@@ -173,30 +236,49 @@ def from_dict(cls: type[T], values: Mapping[str, Any], source: str = "config", p
 
 
 def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
-    """Convert ``value`` to the type of ``default`` (ints, floats, bools, strings)."""
-    if default is None or value is None:
-        return value
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
+    """Convert ``value`` to the type of ``default`` (ints, floats, bools, strings; ``None``
+    defaults are optional strings); numbers must be finite."""
+    expects = "str" if default is None else type(default).__name__
+
+    def wrong() -> GediError:
+        got = "nothing (null)" if value is None else repr(value)
+        return GediError(f"{source}: '{key}' expects {expects}, got {got}")
+
+    if value is None:
+        if default is None:
+            return None
+        raise wrong()
+    if not isinstance(value, (str, int, float)):  # a mapping, a list, a date ...
+        raise wrong()
+    if default is None or isinstance(default, str):
+        return str(value)
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise wrong()
+        if value in (0, 1):
             return bool(value)
-        if isinstance(default, int):
-            as_float = float(value)
-            if as_float != int(as_float):
-                raise ValueError(value)
-            return int(as_float)
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, (list, tuple)):
-            return type(default)(value)
-        return type(default)(value)
-    except (TypeError, ValueError):
-        raise GediError(f"{source}: '{key}' expects {type(default).__name__}, got {value!r}") from None
+        raise wrong()
+    if isinstance(value, bool):  # a number field set to true/false
+        raise wrong()
+    try:
+        as_float = float(value)
+    except ValueError:
+        raise wrong() from None
+    if not math.isfinite(as_float) or abs(as_float) > FLOAT32_MAX:
+        raise GediError(f"{source}: '{key}' must be a finite number, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int):
+            return value
+        if as_float != int(as_float):
+            raise wrong()
+        return int(as_float)
+    if isinstance(default, float):
+        return as_float
+    raise wrong()
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -205,20 +287,53 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a dict; errors name the file."""
+    """Read a YAML or JSON (``.json``) config file into a dict; errors name the file (and line)."""
     path = Path(path)
     if not path.is_file():
         raise GediError(f"config file not found: {path}")
-    text = path.read_text()
+    text = read_text_file(path, "config file (YAML or JSON)")
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise GediError(f"{path}: cannot parse config: {str(exc).splitlines()[0]}") from None
+    except json.JSONDecodeError as exc:
+        raise GediError(f"{path}:{exc.lineno}: cannot parse JSON: {exc.msg} (column {exc.colno})") from None
+    except yaml.YAMLError as exc:
+        raise GediError(f"{path}{_yaml_where(exc)}: cannot parse YAML: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise GediError(f"{path}: top level must be a mapping of config keys")
+        raise GediError(f"{path}: top level must be a mapping of config keys, got {type(data).__name__}")
     return data
+
+
+def read_text_file(path: str | Path, kind: str) -> str:
+    """The UTF-8 text of ``path``; :class:`GediError` naming the file when it cannot be read
+    or is not text (``kind`` says what it should be, e.g. ``"ProbLog program"``)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise GediError(f"{path}: cannot read {kind}: {exc.strerror or exc}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GediError(f"{path}: not a text file (byte 0x{raw[exc.start]:02x} at offset {exc.start} is not UTF-8); "
+                        f"expected a {kind}") from None
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """``:LINE`` of a YAML error (1-based), or nothing when PyYAML gives no position."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return f":{mark.line + 1}" if mark is not None else ""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, begun = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    where = f" (column {mark.column + 1})" if mark is not None else ""
+    if context and begun is not None and mark is not None and begun.line != mark.line:
+        context += f" begun on line {begun.line + 1}"
+    return f"{problem}{where}" + (f", {context}" if context else "")
 
 
 def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -244,14 +359,17 @@ def dotted_to_nested(overrides: Mapping[str, Any]) -> dict[str, Any]:
     return nested
 
 
-def parse_set(items: list[str] | None) -> dict[str, str]:
-    """Parse ``--set key=value`` items."""
-    out: dict[str, str] = {}
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``--set key=value`` items (values are YAML scalars: ``5``, ``1e-3``, ``true``, ``abc``)."""
+    out: dict[str, Any] = {}
     for item in items or []:
-        if "=" not in item:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
             raise GediError(f"--set expects key=value, got '{item}'")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise GediError(f"--set {item}: cannot parse the value: {_yaml_problem(exc)}") from None
     return out
 
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from gedi_core.config import ModelConfig, SGLDConfig, build_config
+from gedi_core.config import (LEARNING_RATE, MODEL_RANGES, NON_NEGATIVE, POSITIVE, SEED, SGLD_RANGES, ModelConfig, Range,
+                              SGLDConfig, build_config, check_config, check_sgld_init, read_text_file)
+from gedi_core.devices import resolve_device
 from gedi_core.errors import GediError
+from gedi_nesy.query_file import parse_query_file
 
 ARMS = ("nesy", "gedi", "gedi+nesy")
 TASKS = ("auto", "addition", "sum", "multi_addition")
@@ -114,6 +118,7 @@ class NesyConfig:
         return w
 
     def validate(self) -> "NesyConfig":
+        """Check every value (names, finite numbers, ranges); raise :class:`GediError` naming the key."""
         if self.arm not in ARMS:
             raise GediError(f"arm: unknown arm '{self.arm}' (known: {', '.join(ARMS)})")
         if self.data.task not in TASKS:
@@ -126,34 +131,44 @@ class NesyConfig:
             self.data.name = "npz"
         if self.data.name not in DATA_NAMES:
             raise GediError(f"data.name: unknown data '{self.data.name}' (known: {', '.join(DATA_NAMES)})")
-        for name in ("nesy", "gen", "inv", "prior"):
-            if getattr(self.weights, name) < 0:
-                raise GediError(f"weights.{name} must be >= 0, got {getattr(self.weights, name)}")
-        positive = {
-            "batch_size": self.batch_size, "lr": self.lr, "eval_every": self.eval_every,
-            "data.examples": self.data.examples, "data.test_examples": self.data.test_examples,
-            "model.num_clusters": self.model.num_clusters, "model.tau": self.model.tau,
-            "sgld.buffer_size": self.sgld.buffer_size,
-        }
-        for key, value in positive.items():
-            if value <= 0:
-                raise GediError(f"{key} must be > 0, got {value}")
-        if self.epochs < 0:
-            raise GediError(f"epochs must be >= 0 (0: paper default), got {self.epochs}")
-        if not 0.0 < self.data.test_fraction < 1.0:
-            raise GediError(f"data.test_fraction must lie in (0, 1), got {self.data.test_fraction}")
-        if self.sgld.steps < 0 or self.sgld.step_size < 0 or self.sgld.noise < 0:
-            raise GediError("sgld.steps, sgld.step_size and sgld.noise must be >= 0")
-        if not 0.0 <= self.sgld.reinit_freq <= 1.0:
-            raise GediError(f"sgld.reinit_freq must lie in [0, 1], got {self.sgld.reinit_freq}")
-        if self.data.train_shift < 0:
-            raise GediError(f"data.train_shift must be >= 0, got {self.data.train_shift}")
-        if self.data.aug_noise < 0:
-            raise GediError(f"data.aug_noise must be >= 0, got {self.data.aug_noise}")
-        if self.weight_decay < 0:
-            raise GediError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        check_config(self, NESY_RANGES)
+        check_sgld_init(self.sgld)
+        active = {k: w for k, w in self.active_weights().items() if w > 0}
+        if not active:
+            raise GediError(f"arm '{self.arm}': every weight it uses is 0, so nothing would train "
+                            "(set --w-nesy, --w-gen, --w-prior or --w-inv above 0)")
         self.network_names()
+        resolve_device(self.device)
+        check_input_files(self)
         return self
+
+
+NESY_RANGES: dict[str, Range] = {
+    "seed": SEED, "epochs": NON_NEGATIVE, "batch_size": POSITIVE, "lr": LEARNING_RATE,
+    "weight_decay": NON_NEGATIVE, "eval_every": POSITIVE,
+    "weights.nesy": NON_NEGATIVE, "weights.gen": NON_NEGATIVE, "weights.inv": NON_NEGATIVE,
+    "weights.prior": NON_NEGATIVE,
+    "data.examples": POSITIVE, "data.test_examples": POSITIVE, "data.test_fraction": Range(0, 1, True, True),
+    "data.aug_noise": NON_NEGATIVE, "data.train_shift": NON_NEGATIVE,
+    **MODEL_RANGES, **SGLD_RANGES,
+}
+
+
+def check_input_files(cfg: NesyConfig) -> None:
+    """The files the run reads exist, the program is text and the query files parse (before any
+    image is loaded).
+
+    The program may also be a path relative to the repository (the CLI resolves it): it is
+    only checked where it exists as given."""
+    for flag, path in (("--queries", cfg.data.queries), ("--test-queries", cfg.data.test_queries),
+                       ("--images", cfg.data.images)):
+        if path is not None and not Path(path).is_file():
+            raise GediError(f"{flag} {path}: no such file")
+    if Path(cfg.program).is_file():
+        read_text_file(cfg.program, "ProbLog program (.pl)")
+    for flag, path in (("--queries", cfg.data.queries), ("--test-queries", cfg.data.test_queries)):
+        if path is not None:
+            parse_query_file(path, flag)
 
 
 def build_nesy_config(layers: list[tuple[str, Mapping[str, Any]]]) -> NesyConfig:

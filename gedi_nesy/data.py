@@ -9,12 +9,12 @@ exact engine compiles one circuit per query shape and reuses it (``cache=True``)
 
 from __future__ import annotations
 
-import gzip
 import random
-import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -22,11 +22,13 @@ import torch.nn.functional as F
 from problog.logic import Constant, Term
 from torch import Tensor
 
+from gedi_core.data.idx import find_idx_files, read_idx_files
 from gedi_core.errors import GediError
 from gedi_nesy.config import NesyDataConfig
+from gedi_nesy.query_file import parse_query_file
 
 PLACEHOLDER = "gedi_img{}"
-SOURCES = ("train", "test")
+DIGITS = range(10)  # the labels of every pool: the digit tasks and MNIST-style files
 
 
 @dataclass
@@ -79,37 +81,15 @@ def embedded_digits(test_fraction: float = 0.2, seed: int = 0) -> Pools:
     return Pools(tx, ty, vx, vy, "digits", note)
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-        if zero != 0 or dtype != 0x08:
-            raise ValueError("not an unsigned-byte IDX file")
-        shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
-        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-    except (OSError, ValueError, struct.error, EOFError) as exc:
-        raise GediError(f"{path}: cannot read MNIST IDX file: {exc}") from None
-
-
-def _find_raw(root: Path, stem: str) -> Path | None:
-    for folder in (root, root / "raw", root / "MNIST" / "raw"):
-        for name in (stem, stem + ".gz"):
-            if (folder / name).is_file():
-                return folder / name
-    return None
-
-
 def _mnist_split(root: Path, prefix: str) -> tuple[Tensor, Tensor] | None:
-    images, labels = _find_raw(root, f"{prefix}-images-idx3-ubyte"), _find_raw(root, f"{prefix}-labels-idx1-ubyte")
-    if images is None or labels is None:
+    found = find_idx_files((root, root / "raw", root / "MNIST" / "raw"), prefix)
+    if found is None:
         return None
-    x = torch.tensor(_read_idx(images).copy(), dtype=torch.float32).unsqueeze(1) / 255.0
-    y = torch.tensor(_read_idx(labels).copy(), dtype=torch.long)
-    if x.shape[0] != y.shape[0] or x.shape[-2:] != (28, 28):
-        raise GediError(f"{images}: {tuple(x.shape)} images do not match {tuple(y.shape)} labels in {labels}")
-    return _to_unit(x), y
+    images, labels = read_idx_files(*found)
+    if images.shape[-2:] != (28, 28):
+        raise GediError(f"{found[0]}: MNIST images are 28x28, got {tuple(images.shape[-2:])}")
+    _check_labels(labels, str(found[1]))
+    return _to_unit(images.float().unsqueeze(1) / 255.0), labels
 
 
 def mnist(root: str | Path | None, test_fraction: float = 0.2, seed: int = 0, download: bool = True) -> Pools:
@@ -145,49 +125,101 @@ def mnist(root: str | Path | None, test_fraction: float = 0.2, seed: int = 0, do
     return Pools(tx, ty, vx, vy, "mnist", note)
 
 
+def _check_labels(labels: Tensor, where: str) -> None:
+    """Every label is a digit 0..9 (the pools' classes); else one line naming ``where``."""
+    bad = ((labels < DIGITS.start) | (labels >= DIGITS.stop)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise GediError(f"{where}: labels must be digits 0..9, found {int(labels[i])} at index {i} "
+                        f"({len(bad)} of {len(labels)} labels outside 0..9)")
+
+
+def _npz_array(data, key: str, path: Path) -> np.ndarray:
+    """Array ``key`` of an open .npz; a damaged member or an object array is one line."""
+    try:
+        arr = data[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise GediError(f"{path}: array '{key}' holds Python objects (dtype object); save numbers "
+                            "(uint8 or float images, integer labels)") from None
+        raise GediError(f"{path}: array '{key}' is damaged ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+        raise GediError(f"{path}: array '{key}' is damaged or truncated ({exc})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.hasobject:
+        raise GediError(f"{path}: array '{key}' holds Python objects; save numbers (uint8 or float images, integer labels)")
+    return arr
+
+
 def _npz_images(arr: np.ndarray, key: str, path: Path) -> Tensor:
     if arr.ndim == 3:
         arr = arr[:, None]
-    if arr.ndim != 4 or arr.shape[1] != 1:
+    if arr.ndim != 4 or arr.shape[1] != 1 or min(arr.shape[2:]) < 1:
         raise GediError(f"{path}: '{key}' must have shape (N, 1, H, W) or (N, H, W), got {tuple(arr.shape)}")
     if arr.shape[0] == 0:
         raise GediError(f"{path}: '{key}' is empty")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise GediError(f"{path}: '{key}' must be numeric, got dtype {arr.dtype}")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise GediError(f"{path}: '{key}' must be integer or float pixels, got dtype {arr.dtype}")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        i = int(np.argmin(finite.reshape(len(arr), -1).all(1)))
+        raise GediError(f"{path}: '{key}' holds {int((~finite).sum())} NaN/inf pixel(s), the first in image {i}")
+    low, high = float(arr.min()), float(arr.max())
+    if low < 0 or high > 255:
+        raise GediError(f"{path}: '{key}' pixels must lie in [0, 255] (integers) or [0, 1] (floats), "
+                        f"found {low:g}..{high:g}")
     x = torch.tensor(arr.astype(np.float32))
     if arr.dtype == np.uint8 or float(x.max()) > 1.5:
         x = x / 255.0
     return _to_unit(x.clamp(0, 1))
 
 
+def _npz_labels(arr: np.ndarray, key: str, path: Path, n: int, images: str) -> Tensor:
+    arr = arr.reshape(-1)
+    if arr.shape[0] != n:
+        raise GediError(f"{path}: {key} has {arr.shape[0]} entries for {n} {images}")
+    if np.issubdtype(arr.dtype, np.floating):
+        integral = np.isfinite(arr) & (arr == np.round(arr))
+        if not integral.all():
+            i = int(np.argmin(integral))
+            raise GediError(f"{path}: '{key}' must hold integer labels, found {float(arr[i]):g} at index {i}")
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise GediError(f"{path}: '{key}' must hold integer labels, got dtype {arr.dtype}")
+    labels = torch.tensor(arr.astype(np.int64))
+    _check_labels(labels, f"{path}: '{key}'")
+    return labels
+
+
 def npz_images(path: str | Path) -> Pools:
     """The user's images: ``train_images``, ``test_images``, ``test_labels`` (+ optional ``train_labels``).
 
-    Images are ``(N, 1, H, W)`` or ``(N, H, W)``, uint8 in ``[0, 255]`` or floats in ``[0, 1]``."""
+    Images are ``(N, 1, H, W)`` or ``(N, H, W)``, uint8 in ``[0, 255]`` or floats in ``[0, 1]``;
+    labels are digits 0..9."""
     path = Path(path)
     if not path.is_file():
         raise GediError(f"--images {path}: no such file")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise GediError(f"--images {path}: cannot read .npz: {exc}") from None
-    missing = [k for k in ("train_images", "test_images", "test_labels") if k not in data.files]
-    if missing:
-        raise GediError(f"{path}: missing array(s) {', '.join(missing)} (has: {', '.join(data.files) or 'none'})")
-    tx, vx = _npz_images(data["train_images"], "train_images", path), _npz_images(data["test_images"], "test_images", path)
-    if tx.shape[1:] != vx.shape[1:]:
-        raise GediError(f"{path}: train_images {tuple(tx.shape[1:])} and test_images {tuple(vx.shape[1:])} differ in shape")
-    vy = np.asarray(data["test_labels"]).reshape(-1)
-    if vy.shape[0] != vx.shape[0]:
-        raise GediError(f"{path}: test_labels has {vy.shape[0]} entries for {vx.shape[0]} test_images")
-    ty = None
-    if "train_labels" in data.files:
-        ty_np = np.asarray(data["train_labels"]).reshape(-1)
-        if ty_np.shape[0] != tx.shape[0]:
-            raise GediError(f"{path}: train_labels has {ty_np.shape[0]} entries for {tx.shape[0]} train_images")
-        ty = torch.tensor(ty_np.astype(np.int64))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GediError(f"--images {path}: cannot read .npz: damaged, truncated or not an .npz archive ({reason})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise GediError(f"--images {path}: one .npy array; expected an .npz archive (np.savez) with "
+                        "train_images, test_images, test_labels")
+    with data:
+        missing = [k for k in ("train_images", "test_images", "test_labels") if k not in data.files]
+        if missing:
+            raise GediError(f"{path}: missing array(s) {', '.join(missing)} (has: {', '.join(data.files) or 'none'})")
+        tx = _npz_images(_npz_array(data, "train_images", path), "train_images", path)
+        vx = _npz_images(_npz_array(data, "test_images", path), "test_images", path)
+        if tx.shape[1:] != vx.shape[1:]:
+            raise GediError(f"{path}: train_images {tuple(tx.shape[1:])} and test_images {tuple(vx.shape[1:])} "
+                            "differ in shape")
+        vy = _npz_labels(_npz_array(data, "test_labels", path), "test_labels", path, vx.shape[0], "test_images")
+        ty = None
+        if "train_labels" in data.files:
+            ty = _npz_labels(_npz_array(data, "train_labels", path), "train_labels", path, tx.shape[0], "train_images")
     note = f"user images from {path}: {tx.shape[0]} training / {vx.shape[0]} test images of shape {tuple(tx.shape[1:])}"
-    return Pools(tx, ty, vx, torch.tensor(vy.astype(np.int64)), "npz", note)
+    return Pools(tx, ty, vx, vy, "npz", note)
 
 
 def load_pools(cfg: NesyDataConfig, seed: int) -> Pools:
@@ -195,12 +227,17 @@ def load_pools(cfg: NesyDataConfig, seed: int) -> Pools:
     if cfg.images is not None or cfg.name == "npz":
         if cfg.images is None:
             raise GediError("data.name=npz needs --images FILE.npz")
-        return npz_images(cfg.images)
-    if cfg.name == "digits":
-        return embedded_digits(cfg.test_fraction, seed)
-    if cfg.name == "mnist":
-        return mnist(cfg.data_root, cfg.test_fraction, seed, cfg.download)
-    raise GediError(f"unknown data '{cfg.name}' (known: digits, mnist, npz)")
+        pools = npz_images(cfg.images)
+    elif cfg.name == "digits":
+        pools = embedded_digits(cfg.test_fraction, seed)
+    elif cfg.name == "mnist":
+        pools = mnist(cfg.data_root, cfg.test_fraction, seed, cfg.download)
+    else:
+        raise GediError(f"unknown data '{cfg.name}' (known: digits, mnist, npz)")
+    size = min(pools.input_shape[1:])
+    if cfg.train_shift >= size:
+        raise GediError(f"data.train_shift must be below the image size {size}, got {cfg.train_shift}")
+    return pools
 
 
 # ----------------------------------------------------------------------------- tensor sources
@@ -248,21 +285,6 @@ def abstract_query(term: Term, p: float = 1.0):
     return Query(walk(term).with_probability(None), subs, p=p)
 
 
-def query_images(query) -> list[Term]:
-    """The ``tensor(...)`` terms of a query (after substitution)."""
-    out: list[Term] = []
-
-    def walk(t):
-        if isinstance(t, Term) and t.functor == "tensor" and t.arity == 1:
-            out.append(t)
-        elif isinstance(t, Term):
-            for a in t.args:
-                walk(a)
-
-    walk(query.substitute().query)
-    return out
-
-
 ADDITION_PAIRS = [(a, b) for a in range(10) for b in range(10) if a + b <= 9]
 
 
@@ -287,11 +309,11 @@ def task_examples(task: str, labels: Tensor, n: int, seed: int, strict: bool = T
     replacement from the pool, and the label of the query (None for the three-image form).
 
     When the pool runs out of a digit: an error if ``strict``, else the examples so far."""
+    _check_labels(labels, f"{task} examples")
     rng = random.Random(seed)
-    by_class: dict[int, list[int]] = {c: [] for c in range(10)}
+    by_class: dict[int, list[int]] = {c: [] for c in DIGITS}
     for i, y in enumerate(labels.tolist()):
-        if y in by_class:
-            by_class[y].append(i)
+        by_class[y].append(i)
     for idx in by_class.values():
         rng.shuffle(idx)
     examples = []
@@ -346,39 +368,21 @@ def read_query_file(
     path: str | Path,
     sizes: dict[str, int],
     known: Iterable[tuple[str, int]] | None = None,
+    provable: Callable[[object], bool] | None = None,
 ) -> list:
-    """Ground queries, one per line (``q.`` or ``P::q.``; blank lines and ``%`` comments skipped).
+    """The queries of a query file (syntax: :func:`gedi_nesy.query_file.parse_query_file`) as
+    DeepProbLog queries.
 
     Each ``tensor(S(I))`` must name a pool ``S`` in ``sizes`` with ``0 <= I < sizes[S]``; with
-    ``known`` (the program's predicates as (name, arity)), an unknown predicate is an error.
-    Errors name the file and line."""
-    from problog.parser import PrologParser
-    from problog.program import ExtendedPrologFactory
+    ``known`` (the program's predicates as (name, arity)), an unknown predicate is an error;
+    with ``provable`` (see :func:`has_proof`), so is a query the program cannot prove whatever
+    the networks say (e.g. a label outside what the program can produce). Errors name the
+    file and line."""
     from problog.errors import ProbLogError
 
-    path = Path(path)
-    if not path.is_file():
-        raise GediError(f"--queries {path}: no such file")
     known_set = set(known) if known is not None else None
-    parser = PrologParser(ExtendedPrologFactory())
     queries = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        text = line.split("%", 1)[0].strip()
-        if not text:
-            continue
-        if not text.endswith("."):
-            text += "."
-        try:
-            terms = list(parser.parseString(text))
-        except ProbLogError as exc:
-            raise GediError(f"{path}:{lineno}: cannot parse query: {exc}") from None
-        if len(terms) != 1 or not isinstance(terms[0], Term) or terms[0].functor in (":-", "<-"):
-            raise GediError(f"{path}:{lineno}: expected one ground query per line, got '{line.strip()}'")
-        term = terms[0]
-        p = 1.0 if term.probability is None else float(term.probability)
-        term = term.with_probability(None)
-        if not term.is_ground():
-            raise GediError(f"{path}:{lineno}: query '{term}' is not ground")
+    for lineno, term, p in parse_query_file(path):
         if known_set is not None and (term.functor, term.arity) not in known_set:
             raise GediError(f"{path}:{lineno}: query names unknown predicate {term.functor}/{term.arity} "
                             f"(the program defines: {', '.join(sorted(f'{n}/{a}' for n, a in known_set))})")
@@ -394,7 +398,25 @@ def read_query_file(
             if not 0 <= idx < sizes[name]:
                 raise GediError(f"{path}:{lineno}: image index {idx} in {t} out of range "
                                 f"({name} has {sizes[name]} images)")
+        try:
+            proved = provable is None or provable(q)
+        except ProbLogError as exc:
+            raise GediError(f"{path}:{lineno}: cannot ground query '{term}': {exc}") from None
+        if not proved:
+            raise GediError(f"{path}:{lineno}: the program cannot prove '{term}' whatever its networks answer "
+                            "(is the label outside what the program can produce?)")
         queries.append(q)
-    if not queries:
-        raise GediError(f"{path}: no queries")
     return queries
+
+
+def has_proof(model) -> Callable[[object], bool]:
+    """For :func:`read_query_file`'s ``provable``: whether the program of ``model`` (a DeepProbLog
+    ``Model``, either engine) proves query ``q`` for some network output.  Compiles ``q``'s shape
+    into the model's circuit cache (the work training needs anyway)."""
+
+    def provable(q) -> bool:
+        sdd = model.solver.cache.get(q).sdd
+        nodes = [node for _, node in sdd.queries()]
+        return not nodes or any(node is not None and node != sdd.FALSE for node in nodes)
+
+    return provable

@@ -1,5 +1,6 @@
 """Image data sets on synthetic files of the right shapes, the batched Table 9 augmentation, and configs."""
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from gedi_core.cli import build_parser, resolve_train_config
 from gedi_core.config import DataConfig
 from gedi_core.data import load_dataset
 from gedi_core.data.augment import ImageAugment
-from gedi_core.data.vision import read_idx
+from gedi_core.data.idx import find_idx_files, read_idx_files
 from gedi_core.errors import GediError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,11 +61,32 @@ def test_missing_files_give_one_line_error_with_hint(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_idx_reader_rejects_garbage(tmp_path):
-    bad = tmp_path / "x-idx3-ubyte"
-    bad.write_bytes(b"\x01\x02\x03")
-    with pytest.raises(GediError, match="not an unsigned-byte IDX file"):
-        read_idx(bad)
+def test_idx_reader_reads_plain_and_gz_and_rejects_damaged_files(tmp_path):
+    write_mnist_like(tmp_path, "MNIST", n_train=12, n_test=5)
+    raw = tmp_path / "MNIST" / "raw"
+    images, labels = find_idx_files([tmp_path, raw], "t10k")
+    x, y = read_idx_files(images, labels)
+    assert x.shape == (5, 28, 28) and x.dtype == torch.uint8 and y.shape == (5,) and y.dtype == torch.long
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for path in raw.iterdir():  # the same files, not gzipped
+        (plain / path.stem).write_bytes(gzip.decompress(path.read_bytes()))
+    x2, y2 = read_idx_files(*find_idx_files([plain], "t10k"))
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+
+    garbage = plain / "t10k-images-idx3-ubyte"
+    garbage.write_bytes(b"\x01\x02\x03")
+    with pytest.raises(GediError, match="t10k-images-idx3-ubyte: not an IDX file"):
+        read_idx_files(garbage, plain / "t10k-labels-idx1-ubyte")
+    truncated = raw / "t10k-images-idx3-ubyte.gz"
+    truncated.write_bytes(gzip.compress(gzip.decompress(truncated.read_bytes())[:-100]))
+    with pytest.raises(GediError, match="t10k-images-idx3-ubyte.gz: damaged or truncated IDX file"):
+        read_idx_files(truncated, labels)
+    corrupt = raw / "train-labels-idx1-ubyte.gz"
+    corrupt.write_bytes(corrupt.read_bytes()[:20])
+    with pytest.raises(GediError, match="train-labels-idx1-ubyte.gz: damaged or truncated IDX file") as err:
+        load_dataset(DataConfig(name="mnist", data_root=str(tmp_path)), seed=0)
+    assert "\n" not in str(err.value)
 
 
 def test_augment_is_batched_per_image_and_seeded():

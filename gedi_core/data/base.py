@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -36,7 +36,6 @@ class DataBundle:
     num_classes: int
     augment: Augment
     note: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

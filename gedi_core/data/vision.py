@@ -5,8 +5,8 @@ Files are read through torchvision's dataset classes in torchvision's folder lay
 ``data.download = true`` (``--download``) torchvision fetches missing files. MNIST-style
 sets are also read straight from raw IDX files (``.gz`` or not), found in
 ``ROOT/<MNIST|FashionMNIST>/raw``, ``ROOT/raw`` or ``ROOT`` itself, and, when no root is
-given, in the known system locations (Debian's ``dataset-fashion-mnist`` package installs
-Fashion-MNIST in ``/usr/share/datasets/fashion-mnist``).
+given, in the system location of Debian's ``dataset-fashion-mnist`` package
+(``/usr/share/datasets/fashion-mnist``).
 
 Every set is loaded once into memory as float tensors ``(N, C, H, W)`` in ``[-1, 1]``; the
 Table 9 augmentation (:mod:`gedi_core.data.augment`) then runs on whole batches on the device.
@@ -14,7 +14,6 @@ Table 9 augmentation (:mod:`gedi_core.data.augment`) then runs on whole batches 
 
 from __future__ import annotations
 
-import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +26,12 @@ from torch import Tensor
 from gedi_core.config import DataConfig
 from gedi_core.data.augment import augment_for
 from gedi_core.data.base import DataBundle
+from gedi_core.data.idx import find_idx_files, read_idx_files
 from gedi_core.errors import GediError
 
 ArraySplit = tuple[np.ndarray, np.ndarray]  # images uint8 (N, H, W, C), labels int64 (N,)
 
-SYSTEM_DIRS: dict[str, list[Path]] = {
-    "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],
-    "mnist": [Path("/usr/share/datasets/mnist"), Path(__file__).resolve().parents[3] / "shared" / "data" / "MNIST" / "raw"],
-}
+SYSTEM_DIRS: dict[str, list[Path]] = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 
 
 @dataclass(frozen=True)
@@ -86,32 +83,6 @@ def default_root() -> Path:
 # ---------------------------------------------------------------- raw IDX files (MNIST-style)
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped): the MNIST / Fashion-MNIST raw format."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
-        raise GediError(f"{path}: not an unsigned-byte IDX file")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    arr = np.frombuffer(data, dtype=np.uint8, offset=offset)
-    if arr.size != int(np.prod(shape)):
-        raise GediError(f"{path}: expected {int(np.prod(shape))} values for shape {shape}, found {arr.size}")
-    return arr.reshape(shape)
-
-
-def _find_idx(dirs: list[Path], prefix: str) -> tuple[Path, Path] | None:
-    for d in dirs:
-        for suffix in ("", ".gz"):
-            img = d / f"{prefix}-images-idx3-ubyte{suffix}"
-            lab = d / f"{prefix}-labels-idx1-ubyte{suffix}"
-            if img.is_file() and lab.is_file():
-                return img, lab
-    return None
-
-
 def idx_dirs(spec: VisionSpec, root: str | None) -> list[Path]:
     """Where MNIST-style raw files are looked for, in order."""
     if root is not None:
@@ -122,13 +93,11 @@ def idx_dirs(spec: VisionSpec, root: str | None) -> list[Path]:
 
 
 def _read_idx_split(spec: VisionSpec, root: str | None, train: bool) -> ArraySplit | None:
-    found = _find_idx(idx_dirs(spec, root), "train" if train else "t10k")
+    found = find_idx_files(idx_dirs(spec, root), "train" if train else "t10k")
     if found is None:
         return None
-    images, labels = read_idx(found[0]), read_idx(found[1])
-    if images.ndim != 3 or labels.shape != (images.shape[0],):
-        raise GediError(f"{found[0]}: expected (N, H, W) images and N labels, got {images.shape} and {labels.shape}")
-    return images[..., None], labels.astype(np.int64)
+    images, labels = read_idx_files(*found)
+    return images.numpy()[..., None], labels.numpy()
 
 
 # ---------------------------------------------------------------- torchvision
@@ -175,12 +144,17 @@ def to_tensor(images: np.ndarray) -> Tensor:
     return x.div_(127.5).sub_(1.0).contiguous()
 
 
-def load_vision(name: str, cfg: DataConfig, seed: int) -> DataBundle:
+def load_vision(name: str, cfg: DataConfig) -> DataBundle:
     """Load data set ``name`` (a key of :data:`SPECS`) into a :class:`DataBundle`."""
     spec = SPECS[name]
+    if cfg.crop_pad >= spec.size:
+        raise GediError(f"data.crop_pad must be below the image size {spec.size} of '{name}', got {cfg.crop_pad}")
     if name == "mnist-t10k":
         # only the official test split is needed: its first 8000 images train, the last 2000 test
         images, labels = read_split(spec, cfg, train=False)
+        if len(labels) <= 8000:
+            raise GediError(f"dataset 'mnist-t10k' trains on the first 8000 images of the MNIST test split t10k "
+                            f"and tests on the rest, but t10k has {len(labels)} images")
         (tr_x, tr_y), (te_x, te_y) = (images[:8000], labels[:8000]), (images[8000:], labels[8000:])
     else:
         tr_x, tr_y = read_split(spec, cfg, train=True)
@@ -194,6 +168,10 @@ def load_vision(name: str, cfg: DataConfig, seed: int) -> DataBundle:
         if tuple(arr.shape[1:]) != expected:
             raise GediError(f"dataset '{name}': {split} images have shape {tuple(arr.shape[1:])} (HWC), "
                             f"expected {expected}")
+    for split, y in (("train", tr_y), ("test", te_y)):
+        if len(y) and not (0 <= int(y.min()) and int(y.max()) < spec.num_classes):
+            raise GediError(f"dataset '{name}': {split} labels must lie in 0..{spec.num_classes - 1}, "
+                            f"found {int(y.min())}..{int(y.max())}")
     return DataBundle(
         name=name,
         train_x=to_tensor(tr_x),
@@ -203,23 +181,20 @@ def load_vision(name: str, cfg: DataConfig, seed: int) -> DataBundle:
         num_classes=spec.num_classes,
         augment=augment_for(name, spec.channels, cfg),
         note=f"{name}: {len(tr_y)} train / {len(te_y)} test images of shape {spec.channels}x{spec.size}x{spec.size}",
-        extra={"image": True},
     )
 
 
-def _loader(name: str) -> Callable[[DataConfig, int], DataBundle]:
-    def load(cfg: DataConfig, seed: int) -> DataBundle:
-        return load_vision(name, cfg, seed)
+def loaders() -> dict[str, Callable[[DataConfig, int], DataBundle]]:
+    """A ``loader(cfg, seed)`` for each image data set (the split is fixed: no seed needed)."""
 
-    load.__name__ = f"load_{name.replace('-', '_')}"
-    return load
+    def loader(name: str) -> Callable[[DataConfig, int], DataBundle]:
+        def load(cfg: DataConfig, seed: int) -> DataBundle:
+            return load_vision(name, cfg)
 
+        load.__name__ = f"load_{name.replace('-', '_')}"
+        return load
 
-def register_all() -> None:
-    from gedi_core.data import register_dataset
-
-    for name in SPECS:
-        register_dataset(name, _loader(name))
+    return {name: loader(name) for name in SPECS}
 
 
 def is_image_dataset(name: str) -> bool:
