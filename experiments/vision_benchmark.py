@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from gedi_core.presets import vision_config
-    from gedi_core.train import mixed_precision
+    from gedi_core.devices import mixed_precision
     from gedi_core.data.augment import ImageAugment
     from gedi_core.methods import build_method
 

@@ -114,8 +114,10 @@ def _data_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import gedi_core.data  # noqa: F401
+    from gedi_core.devices import resolve_device
     from gedi_core.evaluation.commands import evaluate_run
 
+    resolve_device(args.device)
     metrics = evaluate_run(
         args.run, what=args.what.split(","), device=args.device, data_overrides=_data_overrides(args),
         ood_datasets=args.ood_dataset or [], fid_samples=args.fid_samples, fid_steps=args.fid_steps,
@@ -127,8 +129,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import gedi_core.data  # noqa: F401
+    from gedi_core.devices import resolve_device
     from gedi_core.evaluation import load_run, save_samples
 
+    resolve_device(args.device)
     method, _, _ = load_run(args.run, device=args.device, data_overrides=_data_overrides(args))
     if args.out is None:
         args.out = str(Path(args.run) / f"samples_{args.steps}.png")

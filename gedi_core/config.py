@@ -353,8 +353,13 @@ def dotted_to_nested(overrides: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in overrides.items():
         parts = key.split(".")
         node = nested
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise GediError(f"'{key}': '{'.'.join(parts[:i + 1])}' was given a value, so it has no key "
+                                f"'{parts[i + 1]}'")
+        if isinstance(node.get(parts[-1]), dict):
+            raise GediError(f"'{key}' is a section; set its keys ('{key}.<key>=value')")
         node[parts[-1]] = value
     return nested
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from gedi_core.errors import GediError
@@ -29,3 +31,10 @@ def resolve_device(name: str) -> torch.device:
             raise GediError(f"device '{name}': MPS is not available here (use --device cpu)")
         return device
     raise GediError(f"device '{name}': unsupported device type '{device.type}' (use cpu, cuda or cuda:N)")
+
+
+def mixed_precision(amp: bool, device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast when ``amp`` is on and the device is CUDA; otherwise nothing."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -153,8 +153,10 @@ class RunFolder:
             if not self.checkpoint_path.is_file():
                 raise GediError(f"--resume: {p} has no {CHECKPOINT}, so there is nothing to resume; "
                                 "drop --resume to start the run")
-        elif self.checkpoint_path.is_file() or (p / CONFIG).is_file():
-            raise GediError(f"--out {p}: holds an unfinished run; continue it with --resume or choose a fresh --out")
+        elif self.checkpoint_path.is_file():
+            raise GediError(f"--out {p}: holds an unfinished run ({CHECKPOINT}); continue it with --resume "
+                            "or choose a fresh --out")
+        # a folder with a config but no checkpoint holds no work: the run starts afresh
         parent = p
         while not parent.exists():
             parent = parent.parent

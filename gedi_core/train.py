@@ -14,7 +14,6 @@ bfloat16 autocast.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 from gedi_core.config import TrainConfig, to_dict
 from gedi_core.data import DataBundle, load_dataset
 from gedi_core.data.vision import is_image_dataset
+from gedi_core.devices import mixed_precision
 from gedi_core.distributed import DistInfo, barrier, cleanup, init_distributed
 from gedi_core.errors import GediError
 from gedi_core.evaluation.clusters import evaluate_clustering
@@ -33,13 +33,6 @@ from gedi_core.methods import Method, build_method
 from gedi_core.monitor import FailureMonitor, collapse_indicators
 from gedi_core.rng import seed_everything
 from gedi_core.runfolder import RunFolder
-
-
-def mixed_precision(amp: bool, device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast when ``amp`` is on and the device is CUDA; otherwise nothing."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 # ----------------------------------------------------------------------------- the step

@@ -14,14 +14,25 @@ Python API (about ten lines)::
     metrics = train_nesy(cfg, model, train_q, pools, out="runs/api")
 """
 
-from gedi_nesy.config import NesyConfig, NesyDataConfig, NesyWeights
-from gedi_nesy.data import Pools, load_pools, read_query_file, task_queries
-from gedi_nesy.evaluation import evaluate_nesy
-from gedi_nesy.network import GEDINetwork, gedi_network
-from gedi_nesy.program import build_nesy_model, inspect_program, network_domains
-from gedi_nesy.train import train_nesy
+import warnings
+
+with warnings.catch_warnings():  # DeepProbLog warns on import that PySwip (its ApproximateEngine) is missing
+    warnings.filterwarnings("ignore", message="ApproximateEngine is not available", category=UserWarning)
+    import deepproblog.engines  # noqa: F401
+
+from gedi_nesy.config import NesyConfig, NesyDataConfig, NesyWeights  # noqa: E402
+from gedi_nesy.engine import BatchedEngine  # noqa: E402
+from gedi_nesy.data import Pools, load_pools, read_query_file, task_queries  # noqa: E402
+from gedi_nesy.evaluation import evaluate_nesy  # noqa: E402
+from gedi_nesy.network import GEDINetwork, gedi_network  # noqa: E402
+from gedi_nesy.plugin import GEDILoss, GEDITrainObject, train_model  # noqa: E402
+from gedi_nesy.program import build_nesy_model, inspect_program, network_domains  # noqa: E402
+from gedi_nesy.train import train_nesy  # noqa: E402
 
 __all__ = [
+    "BatchedEngine",
+    "GEDILoss",
+    "GEDITrainObject",
     "GEDINetwork",
     "NesyConfig",
     "NesyDataConfig",
@@ -35,5 +46,6 @@ __all__ = [
     "network_domains",
     "read_query_file",
     "task_queries",
+    "train_model",
     "train_nesy",
 ]

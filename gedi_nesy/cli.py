@@ -81,34 +81,34 @@ def _resolve_path(path: str | None) -> str | None:
 
 
 def prepare(cfg: NesyConfig, quiet: bool = False):
-    """Everything before training, with all input checks: pools, networks, model, queries."""
-    import torch
+    """Everything before training, with all input checks: pools, networks, model, queries.
+
+    Notes (the data used, where query_acc is measured) are printed only once every check passed,
+    so that an error is the only line on stderr."""
+    from problog.errors import ProbLogError
 
     from gedi_core.rng import seed_everything
-    from gedi_nesy.data import load_pools, read_query_file, resolve_task, task_queries
+    from gedi_nesy.data import TASK_PREDICATES, has_proof, load_pools, read_query_file, resolve_task, task_queries
+    from gedi_nesy.engine import is_batched
     from gedi_nesy.network import gedi_network
     from gedi_nesy.program import build_nesy_model, inspect_program
 
     cfg.program = _resolve_path(cfg.program) or cfg.program
-    if cfg.device != "cpu" and not torch.cuda.is_available():
-        raise GediError(f"--device {cfg.device}: CUDA is not available here")
+    known = inspect_program(cfg.program).predicates
     seed_everything(cfg.seed)
     pools = load_pools(cfg.data, cfg.seed)
-    if not quiet and pools.note:
-        print(f"gedi-nesy: data: {pools.note}", file=sys.stderr)
     networks = [gedi_network(name, cfg.model, pools.input_shape) for name in cfg.network_names()]
     for net in networks:
         net.network_module.to(cfg.device)
     model = build_nesy_model(cfg.program, networks, pools, engine=cfg.engine, compile_cache=cfg.compile_cache)
-    known = inspect_program(cfg.program).predicates
     sizes = pools.sizes()
+    provable = has_proof(model)
+    notes = [f"data: {pools.note}"] if pools.note else []
     if cfg.data.queries is not None:
-        train_q = read_query_file(cfg.data.queries, sizes, known)
+        train_q = read_query_file(cfg.data.queries, sizes, known, provable)
         task = None
     else:
         task = resolve_task(cfg.data.task, cfg.program)
-        from gedi_nesy.data import TASK_PREDICATES
-
         pred = TASK_PREDICATES[task]
         if pred not in known:
             raise GediError(f"{cfg.program}: task '{task}' queries {pred[0]}/{pred[1]}, which the program does not define")
@@ -117,24 +117,25 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
                             "add them or pass --queries FILE")
         train_q = task_queries(task, pools.train_y, cfg.data.examples, cfg.seed, "train")
     if cfg.data.test_queries is not None:
-        test_q = read_query_file(cfg.data.test_queries, sizes, known)
+        test_q = read_query_file(cfg.data.test_queries, sizes, known, provable)
     elif task is not None:
         test_q = task_queries(task, pools.test_y, cfg.data.test_examples, cfg.seed + 1000, "test", strict=False)
     else:
         test_q = train_q  # only training queries were given: query_acc is measured on them
-        if not quiet:
-            print("gedi-nesy: no --test-queries: query_acc is measured on the training queries", file=sys.stderr)
+        notes.append("no --test-queries: query_acc is measured on the training queries")
     # compile every query shape now: grounding errors surface before training
-    from problog.errors import ProbLogError
-
-    from gedi_nesy.engine import is_batched
-
     compile = model.solver.shape if is_batched(model) else model.solver.cache.get
     for q in {q.query: q for q in list(train_q) + list(test_q)}.values():
         try:
             compile(q)
         except ProbLogError as exc:
             raise GediError(f"{cfg.program}: cannot ground query {q.query}: {exc}") from None
+        if task is not None and not provable(q):
+            raise GediError(f"{cfg.program}: the program cannot prove the generated query {q.query} "
+                            f"for any output of the networks (does it define {task} as the task expects?)")
+    if not quiet:
+        for note in notes:
+            print(f"gedi-nesy: {note}", file=sys.stderr)
     return pools, model, train_q, test_q
 
 

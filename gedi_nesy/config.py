@@ -31,9 +31,9 @@ def lenet_config() -> ModelConfig:
     return ModelConfig(backbone="lenet", feature_dim=84, proj_hidden=84, proj_dim=32, num_clusters=10, tau=0.1)
 
 
-def _sgld() -> SGLDConfig:
-    # paper appendix O / Table 9: 20 steps, buffer 10k, reinit 0.05, step size 1, noise 0.01;
-    # images live in [-1, 1], so the buffer starts from uniform noise there.
+def nesy_sgld() -> SGLDConfig:
+    """SGLD of the NeSy recipe (paper appendix O / Table 9): 20 steps of size 1, noise 0.01,
+    buffer 10k, reinit 0.05; the images live in ``[-1, 1]``, so the buffer starts there."""
     return SGLDConfig(steps=20, step_size=1.0, noise=0.01, buffer_size=10000, reinit_freq=0.05,
                       init_low=-1.0, init_high=1.0)
 
@@ -85,13 +85,14 @@ class NesyConfig:
     weight_decay: float = 1e-4
     prior: str = "entropy"  # entropy: -H(mean p) (paper appendix O) | uniform: CE(uniform, mean p)
     device: str = "cpu"
+    amp: bool = False  # bfloat16 autocast of the networks and GEDI terms on CUDA (inference stays float32)
     engine: str = "batched"  # batched (gedi_nesy.engine, circuits of a batch at once) | exact (DeepProbLog's)
     compile_cache: str | None = None  # folder keeping the batched engine's compiled query shapes across runs
     eval_every: int = 1  # epochs between digit accuracy / NMI evaluations (query_acc: at the end)
     data: NesyDataConfig = field(default_factory=NesyDataConfig)
     model: ModelConfig = field(default_factory=lenet_config)
     weights: NesyWeights = field(default_factory=NesyWeights)
-    sgld: SGLDConfig = field(default_factory=_sgld)
+    sgld: SGLDConfig = field(default_factory=nesy_sgld)
 
     def network_names(self) -> list[str]:
         names = [n.strip() for n in self.networks.split(",") if n.strip()]

@@ -49,9 +49,12 @@ def inspect_program(path: str | Path) -> ProgramInfo:
     from problog.logic import Term, term2list
     from problog.program import PrologFile
 
+    from gedi_core.config import read_text_file
+
     path = Path(path)
     if not path.is_file():
         raise GediError(f"program {path}: no such file")
+    read_text_file(path, "ProbLog program (.pl)")
     try:
         program = PrologFile(str(path))
         statements = list(program)

@@ -22,6 +22,7 @@ from problog.logic import term2list
 from torch import Tensor
 
 from gedi_core.data.augment import ImageAugment
+from gedi_core.devices import mixed_precision
 from gedi_core.errors import GediError
 from gedi_core.loop import StepOutput
 from gedi_core.monitor import collapse_indicators
@@ -131,7 +132,7 @@ class NesyStep:
     ``inv``, ``prior`` live there); ``w_nesy`` weights ``L_NESY`` (0: the GEDI-only arm)."""
 
     def __init__(self, model, objectives: Mapping[str, GEDILoss], w_nesy: float = 1.0,
-                 shift: TrainShift | None = None) -> None:
+                 shift: TrainShift | None = None, amp: bool = False) -> None:
         self.model = model
         self.nets = gedi_networks(model)
         missing = [n for n in self.nets if n not in objectives]
@@ -140,13 +141,18 @@ class NesyStep:
         self.objectives = dict(objectives)
         self.w_nesy = w_nesy
         self.shift = shift
+        self.amp = amp
         self.skipped = 0  # queries without a proof (or decided without networks) so far
         self._last: tuple[str, Tensor] | None = None  # the first network's images of the last batch
 
     def __call__(self, batch: Sequence) -> StepOutput:
         model = self.model
         per_net = batch_inputs(model, batch)
-        fwd = forward_batch(model, per_net, fill_cache=self.w_nesy > 0 and not is_batched(model), augment=self.shift)
+        device = next(iter(self.nets.values())).network_module.gedi.head.weight.device
+        with mixed_precision(self.amp, device):
+            fwd = forward_batch(model, per_net, fill_cache=self.w_nesy > 0 and not is_batched(model),
+                                augment=self.shift)
+        fwd = {n: (x, logits.float()) for n, (x, logits) in fwd.items()}
         terms: dict[str, Tensor] = {}  # unweighted, summed over networks (for the log)
         weighted: list[Tensor] = []  # each term times its weight, summed in this order
         if self.w_nesy > 0:
@@ -157,7 +163,9 @@ class NesyStep:
                 weighted.append(self.w_nesy * lnesy)
         for name, (x, logits) in fwd.items():
             objective = self.objectives[name]
-            for k, v in objective.terms(self.nets[name].network_module.logits, x, logits).items():
+            with mixed_precision(self.amp, device):
+                found = objective.terms(self.nets[name].network_module.logits, x, logits)
+            for k, v in found.items():
                 terms[k] = terms[k] + v if k in terms else v
                 weighted.append(objective.weights[k] * v)
         clear_caches(model)

@@ -17,15 +17,14 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from gedi_core.config import to_dict
-from gedi_core.data.base import gaussian_noise
 from gedi_core.errors import GediError
 from gedi_core.loop import FitOptions, fit
 from gedi_core.monitor import FailureMonitor
-from gedi_core.objective import GEDILoss
 from gedi_core.runfolder import RunFolder
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
+from gedi_nesy.plugin import GEDILoss
 from gedi_nesy.program import inspect_program, network_domains
 from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
 
@@ -62,7 +61,7 @@ def nesy_objective(cfg: NesyConfig, seed: int) -> GEDILoss:
     """The GEDI terms of one network under ``cfg`` (the arm's mask applied to the weights)."""
     w = cfg.active_weights()
     return GEDILoss(w["gen"], w["inv"], w["prior"], prior_form=cfg.prior, sgld=cfg.sgld,
-                    augment=gaussian_noise(cfg.data.aug_noise), seed=seed)
+                    aug_noise=cfg.data.aug_noise, seed=seed)
 
 
 def program_file(model) -> Path | None:
@@ -125,7 +124,7 @@ def train_nesy(
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     objectives = {name: nesy_objective(cfg, cfg.seed + 10 + 7 * i) for i, name in enumerate(nets)}
     shift = TrainShift(cfg.data.train_shift, cfg.seed + 5) if cfg.data.train_shift > 0 else None
-    step = NesyStep(model, objectives, weights["nesy"], shift)
+    step = NesyStep(model, objectives, weights["nesy"], shift, amp=cfg.amp)
     batches = QueryBatches(train_queries, cfg.batch_size, cfg.seed + 3)
     first = next(iter(nets.values())).network_module
     monitor = FailureMonitor(first.num_clusters, sgld_range=100 * max(abs(cfg.sgld.init_low), abs(cfg.sgld.init_high)))

@@ -90,8 +90,7 @@ def mnist_files(damage: str = "", folder: str = "MNIST", labels: int = 10) -> Wr
 
 # ----------------------------------------------------------------------------- the catalogue
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-NEEDS_WIRING = pytest.mark.xfail(strict=True, reason="needs gedi_nesy/cli.py prepare(): read_query_file(..., "
-                                 "provable=has_proof(model)) and the data note printed after the query checks")
+
 
 def case(case_id: str, which: str, argv: list[str], files: dict[str, Writer], expected: str, marks=()):
     return pytest.param(case_id, which, argv, files, expected, id=case_id, marks=marks)
@@ -160,7 +159,7 @@ CASES = [
     case("nesy-test-queries-missing", "nesy", ["--test-queries", "{tmp}/none.txt"], {}, "--test-queries {tmp}/none.txt: no such file"),
     case("nesy-query-label-outside", "nesy", ["--program", str(SUM_PL), "--queries", "{tmp}/q.txt"],
                  {"q.txt": text("sum(tensor(train(0)), tensor(train(1)), 3).\nsum(tensor(train(2)), tensor(train(3)), 25).\n")},
-                 "{tmp}/q.txt:2: the program cannot prove", marks=NEEDS_WIRING),
+                 "{tmp}/q.txt:2: the program cannot prove"),
     # --- gedi-nesy: program and config files
     case("nesy-program-binary", "nesy", ["--program", "{tmp}/p.pl"], {"p.pl": raw(b"nn(\xc3\x28net")},
      "{tmp}/p.pl: not a text file (byte 0xc3 at offset 3"),
@@ -230,7 +229,8 @@ def test_query_the_program_cannot_prove_names_file_and_line(tmp_path, engine):
     from gedi_core.config import ModelConfig
     from gedi_core.errors import GediError
     from gedi_nesy.data import Pools, has_proof, read_query_file
-    from gedi_nesy.network import build_nesy_model, gedi_network
+    from gedi_nesy.network import gedi_network
+    from gedi_nesy.program import build_nesy_model, inspect_program
 
     program = tmp_path / "bits.pl"
     program.write_text("nn(bit_net, [X], Y, [0, 1]) :: bit(X, Y).\ntwo(X, Y, S) :- bit(X, A), bit(Y, B), S is A + B.\n")
@@ -240,11 +240,11 @@ def test_query_the_program_cannot_prove_names_file_and_line(tmp_path, engine):
     model = build_nesy_model(program, [gedi_network("bit_net", cfg, (1, 4, 4))], pools, engine=engine)
     good = tmp_path / "good.txt"
     good.write_text("two(tensor(train(0)), tensor(train(1)), 2).\n0.5::two(tensor(train(2)), tensor(train(3)), 0).\n")
-    assert len(read_query_file(good, pools.sizes(), model.gedi_program.predicates, has_proof(model))) == 2
+    assert len(read_query_file(good, pools.sizes(), inspect_program(program).predicates, has_proof(model))) == 2
     bad = tmp_path / "bad.txt"
     bad.write_text("two(tensor(train(0)), tensor(train(1)), 1).\ntwo(tensor(train(2)), tensor(train(3)), 3).\n")
     with pytest.raises(GediError, match=r"bad.txt:2: the program cannot prove 'two\(.*3\)'"):
-        read_query_file(bad, pools.sizes(), model.gedi_program.predicates, has_proof(model))
+        read_query_file(bad, pools.sizes(), inspect_program(program).predicates, has_proof(model))
 
 
 def test_generated_examples_need_digit_labels():
