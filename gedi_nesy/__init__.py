@@ -26,6 +26,7 @@ from gedi_nesy.data import Pools, load_pools, read_query_file, task_queries  # n
 from gedi_nesy.evaluation import evaluate_nesy  # noqa: E402
 from gedi_nesy.network import GEDINetwork, gedi_network  # noqa: E402
 from gedi_nesy.plugin import GEDILoss, GEDITrainObject, train_model  # noqa: E402
+from gedi_nesy.predict import load_network  # noqa: E402
 from gedi_nesy.program import build_nesy_model, inspect_program, network_domains  # noqa: E402
 from gedi_nesy.train import train_nesy  # noqa: E402
 
@@ -42,6 +43,7 @@ __all__ = [
     "evaluate_nesy",
     "gedi_network",
     "inspect_program",
+    "load_network",
     "load_pools",
     "network_domains",
     "read_query_file",

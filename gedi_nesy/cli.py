@@ -172,6 +172,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from gedi_nesy.predict import predict
+
+    print(json.dumps(predict(args.run, args.images, args.queries, args.out), sort_keys=True))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gedi_nesy.predict import export_networks
+
+    print(json.dumps(export_networks(args.run, args.out), sort_keys=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gedi-nesy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -183,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a run folder's checkpoint; prints one JSON line")
     e.add_argument("--run", required=True, help="run folder written by gedi-nesy train --out")
     e.set_defaults(func=cmd_eval)
+    pr = sub.add_parser("predict", help="class probabilities and energy per image, probabilities per query (CSV, JSON)")
+    pr.add_argument("--run", required=True, help="run folder written by gedi-nesy train --out")
+    pr.add_argument("--images", required=True, help=".npz with an array 'images' (or 'test_images'): (N, [1,] H, W)")
+    pr.add_argument("--queries", default=None,
+                    help="query file over tensor(images(I)); free variables give every answer, e.g. sum(tensor("
+                         "images(0)), tensor(images(1)), X).")
+    pr.add_argument("--out", default=None, help="folder for predictions.csv/.json, queries.csv/.json (default: --run)")
+    pr.set_defaults(func=cmd_predict)
+    ex = sub.add_parser("export", help="write only the networks (weights, model config, input shape) to a file")
+    ex.add_argument("--run", required=True, help="run folder written by gedi-nesy train --out")
+    ex.add_argument("--out", required=True, help="file to write, e.g. net.pt (load: gedi_nesy.load_network(path))")
+    ex.set_defaults(func=cmd_export)
     return parser
 
 

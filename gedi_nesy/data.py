@@ -189,22 +189,37 @@ def _npz_labels(arr: np.ndarray, key: str, path: Path, n: int, images: str) -> T
     return labels
 
 
+def open_npz(path: Path, flag: str, expected: str):
+    """``np.load`` of an .npz archive; a missing, damaged or non-.npz file is one clear error."""
+    if not path.is_file():
+        raise GediError(f"{flag} {path}: no such file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GediError(f"{flag} {path}: cannot read .npz: damaged, truncated or not an .npz archive ({reason})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise GediError(f"{flag} {path}: one .npy array; expected an .npz archive (np.savez) with {expected}")
+    return data
+
+
+def npz_image_array(path: str | Path, flag: str = "--images", keys: Sequence[str] = ("images", "test_images")) -> Tensor:
+    """The images of the first array of ``keys`` in an .npz (same pixel rules as :func:`npz_images`)."""
+    path = Path(path)
+    with open_npz(path, flag, " or ".join(keys)) as data:
+        key = next((k for k in keys if k in data.files), None)
+        if key is None:
+            raise GediError(f"{flag} {path}: no array named {' or '.join(keys)} (has: {', '.join(data.files) or 'none'})")
+        return _npz_images(_npz_array(data, key, path), key, path)
+
+
 def npz_images(path: str | Path) -> Pools:
     """The user's images: ``train_images``, ``test_images``, ``test_labels`` (+ optional ``train_labels``).
 
     Images are ``(N, 1, H, W)`` or ``(N, H, W)``, uint8 in ``[0, 255]`` or floats in ``[0, 1]``;
     labels are digits 0..9."""
     path = Path(path)
-    if not path.is_file():
-        raise GediError(f"--images {path}: no such file")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GediError(f"--images {path}: cannot read .npz: damaged, truncated or not an .npz archive ({reason})") from None
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise GediError(f"--images {path}: one .npy array; expected an .npz archive (np.savez) with "
-                        "train_images, test_images, test_labels")
+    data = open_npz(path, "--images", "train_images, test_images, test_labels")
     with data:
         missing = [k for k in ("train_images", "test_images", "test_labels") if k not in data.files]
         if missing:
@@ -369,6 +384,7 @@ def read_query_file(
     sizes: dict[str, int],
     known: Iterable[tuple[str, int]] | None = None,
     provable: Callable[[object], bool] | None = None,
+    ground: bool = True,
 ) -> list:
     """The queries of a query file (syntax: :func:`gedi_nesy.query_file.parse_query_file`) as
     DeepProbLog queries.
@@ -382,7 +398,7 @@ def read_query_file(
 
     known_set = set(known) if known is not None else None
     queries = []
-    for lineno, term, p in parse_query_file(path):
+    for lineno, term, p in parse_query_file(path, ground=ground):
         if known_set is not None and (term.functor, term.arity) not in known_set:
             raise GediError(f"{path}:{lineno}: query names unknown predicate {term.functor}/{term.arity} "
                             f"(the program defines: {', '.join(sorted(f'{n}/{a}' for n, a in known_set))})")
@@ -391,7 +407,8 @@ def read_query_file(
             src = t.args[0]
             if not (isinstance(src, Term) and src.arity == 1 and isinstance(src.args[0], Constant)
                     and isinstance(src.args[0].value, int)):
-                raise GediError(f"{path}:{lineno}: image term {t} must be tensor(train(I)) or tensor(test(I))")
+                raise GediError(f"{path}:{lineno}: image term {t} must be tensor(POOL(I)), e.g. tensor(train(I)) "
+                                "or tensor(test(I))")
             name, idx = str(src.functor), int(src.args[0].value)
             if name not in sizes:
                 raise GediError(f"{path}:{lineno}: image term {t} names unknown pool '{name}' (known: {', '.join(sizes)})")

@@ -16,20 +16,22 @@ from gedi_core.config import read_text_file
 from gedi_core.errors import GediError
 
 
-def parse_query_file(path: str | Path, flag: str = "--queries") -> list[tuple[int, Term, float]]:
-    """``(line, ground query, P)`` for each query of a query file: ``q.`` or ``P::q.`` with
+def parse_query_file(path: str | Path, flag: str = "--queries", ground: bool = True) -> list[tuple[int, Term, float]]:
+    """``(line, query, P)`` for each query of a query file: ``q.`` or ``P::q.`` with
     ``0 <= P <= 1``, one per line; blank lines and ``%`` comments are skipped.  Checks what
-    needs neither the program nor the images (UTF-8 text, syntax, groundness, P); errors name
-    the file and line.  Cached while the file is unchanged, so an early check costs nothing later."""
+    needs neither the program nor the images (UTF-8 text, syntax, groundness unless ``ground``
+    is False, P); errors name the file and line.  Cached while the file is unchanged, so an early
+    check costs nothing later."""
     path = Path(path)
     if not path.is_file():
         raise GediError(f"{flag} {path}: no such file")
     stat = path.stat()
-    return list(_parse_query_file(str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(path)))
+    return list(_parse_query_file(str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(path), ground))
 
 
 @functools.lru_cache(maxsize=4)
-def _parse_query_file(resolved: str, mtime_ns: int, size: int, shown: str) -> tuple[tuple[int, Term, float], ...]:
+def _parse_query_file(resolved: str, mtime_ns: int, size: int, shown: str,
+                      ground: bool = True) -> tuple[tuple[int, Term, float], ...]:
     from problog.errors import ProbLogError
     from problog.parser import PrologParser
     from problog.program import ExtendedPrologFactory
@@ -50,7 +52,7 @@ def _parse_query_file(resolved: str, mtime_ns: int, size: int, shown: str) -> tu
             raise GediError(f"{shown}:{lineno}: expected one ground query per line, got '{line.strip()}'")
         p = _query_probability(terms[0], f"{shown}:{lineno}")
         term = terms[0].with_probability(None)
-        if not term.is_ground():
+        if ground and not term.is_ground():
             raise GediError(f"{shown}:{lineno}: query '{term}' is not ground")
         out.append((lineno, term, p))
     if not out:

@@ -143,6 +143,7 @@ class NesyStep:
         self.shift = shift
         self.amp = amp
         self.skipped = 0  # queries without a proof (or decided without networks) so far
+        self.input_shapes: dict[str, list[int]] = {}  # per network, recorded in checkpoints (for export)
         self._last: tuple[str, Tensor] | None = None  # the first network's images of the last batch
 
     def __call__(self, batch: Sequence) -> StepOutput:
@@ -191,7 +192,8 @@ class NesyStep:
             net.network_module.train(mode)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": {"networks": {n: net.network_module.state_dict() for n, net in self.model.networks.items()}},
+        return {"model": {"networks": {n: net.network_module.state_dict() for n, net in self.model.networks.items()},
+                          "input_shapes": self.input_shapes},
                 "local": {"objectives": {n: o.state_dict() for n, o in self.objectives.items()},
                           "shift": self.shift.generator.get_state() if self.shift is not None else None,
                           "skipped": self.skipped}}

@@ -125,6 +125,7 @@ def train_nesy(
     objectives = {name: nesy_objective(cfg, cfg.seed + 10 + 7 * i) for i, name in enumerate(nets)}
     shift = TrainShift(cfg.data.train_shift, cfg.seed + 5) if cfg.data.train_shift > 0 else None
     step = NesyStep(model, objectives, weights["nesy"], shift, amp=cfg.amp)
+    step.input_shapes = {name: list(pools.input_shape) for name in nets}
     batches = QueryBatches(train_queries, cfg.batch_size, cfg.seed + 3)
     first = next(iter(nets.values())).network_module
     monitor = FailureMonitor(first.num_clusters, sgld_range=100 * max(abs(cfg.sgld.init_low), abs(cfg.sgld.init_high)))

@@ -189,7 +189,7 @@ def kill_after_first_checkpoint(cmd: list[str], out: Path, timeout: float = 120)
 @pytest.mark.parametrize("which", ["core", "nesy"])
 def test_kill_9_then_resume_equals_an_uninterrupted_run(which, tmp_path, capsys):
     if which == "core":
-        argv = ["train", "--dataset", "circles", "--iters", "1000", "--log-every", "50", "--ckpt-every", "50",
+        argv = ["train", "--dataset", "circles", "--iters", "400", "--log-every", "20", "--ckpt-every", "20",
                 "--n-train", "200", "--set", "data.n_test=100", "--batch-size", "20", "--sgld-steps", "1", "--no-progress"]
         main, module = core_cli.main, "gedi_core"
     else:

@@ -1,0 +1,132 @@
+"""Use a trained run: export its networks, and predict images and queries.
+
+- :func:`export_networks` writes only the networks' weights, model configs and input shapes
+  (not the replay buffer, the optimizer or the log), and :func:`load_network` turns such a file
+  back into a DeepProbLog ``Network`` in one line: ``net = load_network("net.pt")``;
+- :func:`predict` gives, per image, each network's class probabilities and energy ``E(x)`` (an
+  out-of-distribution score: high energy, unlike the training data), and per query its
+  probability; for a query with free variables, every answer with its probability and the most
+  likely one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from gedi_core.config import ModelConfig, from_dict, to_dict
+from gedi_core.errors import GediError
+from gedi_core.models import evaluating
+from gedi_core.runfolder import CHECKPOINT, load_checkpoint, save_checkpoint, write_csv, write_json
+from gedi_nesy.config import NesyConfig
+from gedi_nesy.network import gedi_network
+
+EXPORT_FORMAT = "gedi-nesy-networks/1"
+
+
+def run_config(run: Path) -> tuple[NesyConfig, dict[str, Any]]:
+    """The config and checkpoint of a gedi-nesy run folder."""
+    if not (run / CHECKPOINT).is_file():
+        raise GediError(f"--run {run}: no {CHECKPOINT} there (train with gedi-nesy train --out {run})")
+    state = load_checkpoint(run / CHECKPOINT)
+    if "step" not in state or "networks" not in state["step"].get("model", {}):
+        raise GediError(f"--run {run}: {CHECKPOINT} is not a gedi-nesy checkpoint")
+    return from_dict(NesyConfig, state["config"], f"{run}/{CHECKPOINT}").validate(), state
+
+
+def export_networks(run: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write the trained networks of run folder ``run`` to ``out``; returns what was written."""
+    run = Path(run)
+    cfg, state = run_config(run)
+    model_state = state["step"]["model"]
+    shapes = model_state.get("input_shapes", {})
+    payload = {"format": EXPORT_FORMAT, "program": cfg.program, "networks": {
+        name: {"model": to_dict(cfg.model), "input_shape": list(shapes.get(name, (1, 28, 28))), "state_dict": sd}
+        for name, sd in model_state["networks"].items()}}
+    save_checkpoint(out, payload)
+    return {"out": str(out), "networks": list(payload["networks"]), "bytes": Path(out).stat().st_size}
+
+
+def load_network(path: str | Path, name: str | None = None, **network_kwargs: Any):
+    """The network ``name`` (default: the only or first one) of an exported file, as a DeepProbLog
+    ``Network`` (see :func:`gedi_nesy.gedi_network` for ``network_kwargs``)."""
+    payload = load_checkpoint(path)
+    if payload.get("format") != EXPORT_FORMAT:
+        raise GediError(f"{path}: not a file written by gedi-nesy export")
+    nets = payload["networks"]
+    name = name or next(iter(nets))
+    if name not in nets:
+        raise GediError(f"{path}: no network '{name}' (has: {', '.join(nets)})")
+    entry = nets[name]
+    net = gedi_network(name, from_dict(ModelConfig, entry["model"], str(path)), entry["input_shape"], **network_kwargs)
+    net.network_module.load_state_dict(entry["state_dict"])
+    return net
+
+
+@torch.no_grad()
+def image_predictions(networks: dict, images: torch.Tensor, domains: dict[str, list]) -> list[dict[str, Any]]:
+    """One row per image and network: the predicted value, each class's probability, the energy."""
+    rows = []
+    for name, net in networks.items():
+        module = net.network_module
+        domain = [str(v) for v in domains.get(name, range(module.num_clusters))]
+        with evaluating(module):
+            logits = torch.cat([module.logits(c) for c in images.split(1000)])
+        probs = torch.softmax(logits, -1)
+        energy = -torch.logsumexp(logits, -1)
+        for i in range(len(images)):
+            rows.append({"image": i, "network": name, "predicted": domain[int(probs[i].argmax())],
+                         **{f"p_{v}": round(float(probs[i, j]), 6) for j, v in enumerate(domain)},
+                         "energy": round(float(energy[i]), 6)})
+    return rows
+
+
+def query_predictions(model, queries: Sequence) -> list[dict[str, Any]]:
+    """One row per answer of each query: its probability, and whether it is the most likely."""
+    rows = []
+    with evaluating(*[net.network_module for net in model.networks.values()]), torch.no_grad():
+        results = model.solve(list(queries))
+    for i, (q, r) in enumerate(zip(queries, results)):
+        shown = q.query.apply_term(q.substitution)
+        answers = sorted(((str(t), float(p)) for t, p in r.result.items()), key=lambda a: -a[1])
+        if not answers:
+            rows.append({"query": i, "term": str(shown), "answer": "", "probability": 0.0, "most_likely": False})
+        for k, (term, p) in enumerate(answers):
+            rows.append({"query": i, "term": str(shown), "answer": term, "probability": round(p, 6),
+                         "most_likely": k == 0})
+    return rows
+
+
+def predict(run: str | Path, images_path: str | Path, queries_path: str | Path | None = None,
+            out: str | Path | None = None) -> dict[str, Any]:
+    """Predict the images of an .npz (array ``images`` or ``test_images``) and, with a query file
+    over ``tensor(images(I))``, its queries; writes ``predictions.csv``/``.json`` (and
+    ``queries.csv``/``.json``) to ``out`` (default: the run folder). Returns a summary."""
+    from gedi_nesy.data import ImagePool, npz_image_array, read_query_file
+    from gedi_nesy.program import build_nesy_model, inspect_program, network_domains
+
+    run = Path(run)
+    cfg, state = run_config(run)
+    images = npz_image_array(images_path)
+    info = inspect_program(cfg.program)
+    domains = network_domains(info)
+    networks = {name: gedi_network(name, cfg.model, tuple(images.shape[1:])) for name in cfg.network_names()}
+    for name, net in networks.items():
+        net.network_module.load_state_dict(state["step"]["model"]["networks"][name])
+    out_dir = Path(out) if out is not None else run
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = image_predictions(networks, images, domains)
+    write_csv(out_dir / "predictions.csv", rows)
+    write_json(out_dir / "predictions.json", rows)
+    summary: dict[str, Any] = {"images": len(images), "predictions": str(out_dir / "predictions.csv")}
+    if queries_path is not None:
+        model = build_nesy_model(cfg.program, list(networks.values()), None, engine=cfg.engine)
+        model.add_tensor_source("images", ImagePool(images, "images"))
+        queries = read_query_file(queries_path, {"images": len(images)}, info.predicates, ground=False)
+        qrows = query_predictions(model, queries)
+        write_csv(out_dir / "queries.csv", qrows)
+        write_json(out_dir / "queries.json", qrows)
+        summary.update(queries=len(queries), query_predictions=str(out_dir / "queries.csv"))
+    return summary
