@@ -52,6 +52,9 @@ ENGINES = ("batched", "exact")
 # log-weight used for "impossible" (a complement 1 - sum p that is <= 0 in floating point):
 # finite, so that no -inf - (-inf) = nan reaches the gradients; exp(FLOOR) == 0.
 FLOOR = -1.0e30
+# DeepProbLog's cross-entropy eps (GraphSemiring.cross_entropy): log1mexp's smallest 1 - p.
+EPS = 1e-12
+_LN2 = math.log(2.0)
 
 
 # ----------------------------------------------------------------------------- symbolic weights
@@ -184,12 +187,23 @@ class CompiledShape:
         return self._tensors
 
 
-def _log1mexp(x: Tensor) -> Tensor:
-    """log(1 - exp(x)) for x < 0; FLOOR where x >= 0 (1 - p <= 0), with finite gradients."""
-    ok = x < -1e-7
-    safe = torch.where(ok, x, torch.full_like(x, -1.0))
-    val = torch.where(safe > -math.log(2), torch.log(-torch.expm1(safe)), torch.log1p(-torch.exp(safe)))
-    return torch.where(ok, val, torch.full_like(x, FLOOR))
+def log1mexp(x: Tensor, tiny: float = EPS) -> Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0``, accurate over the whole range (``log(-expm1(x))``
+    above ``-ln 2``, ``log1p(-exp(x))`` below).
+
+    ``1 - exp(x)`` is taken as at least ``tiny`` (DeepProbLog's eps): for ``x > -tiny``
+    (``p`` rounded to 1, ``x == 0`` included) the value is ``log(tiny)`` (-27.6) and the
+    gradient is the one at ``-tiny`` (about ``-1/tiny``, straight through the cap), so a
+    query that should be false while ``p ~ 1`` gets DeepProbLog's finite loss and a gradient
+    that pushes ``p`` down.  Finite for every ``x`` (``-inf`` gives 0)."""
+    capped = x - (x + tiny).clamp(min=0.0).detach()  # min(x, -tiny), gradient 1
+    near = capped > -_LN2
+    a = torch.where(near, capped, torch.full_like(capped, -1.0))  # each branch on safe inputs:
+    b = torch.where(near, torch.full_like(capped, -1.0), capped)  # no inf * 0 = nan in backward
+    return torch.where(near, torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(b)))
+
+
+_log1mexp = log1mexp  # old private name, still imported by gedi_nesy.training
 
 
 def compile_shape(ac, key: Term) -> CompiledShape:
@@ -481,7 +495,7 @@ class BatchedSolver(_solver_base()):
             n_p, n_r, n_c = n_p + g * n_leaf, n_r + g * n_comp, n_c + len(lay["consts"])
         device = flat.device
         leaf_lp = flat[torch.from_numpy(np.concatenate(leaf_idx)).to(device)]
-        feats = [leaf_lp, _log1mexp(leaf_lp)]
+        feats = [leaf_lp, log1mexp(leaf_lp)]
         if comp_idx:
             width_c = max(c.shape[1] for c in comp_idx)
             comp = np.full((n_r, width_c), n_p, dtype=np.int64)  # pad: the FLOOR entry after the leaves
@@ -490,7 +504,7 @@ class BatchedSolver(_solver_base()):
                 comp[row : row + len(c), : c.shape[1]] = np.where(c < 0, n_p, c)
                 row += len(c)
             padded = torch.cat([leaf_lp, leaf_lp.new_full((1,), FLOOR)])
-            feats.append(_log1mexp(torch.logsumexp(padded[torch.from_numpy(comp).to(device)], dim=-1)))
+            feats.append(log1mexp(torch.logsumexp(padded[torch.from_numpy(comp).to(device)], dim=-1)))
         feats.append(torch.tensor(consts + [-math.inf, 0.0], dtype=leaf_lp.dtype, device=device))
         table = torch.cat(feats)
         kind_base0 = np.array([0, n_p, 2 * n_p, 2 * n_p + n_r, 2 * n_p + n_r + n_c])
@@ -532,7 +546,8 @@ class BatchedSolver(_solver_base()):
             starts = new_starts
         # roots per instance: (numerator, normaliser)
         out = x.view(-1, 2)
-        return (out[:, 0] - out[:, 1]).clamp(max=0.0)
+        logp = out[:, 0] - out[:, 1]
+        return logp - logp.clamp(min=0.0).detach()  # min(log p, 0), gradient kept
 
     def solve(self, batch: Sequence):
         """DeepProbLog's ``Solver.solve``: one ``Result`` per query, ``{query: p}``."""
