@@ -735,14 +735,59 @@ def _circuit_layers(live: list, x: Tensor, starts: list[int]) -> tuple[Tensor, l
 
 
 # ----------------------------------------------------------------------------- engines
-class GediExactEngine(ExactEngine):
-    """DeepProbLog's ``ExactEngine`` as set by :func:`set_engine`."""
+@functools.lru_cache(maxsize=1)
+def tensor_builtins() -> frozenset[tuple[str, int]]:
+    """``(name, arity)`` of DeepProbLog's tensor builtins (``engines/builtins.py``), read off
+    ``register_tensor_predicates`` itself."""
+    from deepproblog.engines.builtins import register_tensor_predicates
+
+    class _Recorder:
+        def __init__(self) -> None:
+            self.seen: set[tuple[str, int]] = set()
+
+        def register_foreign(self, func, function_name: str, arity_in: int, arity_out: int) -> None:
+            self.seen.add((function_name, arity_in + arity_out))
+
+        register_foreign_nondet = register_foreign
+
+    recorder = _Recorder()
+    register_tensor_predicates(recorder)
+    return frozenset(recorder.seen)
+
+
+class _ProgramFirst:
+    """Engine mixin: a DeepProbLog tensor builtin (``add/3``, ``mul/3``, ``max/2``, ...) is not
+    registered where the program defines the same name/arity: the program's definition wins.
+    (DeepProbLog would run both, and the builtin fails on non-tensor arguments.)"""
+
+    model: Any
+
+    def register_foreign(self, func, function_name: str, arity_in: int, arity_out: int) -> None:
+        if not self._shadowed(function_name, arity_in + arity_out):
+            super().register_foreign(func, function_name, arity_in, arity_out)
+
+    def register_foreign_nondet(self, func, function_name: str, arity_in: int, arity_out: int) -> None:
+        if not self._shadowed(function_name, arity_in + arity_out):
+            super().register_foreign_nondet(func, function_name, arity_in, arity_out)
+
+    def _shadowed(self, name: str, arity: int) -> bool:
+        """True for a tensor builtin whose name/arity the prepared program already defines."""
+        if (name, arity) not in tensor_builtins():
+            return False
+        program = self.model.solver.program
+        node = program.find(Term(name, *([None] * arity)))
+        return node is not None and program.get_node(node) != ()  # () : only called, not defined
+
+
+class GediExactEngine(_ProgramFirst, ExactEngine):
+    """DeepProbLog's ``ExactEngine``, except that the program's own predicates win over
+    DeepProbLog's tensor builtins of the same name/arity."""
 
     def get_hyperparameters(self) -> dict:
         return {"type": "ExactEngine"}
 
 
-class BatchedEngine(ExactEngine):
+class BatchedEngine(_ProgramFirst, ExactEngine):
     """A DeepProbLog engine: ``model.set_engine(BatchedEngine(model), cache=True)``.
 
     Grounding and SDDs are ``ExactEngine``'s; ``Model.set_engine`` builds DeepProbLog's plain

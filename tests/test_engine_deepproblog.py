@@ -1,7 +1,7 @@
 """gedi_nesy.engine.BatchedEngine inside DeepProbLog's own API: ``Model.set_engine``,
 ``train_model``, ``model.solve``, ``get_confusion_matrix``, free answer variables, negative
 and soft targets, ``save_state``/``load_state``, ``eval``/``train``; and the numerics of
-``log1mexp`` (fast, offline)."""
+``log1mexp``, programs that define a DeepProbLog tensor builtin's name (fast, offline)."""
 
 from __future__ import annotations
 
@@ -294,3 +294,31 @@ def test_soft_and_negative_targets_near_certainty_give_deepproblogs_loss():
         want += GraphSemiring.cross_entropy(Result({Term("q"): p}, None), t, weight=1 / 4, q=Term("q"))
     assert skipped == 0 and math.isfinite(float(loss)) and float(loss) == pytest.approx(want, rel=1e-4)
     assert torch.isfinite(lp.grad).all() and (lp.grad[:3] > 0).all()  # pushes log p down
+
+
+# ----------------------------------------------------------------------------- DeepProbLog's builtin names
+BUILTIN_NAMES = """nn(mnist_net,[X],Y,[0,1,2,3,4,5,6,7,8,9]) :: digit(X,Y).
+add(X,Y,Z) :- digit(X,A), digit(Y,B), Z is A+B.
+max(X,Y) :- digit(X,Y).
+both(X,Y,Z) :- add(X,Y,Z), max(X,D), D > 2.
+"""
+
+
+def test_a_program_may_define_a_tensor_builtins_name(pools, init_state):
+    """``add/3`` and ``max/2`` are DeepProbLog tensor builtins: the program's definitions win
+    (DeepProbLog alone runs both and fails: Term + Term)."""
+    q0 = addition_queries(pools.train_y, 2, "train", 7)
+    queries = [Query(Term(f, *q.query.args), q.substitution) for q in q0 for f in ("add", "both")]
+    probs, circuits = {}, None
+    for engine in ("exact", "batched"):
+        model = mnist_model(pools, engine, init_state, program=BUILTIN_NAMES)
+        set_engine(model, engine)  # gedi_nesy's exact engine: the program wins too
+        if circuits is not None:
+            model.solver.cache.cache_dict = circuits
+        probs[engine] = [float(r.result[q.substitute().query]) for r, q in zip(model.solve(queries), queries)]
+        circuits = model.solver.cache.cache_dict
+    assert close(probs["exact"], probs["batched"]) and all(0 < p < 1 for p in probs["batched"])
+    # a program that only calls a builtin still gets it
+    model = mnist_model(pools, "batched", init_state, program=ADDITION + "s(X,Y,Z) :- mul(X,Y,Z).\n")
+    node = model.solver.program.find(Term("mul", None, None, None))
+    assert type(model.solver.program.get_node(node)).__name__ == "extern"
