@@ -215,8 +215,23 @@ class CompiledShape:
         self._tensors = {"kind": kind, "local": local, "comp": comp,
                          "consts": [math.log(c) if c > 0 else FLOOR for c in self.consts],
                          "leaf_pair": np.asarray(self.leaf_pair, dtype=np.int64),
-                         "leaf_j": np.asarray(self.leaf_j, dtype=np.int64), "layers": layers, "roots": width}
+                         "leaf_j": np.asarray(self.leaf_j, dtype=np.int64), "layers": layers, "roots": width,
+                         "replicated": {}}
         return self._tensors
+
+    def replicated(self, g: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """The circuit's layers for ``g`` instances side by side: per layer, the edges' input
+        indices and the segments' ends, relative to the layer's first instance, and the
+        number of outputs (cached per ``g``)."""
+        lay = self.layout()
+        out = lay["replicated"].get(g)
+        if out is None:
+            out = []
+            for ix_in, ends, w_in, n_edges, n_out in lay["layers"]:
+                inst = np.arange(g)[:, None]
+                out.append(((ix_in[None] + inst * w_in).ravel(), (ends[None] + inst * n_edges).ravel(), g * n_out))
+            lay["replicated"][g] = out
+        return out
 
 
 def compile_shape(ac, key: Term) -> CompiledShape:
@@ -328,50 +343,70 @@ class _BatchGradient:
 
     def __init__(self, probs: Tensor, pending: list["_BatchGradient"]) -> None:
         self.probs = probs
-        self.grad = torch.zeros_like(probs)
+        self.values: list[float] = probs.detach().tolist()
+        self.grad = [0.0] * len(self.values)
         self.seen: set[int] = set()
         self.dirty = False
         self._pending = pending  # the solver's list of batches with gradients not sent yet
 
-    def add(self, pos: int, grad: Tensor) -> None:
+    def add(self, pos: int, grad: float) -> None:
         """Add ``d loss / d p`` of answer ``pos``; send all once every answer has one."""
-        self.grad[pos] += grad.reshape(())
+        self.grad[pos] += grad
         self.seen.add(pos)
         if not self.dirty:
             self.dirty = True
             self._pending.append(self)
-        if len(self.seen) == len(self.probs):
+        if len(self.seen) == len(self.values):
             self.flush()
 
     def flush(self) -> None:
         """Send the gradients received so far through the batch's graph."""
         if self.dirty:
-            grad, self.grad, self.dirty = self.grad, torch.zeros_like(self.probs), False
+            grad, self.grad, self.dirty = self.grad, [0.0] * len(self.values), False
             self._pending.remove(self)
-            torch.autograd.backward(self.probs, grad, retain_graph=True)
+            grad_t = torch.tensor(grad, dtype=self.probs.dtype, device=self.probs.device)
+            torch.autograd.backward(self.probs, grad_t, retain_graph=True)
 
 
 # Results of a batched solve -> (their batch, answer term -> position in the batch)
 _RESULT_BATCH: "weakref.WeakKeyDictionary[Any, tuple[_BatchGradient, dict[Term, int]]]" = weakref.WeakKeyDictionary()
 
 
-def _batched_loss(loss_fn):
-    """A DeepProbLog loss function (``GraphSemiring.cross_entropy``/``mse``: loss and its
-    backward for one result) that, for a result of :class:`BatchedSolver`, runs itself on a
-    detached copy of the answer's probability and hands that gradient to the batch."""
+def _cross_entropy(p: float, target: float, eps: float = 1e-12) -> tuple[float, float]:
+    """DeepProbLog's ``GraphSemiring.cross_entropy`` (tensor case) for one probability, with
+    weight 1: the loss and ``d loss / d p`` (the clamps pass no gradient at their bound)."""
+    pos, neg = max(p, 0.0), max(1.0 - p, 0.0)
+    d_pos = 1.0 / (pos + eps) if p > 0.0 else 0.0  # d log(pos + eps) / dp
+    d_neg = -1.0 / (neg + eps) if 1.0 - p > 0.0 else 0.0  # d log(neg + eps) / dp
+    if target == 1.0:
+        return -math.log(pos + eps), -d_pos
+    if target == 0.0:
+        return -math.log(neg + eps), -d_neg
+    loss = -(target * math.log(pos + eps) + (1.0 - target) * math.log(neg + eps))
+    return loss, -(target * d_pos + (1.0 - target) * d_neg)
+
+
+def _mse(p: float, target: float) -> tuple[float, float]:
+    """DeepProbLog's ``GraphSemiring.mse`` for one probability, with weight 1: loss, gradient."""
+    return (p - target) ** 2, 2.0 * (p - target)
+
+
+def _batched_loss(loss_fn, value_and_grad):
+    """DeepProbLog's loss function ``loss_fn`` (loss of one result and its backward pass)
+    where, for a result of :class:`BatchedSolver`, the loss and its gradient are computed
+    by ``value_and_grad`` (the same formula) and the gradient is handed to the batch."""
 
     @functools.wraps(loss_fn)
     def loss(result, target, weight, q=None, **kwargs):
         entry = _RESULT_BATCH.get(result)
         key = q if q is not None or len(result) != 1 else next(iter(result))
-        if entry is None or key not in entry[1]:  # not batched, or decided without networks
+        pos = entry[1].get(key) if entry is not None else None
+        if pos is None:  # not batched, or decided without networks: DeepProbLog's own
             return loss_fn(result, target, weight, q=q, **kwargs)
-        batch, positions = entry
-        proxy = result.result[key].detach().requires_grad_()
-        value = loss_fn(Result({key: proxy}, result.semiring), target, weight, q=key, **kwargs)
-        if proxy.grad is not None:
-            batch.add(positions[key], proxy.grad)
-        return value
+        batch = entry[0]
+        value, grad = value_and_grad(batch.values[pos], float(target), **kwargs)
+        batch.add(pos, grad * weight)
+        return value * weight
 
     return staticmethod(loss)
 
@@ -380,8 +415,8 @@ class BatchedGraphSemiring(GraphSemiring):
     """DeepProbLog's ``GraphSemiring`` whose loss functions (``cross_entropy``, ``mse``: what
     ``train_model`` calls per query) send a batched solve's gradients in one backward pass."""
 
-    cross_entropy = _batched_loss(GraphSemiring.cross_entropy)
-    mse = _batched_loss(GraphSemiring.mse)
+    cross_entropy = _batched_loss(GraphSemiring.cross_entropy, _cross_entropy)
+    mse = _batched_loss(GraphSemiring.mse, _mse)
 
 
 # ----------------------------------------------------------------------------- solver
@@ -409,7 +444,7 @@ class BatchedSolver(Solver):
             if net.k is not None:
                 raise GediError(f"batched engine: network '{name}' has k={net.k} (top-k); use --engine exact")
         self.shapes: dict[Term, CompiledShape] = {}
-        self._inputs: dict[tuple, list[tuple[str, Term]]] = {}  # query -> its ground neural inputs
+        self._terms: dict[tuple, tuple[list, list]] = {}  # query -> its ground neural inputs and answers
         # circuit_nodes: KLay edges of the compiled shapes
         self.stats = {"shapes": 0, "compile_seconds": 0.0, "disk_hits": 0, "circuit_nodes": 0}
         self._pending: list[_BatchGradient] = []  # solved batches whose loss gradients wait
@@ -470,13 +505,23 @@ class BatchedSolver(Solver):
         return shape
 
     def ground_inputs(self, q) -> list[tuple[str, Term]]:
-        """``(network, ground inputs)`` of each neural input pair of ``q``'s shape (the
-        substitution is applied once per query, not once per batch)."""
+        """``(network, ground inputs)`` of each neural input pair of ``q``'s shape."""
+        return self._query_terms(q)[0]
+
+    def answer_terms(self, q) -> list[Term]:
+        """The answers of ``q``'s shape with ``q``'s substitution applied (``Result`` keys)."""
+        return self._query_terms(q)[1]
+
+    def _query_terms(self, q) -> tuple[list[tuple[str, Term]], list[Term]]:
+        """``q``'s ground neural inputs and answers (the substitution is applied once per
+        query, not once per batch)."""
         key = (self.shape_key(q), tuple(q.substitution.items()))
-        out = self._inputs.get(key)
+        out = self._terms.get(key)
         if out is None:
-            out = [(net, inputs.apply_term(q.substitution)) for net, inputs in self.shape(q).pairs]
-            self._inputs[key] = out
+            shape = self.shape(q)
+            out = ([(net, inputs.apply_term(q.substitution)) for net, inputs in shape.pairs],
+                   [name.apply_term(q.substitution) for name in shape.answers])
+            self._terms[key] = out
         return out
 
     def batch_inputs(self, batch: Sequence) -> "OrderedDict[str, list]":
@@ -547,8 +592,7 @@ class BatchedSolver(Solver):
         for q, shape, first in zip(batch, ev.shapes, ev.first):
             answers: dict[Term, Any] = {}
             positions: dict[Term, int] = {}
-            for name, const, root in zip(shape.answers, shape.answer_const, shape.answer_root):
-                term = name.apply_term(q.substitution)
+            for term, const, root in zip(self.answer_terms(q), shape.answer_const, shape.answer_root):
                 if const is not None:
                     answers[term] = math.exp(const)
                 else:
@@ -639,8 +683,9 @@ def _network_table(outputs: dict[str, tuple[list, Tensor]]) -> tuple[Tensor, dic
 
 def _evaluate(live: list, flat: Tensor) -> Tensor:
     """All instances of all shapes of a batch as one block-diagonal circuit: one gather for
-    the weights, then one KLay layer per depth (log semiring) for the whole batch.  Returns
-    ``log p`` of every circuit answer (group after group, instance after instance)."""
+    the weights, then one layer per depth of the KLay circuits (log semiring) for the whole
+    batch.  Returns ``log p`` of every circuit answer (group after group, instance after
+    instance)."""
     table, per_group = _weight_table(live, flat)
     x, starts = _input_layer(live, per_group, table)
     x, starts = _circuit_layers(live, x, starts)
@@ -704,34 +749,49 @@ def _input_layer(live: list, per_group: list, table: Tensor) -> tuple[Tensor, li
 
 
 def _circuit_layers(live: list, x: Tensor, starts: list[int]) -> tuple[Tensor, list[int]]:
-    """The KLay layers of all groups, depth by depth (a shallower shape passes its roots
-    through); returns the roots of all instances and where each group's start."""
-    from klay.torch.layers import LogSumLayer, SumLayer
-
+    """The circuit layers of all groups, depth by depth (a shallower shape passes its roots
+    through): product layers (sums of logs) and sum layers (log-sum-exp) alternate, as in
+    KLay's log semiring.  Returns the roots of all instances and where each group starts."""
     device = x.device
-    depth = max(len(lay["layers"]) for _, _, lay, _ in live)
+    plans = [(len(members), shape.replicated(len(members)), lay["roots"]) for shape, members, lay, _ in live]
+    depth = max(len(plan) for _, plan, _ in plans)
     for level in range(depth):
-        ix_parts, off_parts, new_starts = [], [], []
+        ix_parts, end_parts, ix_shift, end_shift, new_starts = [], [], [], [], []
         edge_base = out_base = 0
-        for (shape, members, lay, base), start in zip(live, starts):
-            g = len(members)
-            if level < len(lay["layers"]):
-                ix_in, ends, w_in, n_edges, n_out = lay["layers"][level]
+        for (g, plan, roots), start in zip(plans, starts):
+            if level < len(plan):
+                ix_rel, ends_rel, n_out = plan[level]
             else:  # shallower shape: pass its roots through
-                r = lay["roots"]
-                ix_in, ends, w_in, n_edges, n_out = np.arange(r), np.arange(1, r + 1), r, r, r
-            ix_parts.append((ix_in[None] + start + np.arange(g)[:, None] * w_in).ravel())
-            off_parts.append((ends[None] + edge_base + np.arange(g)[:, None] * n_edges).ravel())
+                ix_rel = np.arange(g * roots)
+                ends_rel, n_out = ix_rel + 1, g * roots
+            ix_parts.append(ix_rel)
+            end_parts.append(ends_rel)
+            ix_shift.append(start)
+            end_shift.append(edge_base)
             new_starts.append(out_base)
-            edge_base += g * n_edges
-            out_base += g * n_out
-        ix = torch.from_numpy(np.concatenate(ix_parts)).to(device)
-        offsets = np.concatenate([[0]] + off_parts)
-        ix_out = torch.from_numpy(np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))).to(device)
-        layer = (SumLayer if level % 2 == 0 else LogSumLayer)(ix, torch.from_numpy(offsets).to(device), ix_out, 0)
-        x = layer(x)
+            edge_base += len(ix_rel)
+            out_base += n_out
+        ix = np.concatenate(ix_parts) + np.repeat(ix_shift, [len(a) for a in ix_parts])
+        ends = np.concatenate(end_parts) + np.repeat(end_shift, [len(a) for a in end_parts])
+        offsets = torch.from_numpy(np.concatenate([[0], ends])).to(device)
+        inputs = x[torch.from_numpy(ix).to(device)]
+        x = _segment_sum(inputs, offsets) if level % 2 == 0 else _segment_logsumexp(inputs, offsets)
         starts = new_starts
     return x, starts
+
+
+def _segment_sum(x: Tensor, offsets: Tensor) -> Tensor:
+    """Sum of each segment ``x[offsets[i]:offsets[i+1]]`` (a product in log space)."""
+    return torch.segment_reduce(x, "sum", offsets=offsets, axis=0, unsafe=True)
+
+
+def _segment_logsumexp(x: Tensor, offsets: Tensor) -> Tensor:
+    """Log-sum-exp of each segment, stable (KLay's LogSumLayer: an all ``-inf`` segment
+    gives ``-inf``, no nan)."""
+    top = torch.segment_reduce(x.detach(), "amax", offsets=offsets, axis=0, unsafe=True)
+    seg = torch.repeat_interleave(torch.arange(len(top), device=x.device), offsets.diff())
+    shifted = (x - top[seg]).nan_to_num(nan=0.0, posinf=math.inf, neginf=-math.inf)
+    return _segment_sum(shifted.exp(), offsets).log() + top
 
 
 # ----------------------------------------------------------------------------- engines

@@ -32,7 +32,7 @@ from deepproblog.train import TrainObject, train_model  # noqa: E402
 from problog.logic import Constant, Term  # noqa: E402
 
 from gedi_nesy.data import ImagePool, embedded_digits, image_term  # noqa: E402
-from gedi_nesy.engine import BatchedEngine, is_batched, log1mexp, set_engine  # noqa: E402
+from gedi_nesy.engine import BatchedEngine, _cross_entropy, _mse, is_batched, log1mexp, set_engine  # noqa: E402
 from gedi_nesy.training import nesy_loss_log  # noqa: E402
 
 TOL = 1e-5
@@ -294,6 +294,19 @@ def test_soft_and_negative_targets_near_certainty_give_deepproblogs_loss():
         want += GraphSemiring.cross_entropy(Result({Term("q"): p}, None), t, weight=1 / 4, q=Term("q"))
     assert skipped == 0 and math.isfinite(float(loss)) and float(loss) == pytest.approx(want, rel=1e-4)
     assert torch.isfinite(lp.grad).all() and (lp.grad[:3] > 0).all()  # pushes log p down
+
+
+@pytest.mark.parametrize("p", [0.0, 1e-30, 1e-9, 0.3, 0.5, 1 - 1e-7, 1.0, 1.0 + 1e-7, -1e-9])
+@pytest.mark.parametrize("target", [0.0, 0.3, 1.0])
+def test_batched_losses_follow_deepproblogs_loss_functions(p, target):
+    """The batched solver's cross_entropy/mse give DeepProbLog's loss and gradient (clamps
+    included) for one probability: guards the float version against DeepProbLog's."""
+    for loss_fn, ours in ((GraphSemiring.cross_entropy, _cross_entropy), (GraphSemiring.mse, _mse)):
+        t = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+        want = loss_fn(Result({Term("q"): t}, None), target, 0.5, q=Term("q"))
+        value, grad = ours(p, target)
+        assert 0.5 * value == pytest.approx(want, rel=1e-9, abs=1e-12)
+        assert 0.5 * grad == pytest.approx(float(t.grad), rel=1e-9, abs=1e-12)
 
 
 # ----------------------------------------------------------------------------- DeepProbLog's builtin names
