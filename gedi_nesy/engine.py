@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from problog.evaluator import Semiring as ProbLogSemiring
-from problog.logic import Constant, Term, term2list
+from problog.logic import Constant, Term, Var, term2list
 from torch import Tensor
 
 from gedi_core.errors import GediError
@@ -368,8 +368,20 @@ class _BatchGradient:
             torch.autograd.backward(self.probs, grad_t, retain_graph=True)
 
 
-# Results of a batched solve -> (their batch, answer term -> position in the batch)
-_RESULT_BATCH: "weakref.WeakKeyDictionary[Any, tuple[_BatchGradient, dict[Term, int]]]" = weakref.WeakKeyDictionary()
+# Results of a batched solve -> (their batch, (answer term, position in the batch) of each circuit answer)
+_RESULT_BATCH: "weakref.WeakKeyDictionary[Any, tuple[_BatchGradient, list[tuple[Term, int]]]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _same_term(a, b) -> bool:
+    """``a == b`` for terms, quicker than ProbLog's comparison where they share subterms
+    (an answer and DeepProbLog's ``q.substitute().query`` share the substituted images)."""
+    if a is b:
+        return True
+    if type(a) is Term and type(b) is Term and a.probability is None and b.probability is None:
+        return (a.functor == b.functor and a.arity == b.arity
+                and all(_same_term(x, y) for x, y in zip(a.args, b.args)))
+    return a == b
 
 
 def _cross_entropy(p: float, target: float, eps: float = 1e-12) -> tuple[float, float]:
@@ -400,7 +412,7 @@ def _batched_loss(loss_fn, value_and_grad):
     def loss(result, target, weight, q=None, **kwargs):
         entry = _RESULT_BATCH.get(result)
         key = q if q is not None or len(result) != 1 else next(iter(result))
-        pos = entry[1].get(key) if entry is not None else None
+        pos = None if entry is None else next((i for term, i in entry[1] if _same_term(term, key)), None)
         if pos is None:  # not batched, or decided without networks: DeepProbLog's own
             return loss_fn(result, target, weight, q=q, **kwargs)
         batch = entry[0]
@@ -444,7 +456,8 @@ class BatchedSolver(Solver):
             if net.k is not None:
                 raise GediError(f"batched engine: network '{name}' has k={net.k} (top-k); use --engine exact")
         self.shapes: dict[Term, CompiledShape] = {}
-        self._terms: dict[tuple, tuple[list, list]] = {}  # query -> its ground neural inputs and answers
+        self._terms: dict[tuple, tuple] = {}  # query -> its shape, ground neural inputs and answers
+        self._args: dict[Term, list[Term]] = {}  # ground input term -> its arguments (term2list)
         # circuit_nodes: KLay edges of the compiled shapes
         self.stats = {"shapes": 0, "compile_seconds": 0.0, "disk_hits": 0, "circuit_nodes": 0}
         self._pending: list[_BatchGradient] = []  # solved batches whose loss gradients wait
@@ -506,21 +519,21 @@ class BatchedSolver(Solver):
 
     def ground_inputs(self, q) -> list[tuple[str, Term]]:
         """``(network, ground inputs)`` of each neural input pair of ``q``'s shape."""
-        return self._query_terms(q)[0]
+        return self._query_terms(q)[1]
 
     def answer_terms(self, q) -> list[Term]:
         """The answers of ``q``'s shape with ``q``'s substitution applied (``Result`` keys)."""
-        return self._query_terms(q)[1]
+        return self._query_terms(q)[2]
 
-    def _query_terms(self, q) -> tuple[list[tuple[str, Term]], list[Term]]:
-        """``q``'s ground neural inputs and answers (the substitution is applied once per
-        query, not once per batch)."""
+    def _query_terms(self, q) -> tuple[CompiledShape, list[tuple[str, Term]], list[Term]]:
+        """``q``'s shape, ground neural inputs and answers (looked up and substituted once
+        per query, not once per batch)."""
         key = (self.shape_key(q), tuple(q.substitution.items()))
         out = self._terms.get(key)
         if out is None:
-            shape = self.shape(q)
-            out = ([(net, inputs.apply_term(q.substitution)) for net, inputs in shape.pairs],
-                   [name.apply_term(q.substitution) for name in shape.answers])
+            shape, subst = self.shape(q), q.substitution
+            out = (shape, [(net, _substitute(inputs, subst)) for net, inputs in shape.pairs],
+                   [_substitute(name, subst) for name in shape.answers])
             self._terms[key] = out
         return out
 
@@ -544,18 +557,25 @@ class BatchedSolver(Solver):
             if isinstance(module, GEDINetwork):
                 images = []
                 for term in inputs:
-                    args = term2list(term, False)
+                    args = self._input_args(term)
                     if len(args) != 1:
                         raise GediError(f"network '{name}' is a GEDI network and takes one image, got inputs {term}")
                     images.append(self.model.get_tensor(args[0]))
                 x = torch.stack(images).to(next(module.parameters()).device)
                 logp = torch.log_softmax(module.logits(x), dim=-1)
             else:
-                probs = net([term2list(t, False) for t in inputs])
+                probs = net([self._input_args(t) for t in inputs])
                 probs = probs if torch.is_tensor(probs) else torch.stack(list(probs))
                 logp = torch.log(probs.reshape(len(inputs), -1).clamp_min(1e-45))
             out[name] = (inputs, logp)
         return out
+
+    def _input_args(self, term: Term) -> list[Term]:
+        """The arguments of a network's ground input list term (``term2list``, cached)."""
+        args = self._args.get(term)
+        if args is None:
+            args = self._args[term] = term2list(term, False)
+        return args
 
     # -- evaluation
     def log_probs(self, batch: Sequence, outputs: dict[str, tuple[list, Tensor]] | None = None):
@@ -591,12 +611,13 @@ class BatchedSolver(Solver):
         results = []
         for q, shape, first in zip(batch, ev.shapes, ev.first):
             answers: dict[Term, Any] = {}
-            positions: dict[Term, int] = {}
+            positions: list[tuple[Term, int]] = []
             for term, const, root in zip(self.answer_terms(q), shape.answer_const, shape.answer_root):
                 if const is not None:
                     answers[term] = math.exp(const)
                 else:
-                    answers[term], positions[term] = values[first + root], first + root
+                    answers[term] = values[first + root]
+                    positions.append((term, first + root))
             result = Result(answers, self.semiring(self.model, q.substitution, None), shape.ground_seconds,
                             shape.compile_seconds - shape.ground_seconds, eval_time, None)
             if batch_grad is not None:
@@ -630,7 +651,7 @@ class BatchedSolver(Solver):
 
     def _evaluate_batch(self, batch: Sequence, outputs: dict[str, tuple[list, Tensor]] | None = None) -> _Evaluation:
         """All of the batch's circuit answers in one evaluation (networks run once each)."""
-        shapes = [self.shape(q) for q in batch]
+        shapes = [self._query_terms(q)[0] for q in batch]
         needed = self.batch_inputs(batch)
         outputs = dict(outputs or {})
         missing = {n: t for n, t in needed.items() if n not in outputs}
@@ -661,6 +682,36 @@ class BatchedSolver(Solver):
 
     def get_hyperparameters(self) -> dict:
         return {"engine": self.engine.get_hyperparameters(), "semiring": "klay-log"}
+
+
+class _NotAtomic(Exception):
+    """A term or substitution :func:`_substitute` leaves to ProbLog's ``apply_term``."""
+
+
+def _substitute(term: Term, subst: dict) -> Term:
+    """``term.apply_term(subst)``, quicker for DeepProbLog's substitutions of atoms (such as
+    ``p0_0 -> tensor(train(5))``): atoms are matched by name, without ProbLog's term
+    comparisons.  Other substitutions and terms go to ``apply_term``."""
+    names = {}
+    for k, v in subst.items():
+        if type(k) is not Term or k.arity != 0:
+            return term.apply_term(subst)
+        names[k.functor] = v
+
+    def walk(t):
+        if type(t) is Term and t.probability is None:
+            if t.arity == 0:
+                return names.get(t.functor, t)
+            args = [walk(a) for a in t.args]
+            return t.with_args(*args)
+        if type(t) in (Constant, Var):
+            return t
+        raise _NotAtomic
+
+    try:
+        return walk(term)
+    except _NotAtomic:
+        return term.apply_term(subst)
 
 
 def _flush_before_step(solver_ref: "weakref.ref[BatchedSolver]", optimizer, args, kwargs) -> None:
