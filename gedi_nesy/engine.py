@@ -337,12 +337,14 @@ class _BatchGradient:
 
     DeepProbLog back-propagates each query's loss on its own (``loss.backward(retain_graph=
     True)`` per query); the batch's probabilities come from one circuit and one network call,
-    so that would run the whole batch's backward once per query.  The losses are sent on
-    when every answer of the batch has one, and before the next ``solve``, before any
-    network optimizer's step and on :meth:`BatchedSolver.flush_gradients`."""
+    so that would run the whole batch's backward once per query.  The gradients are sent on
+    when every answer of the batch that depends on a network has its loss, else before the
+    next ``solve``, before any network optimizer's step or on
+    :meth:`BatchedSolver.flush_gradients`."""
 
-    def __init__(self, probs: Tensor, pending: list["_BatchGradient"]) -> None:
+    def __init__(self, probs: Tensor, n_answers: int, pending: list["_BatchGradient"]) -> None:
         self.probs = probs
+        self.n_answers = n_answers  # answers that depend on networks (their losses are awaited)
         self.values: list[float] = probs.detach().tolist()
         self.grad = [0.0] * len(self.values)
         self.seen: set[int] = set()
@@ -350,13 +352,13 @@ class _BatchGradient:
         self._pending = pending  # the solver's list of batches with gradients not sent yet
 
     def add(self, pos: int, grad: float) -> None:
-        """Add ``d loss / d p`` of answer ``pos``; send all once every answer has one."""
+        """Add ``d loss / d p`` of answer ``pos``; send all once every awaited answer has one."""
         self.grad[pos] += grad
         self.seen.add(pos)
         if not self.dirty:
             self.dirty = True
             self._pending.append(self)
-        if len(self.seen) == len(self.values):
+        if len(self.seen) == self.n_answers:
             self.flush()
 
     def flush(self) -> None:
@@ -368,7 +370,7 @@ class _BatchGradient:
             torch.autograd.backward(self.probs, grad_t, retain_graph=True)
 
 
-# Results of a batched solve -> (their batch, (answer term, position in the batch) of each circuit answer)
+# Results of a batched solve -> (their batch, (answer, position in the batch) of each answer read off networks)
 _RESULT_BATCH: "weakref.WeakKeyDictionary[Any, tuple[_BatchGradient, list[tuple[Term, int]]]]" = (
     weakref.WeakKeyDictionary())
 
@@ -605,24 +607,29 @@ class BatchedSolver(Solver):
         self.engine.tensor_store.clear()
         ev = self._evaluate_batch(batch)
         probs = ev.circuit_logp.exp()
-        batch_grad = self._batch_gradient(probs)
         values = probs.unbind()
         eval_time = (time.time() - t0) / max(len(batch), 1)
-        results = []
+        results, positions = [], []  # per result: (answer, position) of its answers read off networks
         for q, shape, first in zip(batch, ev.shapes, ev.first):
             answers: dict[Term, Any] = {}
-            positions: list[tuple[Term, int]] = []
+            neural: list[tuple[Term, int]] = []
             for term, const, root in zip(self.answer_terms(q), shape.answer_const, shape.answer_root):
                 if const is not None:
                     answers[term] = math.exp(const)
+                elif not shape.leaf_pair:  # no network in the shape: a constant, as for ExactEngine
+                    answers[term] = float(values[first + root])
                 else:
                     answers[term] = values[first + root]
-                    positions.append((term, first + root))
-            result = Result(answers, self.semiring(self.model, q.substitution, None), shape.ground_seconds,
-                            shape.compile_seconds - shape.ground_seconds, eval_time, None)
-            if batch_grad is not None:
-                _RESULT_BATCH[result] = (batch_grad, positions)
-            results.append(result)
+                    neural.append((term, first + root))
+            results.append(Result(answers, self.semiring(self.model, q.substitution, None), shape.ground_seconds,
+                                  shape.compile_seconds - shape.ground_seconds, eval_time, None))
+            positions.append(neural)
+        n_neural = sum(len(p) for p in positions)
+        if probs.requires_grad and n_neural:
+            self._hook_optimizers()
+            batch_grad = _BatchGradient(probs, n_neural, self._pending)
+            for result, neural in zip(results, positions):
+                _RESULT_BATCH[result] = (batch_grad, neural)
         return results
 
     def flush_gradients(self) -> None:
@@ -631,14 +638,6 @@ class BatchedSolver(Solver):
         the next ``solve`` and before each step of the networks' optimizers."""
         for pending in list(self._pending):
             pending.flush()
-
-    def _batch_gradient(self, probs: Tensor) -> _BatchGradient | None:
-        """Where DeepProbLog's loss functions leave the gradients of ``probs`` (None without
-        gradient)."""
-        if not probs.requires_grad or len(probs) == 0:
-            return None
-        self._hook_optimizers()
-        return _BatchGradient(probs, self._pending)
 
     def _hook_optimizers(self) -> None:
         """Flush pending gradients before each step of the networks' torch optimizers."""

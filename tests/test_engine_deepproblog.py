@@ -29,7 +29,7 @@ from deepproblog.query import Query  # noqa: E402
 from deepproblog.semiring import Result  # noqa: E402
 from deepproblog.semiring.graph_semiring import GraphSemiring  # noqa: E402
 from deepproblog.train import TrainObject, train_model  # noqa: E402
-from problog.logic import Constant, Term  # noqa: E402
+from problog.logic import Constant, Term, Var  # noqa: E402
 
 from gedi_nesy.data import ImagePool, embedded_digits, image_term  # noqa: E402
 from gedi_nesy.engine import BatchedEngine, _cross_entropy, _mse, is_batched, log1mexp, set_engine  # noqa: E402
@@ -260,6 +260,47 @@ def test_losses_of_part_of_a_batch_reach_the_networks(pools, init_state):
             batched.solver.flush_gradients()
         got = torch.cat([p.grad.flatten() for p in params(batched)])
         assert close(want, got), (flush, (want - got).abs().max())
+
+
+MISC = """nn(tri_net, [X], Y, [0, 1, 2]) :: t(X, Y).
+0.3 :: coin.
+0.2 :: col(red); 0.5 :: col(blue).
+notwo(X) :- \\+ t(X, 2), coin.
+bigger(X, Y) :- t(X, A), t(Y, B), A > B.
+painted(X, C) :- t(X, 1), col(C).
+painted(X, none) :- t(X, 0), \\+ col(blue).
+"""
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_free_variables_negation_and_constant_facts_as_the_exact_engine(cache):
+    """Answers of a free variable mixing networks, negation and constant (annotated) facts,
+    with or without DeepProbLog's circuit cache: ExactEngine's answers, probabilities, value
+    types (floats where no network is involved) and DeepProbLog's loss gradients."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 3), nn.Softmax(-1))
+    images = {(Constant(i),): torch.randn(4, generator=torch.Generator().manual_seed(i)) for i in range(5)}
+    img = {Term("a"): Term("tensor", Term("t", Constant(0))), Term("b"): Term("tensor", Term("t", Constant(1)))}
+    queries = [Query(Term("bigger", Term("a"), Term("b")), img, p=0.3),
+               Query(Term("painted", Term("a"), Var("C")), img),
+               Query(Term("col", Var("C"))), Query(Term("notwo", Term("b")), img, p=0.0)]
+    out = {}
+    for engine in (ExactEngine, BatchedEngine):
+        net = Network(module, "tri_net", batching=True)
+        net.optimizer = torch.optim.SGD(module.parameters(), lr=0.0)
+        model = Model(MISC, [net], load=False)
+        model.set_engine(engine(model), cache=cache)
+        model.add_tensor_source("t", images)
+        assert is_batched(model) == (engine is BatchedEngine)
+        answers = [{k: (isinstance(v, float), float(v)) for k, v in r.result.items()} for r in model.solve(queries)]
+        batch = [queries[0], queries[3]]
+        out[engine] = (answers, loss_and_grads(model, batch))
+    (ae, (le, ge)), (ab, (lb, gb)) = out[ExactEngine], out[BatchedEngine]
+    assert [list(a) for a in ab] == [list(a) for a in ae] and len(ab[1]) == 3  # painted: red, blue, none
+    for a, b in zip(ae, ab):
+        assert [t for t, _ in a.values()] == [t for t, _ in b.values()]
+        assert close([v for _, v in a.values()], [v for _, v in b.values()])
+    assert le == pytest.approx(lb, abs=TOL) and close(ge, gb)
 
 
 # ----------------------------------------------------------------------------- numerics
