@@ -929,8 +929,9 @@ class BatchedEngine(_ProgramFirst, ExactEngine):
 
 def set_engine(model, engine: str = "batched", cache: bool = True, cache_root: str | None = None,
                disk_cache: str | Path | None = None):
-    """Give ``model`` (a DeepProbLog ``Model``) its solver: ``batched`` (:class:`BatchedEngine`)
-    or ``exact`` (DeepProbLog's ``ExactEngine`` and ``Solver``).  Returns the solver."""
+    """Give ``model`` (a DeepProbLog ``Model``) its solver through ``Model.set_engine``:
+    ``batched`` (:class:`BatchedEngine`) or ``exact`` (:class:`GediExactEngine`: DeepProbLog's
+    ``ExactEngine`` and ``Solver``).  Returns the solver."""
     if engine not in ENGINES:
         raise GediError(f"engine: unknown engine '{engine}' (known: {', '.join(ENGINES)})")
     eng = BatchedEngine(model, disk_cache=disk_cache) if engine == "batched" else GediExactEngine(model)
