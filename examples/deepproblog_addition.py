@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     net = gedi_network("gedi_net")  # GEDI: instead of Network(MNIST_Net(), "mnist_net", batching=True) + its Adam
     model = Model(str(PROGRAM), [net])
     if args.engine == "batched":
-        model.set_engine(BatchedEngine(model))  # GEDI: instead of model.set_engine(ExactEngine(model), cache=True)
+        model.set_engine(BatchedEngine(model), cache=True)  # GEDI: instead of ExactEngine(model)
     else:
         from deepproblog.engines import ExactEngine
 

@@ -16,8 +16,14 @@ optimizer step) is printed with the ratio.  Also printed:
 * where the batched engine's time goes (phases of a training step, cProfile top functions),
 * the split of one GEDI+NeSy training step (SGLD sampling, network, inference, rest).
 
+``--deepproblog`` measures instead DeepProbLog's own ``train_model`` (its MNIST-addition
+example: ``MNIST_Net``, Adam, ``addition(X, Y, Sum)`` queries, batch 60) with ExactEngine
+and with ``BatchedEngine`` set by ``model.set_engine``: queries/s, ratio, and the losses of
+the first iterations (same weights, same batches) side by side.
+
     OMP_NUM_THREADS=1 python experiments/engine_benchmark.py            # ~4 min on 1 core
     python experiments/engine_benchmark.py --exact-seconds 5 --batched-seconds 2 --programs sum
+    OMP_NUM_THREADS=1 python experiments/engine_benchmark.py --deepproblog   # ~30 s
 
 Data: the embedded 8x8 digits upscaled to 28x28 (offline); ``--data mnist --data-root DIR``
 for MNIST.  Results as JSON lines too (``--json FILE``).
@@ -34,6 +40,8 @@ import pstats
 import random
 import sys
 import time
+import warnings
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import torch
@@ -42,18 +50,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gedi_nesy.config import NesyConfig  # noqa: E402
-from gedi_nesy.data import example_query, load_pools, task_queries  # noqa: E402
-from gedi_nesy.engine import set_engine  # noqa: E402
-from gedi_nesy.network import build_nesy_model, gedi_network  # noqa: E402
-from gedi_nesy.training import (  # noqa: E402
-    GediTerms,
-    batch_inputs,
-    clear_caches,
-    digit_metrics,
-    forward_batch,
-    nesy_step_loss,
-    seed_run,
-)
+from gedi_nesy.data import ImagePool, example_query, image_term, load_pools, task_queries  # noqa: E402
+from gedi_nesy.engine import BatchedEngine, set_engine  # noqa: E402
+from gedi_core.rng import seed_everything  # noqa: E402
+from gedi_nesy.evaluation import digit_metrics  # noqa: E402
+from gedi_nesy.network import gedi_network  # noqa: E402
+from gedi_nesy.program import build_nesy_model  # noqa: E402
+from gedi_nesy.step import batch_inputs, clear_caches, forward_batch, nesy_step_loss  # noqa: E402
+from gedi_nesy.train import nesy_objective  # noqa: E402
 
 PROGRAMS = {"addition": "programs/addition.pl", "sum": "programs/sum.pl", "multi_addition": "programs/multi_addition.pl"}
 
@@ -147,6 +151,114 @@ def multi_queries(labels: torch.Tensor, n: int, n_sums: int, seed: int) -> list:
     return out
 
 
+# ----------------------------------------------------------------------------- DeepProbLog's train_model
+DPL_ADDITION = """nn(mnist_net,[X],Y,[0,1,2,3,4,5,6,7,8,9]) :: digit(X,Y).
+addition(X,Y,Z) :- digit(X,X2), digit(Y,Y2), Z is X2+Y2.
+"""  # DeepProbLog's examples/MNIST/models/addition.pl, single-digit part
+
+
+def dpl_queries(labels: torch.Tensor, n: int, seed: int) -> list:
+    """``n`` queries in the shape of DeepProbLog's ``MNISTOperator.to_query``: shuffled pairs
+    of training images, ``addition(p0_0, p1_0, Sum)`` with a substitution."""
+    from deepproblog.query import Query
+    from problog.logic import Constant, Term
+
+    idx = list(range(len(labels)))
+    random.Random(seed).shuffle(idx)
+    out = []
+    for a, b in list(zip(idx[0::2], idx[1::2]))[:n]:
+        subs = {Term("p0_0"): image_term("train", a), Term("p1_0"): image_term("train", b)}
+        out.append(Query(Term("addition", Term("p0_0"), Term("p1_0"), Constant(int(labels[a] + labels[b]))), subs))
+    return out
+
+
+def dpl_model(pools, engine: str, init_state: dict, circuits: dict | None):
+    """DeepProbLog's MNIST-addition model, its engine set with ``Model.set_engine``."""
+    from deepproblog.examples.MNIST.network import MNIST_Net
+    from deepproblog.model import Model
+    from deepproblog.network import Network
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
+        from deepproblog.engines import ExactEngine
+    module = MNIST_Net()
+    module.load_state_dict(init_state)
+    net = Network(module, "mnist_net", batching=True)
+    net.optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    model = Model(DPL_ADDITION, [net], load=False)
+    with redirect_stdout(io.StringIO()):
+        model.set_engine((BatchedEngine if engine == "batched" else ExactEngine)(model), cache=True)
+    model.add_tensor_source("train", ImagePool(pools.train_x, "train"))
+    if circuits is not None:
+        model.solver.cache.cache_dict = circuits  # DeepProbLog's compiled SDDs, shared
+    return model
+
+
+def dpl_train(model, queries: list, batch_size: int, iterations: int) -> tuple[float, float, list[float]]:
+    """DeepProbLog's ``train_model`` for ``iterations`` batches: wall seconds, this process's
+    CPU seconds (steadier on a shared machine) and the loss of each batch."""
+    from deepproblog.dataset import DataLoader, Dataset
+    from deepproblog.train import train_model
+    from deepproblog.utils.stop_condition import StopCondition
+
+    class Queries(Dataset):
+        def __len__(self) -> int:
+            return len(queries)
+
+        def to_query(self, i: int):
+            return queries[i]
+
+    class After(StopCondition):
+        def is_stop(self, train_object) -> bool:
+            return train_object.i > iterations
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    with redirect_stdout(io.StringIO()):
+        trainer = train_model(model, DataLoader(Queries(), batch_size, False), After(), log_iter=1)
+    return time.perf_counter() - t0, time.process_time() - c0, trainer.logger.get_attribute("loss")
+
+
+def deepproblog_benchmark(args, pools, emit) -> None:
+    """DeepProbLog's own ``train_model`` with ExactEngine and BatchedEngine: queries/s."""
+    from deepproblog.examples.MNIST.network import MNIST_Net
+
+    bs = args.dpl_batch_size
+    n_batches = {"exact": args.dpl_exact_batches, "batched": args.dpl_batched_batches}
+    queries = dpl_queries(pools.train_y, bs * max(n_batches.values()) + bs, args.seed)
+    init_state = copy.deepcopy(MNIST_Net().state_dict())
+    print(f"\n== DeepProbLog's train_model, MNIST addition (MNIST_Net, Adam 1e-3, batch {bs}): "
+          f"ExactEngine vs BatchedEngine (model.set_engine)", flush=True)
+    circuits, res = None, {}
+    for engine in ("exact", "batched"):
+        model = dpl_model(pools, engine, init_state, circuits)
+        t0 = time.perf_counter()
+        for q in queries:  # compile every query shape before the timed training
+            model.solver.cache.get(q)
+            if engine == "batched":
+                model.solver.shape(q)
+        compile_s = time.perf_counter() - t0
+        circuits = model.solver.cache.cache_dict
+        model.solve(queries[-bs:])  # warm-up, not timed (queries not trained on)
+        seconds, cpu, losses = dpl_train(model, queries, bs, n_batches[engine])
+        n = n_batches[engine] * bs
+        res[engine] = {"queries_per_s": n / seconds, "queries_per_cpu_s": n / cpu, "seconds": seconds,
+                       "cpu_seconds": cpu, "losses": losses, "compile_seconds": compile_s}
+        print(f"{engine:>7}: {n_batches[engine]} iterations of {bs} queries in {seconds:6.2f} s = {n / seconds:8.1f} "
+              f"queries/s ({cpu:6.2f} s of CPU: {n / cpu:8.1f} queries/CPU-s; shapes compiled before: "
+              f"{compile_s:.2f} s)", flush=True)
+    ratio = res["batched"]["queries_per_s"] / res["exact"]["queries_per_s"]
+    cpu_ratio = res["batched"]["queries_per_cpu_s"] / res["exact"]["queries_per_cpu_s"]
+    k = min(len(res["exact"]["losses"]), len(res["batched"]["losses"]))
+    diff = max(abs(a - b) for a, b in zip(res["exact"]["losses"][:k], res["batched"]["losses"][:k]))
+    print(f"ratio {ratio:.1f}x by wall time, {cpu_ratio:.1f}x by CPU time (goal >= 50x); losses of the first {k} "
+          f"iterations: exact "
+          f"{[round(v, 5) for v in res['exact']['losses'][:k]]}, batched "
+          f"{[round(v, 5) for v in res['batched']['losses'][:k]]} (max |diff| {diff:.1e})", flush=True)
+    emit({"kind": "deepproblog_train_model", "batch_size": bs, "ratio": round(ratio, 1),
+          "cpu_ratio": round(cpu_ratio, 1), "max_loss_diff": diff,
+          **{f"{e}_{key}": round(v, 3) for e, r in res.items() for key, v in r.items() if key != "losses"}})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--programs", default="addition,sum,multi_addition")
@@ -162,16 +274,21 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the results as JSON lines here")
+    ap.add_argument("--deepproblog", action="store_true",
+                    help="only DeepProbLog's own train_model, ExactEngine vs BatchedEngine (see above)")
+    ap.add_argument("--dpl-batch-size", type=int, default=60)
+    ap.add_argument("--dpl-exact-batches", type=int, default=3, help="--deepproblog: timed iterations, ExactEngine")
+    ap.add_argument("--dpl-batched-batches", type=int, default=30, help="--deepproblog: timed iterations, batched")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
     cfg = NesyConfig()
     cfg.data.name, cfg.data.data_root, cfg.seed = args.data, args.data_root, args.seed
     cfg.validate()
-    seed_run(cfg)
+    seed_everything(cfg.seed)
     pools = load_pools(cfg.data, cfg.seed)
-    print(f"data: {pools.name} ({pools.note or 'embedded'}); network: {cfg.model.backbone} GEDI model; "
-          f"1 torch thread; lr {cfg.lr}", flush=True)
+    network = "DeepProbLog's MNIST_Net" if args.deepproblog else f"{cfg.model.backbone} GEDI model; lr {cfg.lr}"
+    print(f"data: {pools.name} ({pools.note or 'embedded'}); network: {network}; 1 torch thread", flush=True)
     rows: list[dict] = []
 
     def emit(row: dict) -> None:
@@ -179,6 +296,10 @@ def main(argv=None) -> int:
         if args.json:
             with open(args.json, "a") as f:
                 f.write(json.dumps(row) + "\n")
+
+    if args.deepproblog:
+        deepproblog_benchmark(args, pools, emit)
+        return 0
 
     sizes = [int(s) for s in args.batch_sizes.split(",")]
     profiled = False
@@ -281,7 +402,7 @@ def main(argv=None) -> int:
     model = build_nesy_model(REPO / PROGRAMS["addition"], [net], pools)
     queries = task_queries("addition", pools.train_y, 120, args.seed, "train")
     weights = cfg.active_weights()
-    terms_fn = GediTerms(cfg, pools.input_shape, cfg.seed + 10, weights)
+    objective = nesy_objective(cfg, cfg.seed + 10)
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
     split: dict[str, float] = {}
     steps = 4
@@ -294,12 +415,12 @@ def main(argv=None) -> int:
         t.append(time.perf_counter())
         lnesy, _ = nesy_step_loss(model, batch, fwd, per_net)
         t.append(time.perf_counter())
-        samples = terms_fn.sampler.draw(module.gedi.energy, x.shape[0])
+        samples = objective.sampler_for(x).draw(module.energy, x.shape[0])
         t.append(time.perf_counter())
         from gedi_core.losses import gen_loss, prior_entropy_loss
         from gedi_core.models import energy_from_logits
 
-        loss = weights["nesy"] * lnesy + weights["gen"] * gen_loss(energy_from_logits(logits), module.gedi.energy(samples)) \
+        loss = weights["nesy"] * lnesy + weights["gen"] * gen_loss(energy_from_logits(logits), module.energy(samples)) \
             + weights["prior"] * prior_entropy_loss(logits)
         t.append(time.perf_counter())
         opt.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from gedi_nesy.engine import _log1mexp as log1mexp
+from gedi_nesy.engine import log1mexp
 
 
 def nesy_loss(probs: Sequence[Tensor | float | None], batch: Sequence, eps: float = 1e-12) -> tuple[Tensor | None, int]:
@@ -39,7 +39,7 @@ def nesy_loss_log(logp: Tensor, decided: Sequence[bool], batch: Sequence) -> tup
     if not keep:
         return None, len(batch)
     idx = torch.tensor(keep, device=logp.device)
-    lp = logp[idx].clamp(max=0.0)
+    lp = logp[idx]  # the engine gives min(log p, 0) with its gradient kept
     t = torch.tensor([float(batch[i].p) for i in keep], dtype=lp.dtype, device=lp.device)
     if bool((t == 1.0).all()):
         loss = -lp

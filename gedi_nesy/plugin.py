@@ -5,7 +5,7 @@ A DeepProbLog script keeps its ``Model``, ``Network``, ``DataLoader`` of ``Query
 
     from gedi_nesy import BatchedEngine, GEDILoss, gedi_network, train_model
     net = gedi_network("mnist_net")                  # instead of Network(MNIST_Net(), ...)
-    model.set_engine(BatchedEngine(model))           # instead of ExactEngine(model)
+    model.set_engine(BatchedEngine(model), cache=True)   # instead of ExactEngine(model)
     train = train_model(model, loader, 1, gedi=GEDILoss(), log_iter=100)
 
 ``train_model`` is DeepProbLog's (same arguments, same returned ``TrainObject`` and logger) with

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from gedi_core.errors import GediError
 
@@ -46,7 +46,6 @@ def inspect_program(path: str | Path) -> ProgramInfo:
 
     A parse error becomes a :class:`GediError` naming the file and line."""
     from problog.errors import ProbLogError
-    from problog.logic import Term, term2list
     from problog.program import PrologFile
 
     from gedi_core.config import read_text_file
@@ -70,6 +69,18 @@ def inspect_program(path: str | Path) -> ProgramInfo:
         except Exception:  # noqa: BLE001 - location is best effort
             return 0
 
+    return program_info(statements, str(path), line_of)
+
+
+def model_program(model) -> ProgramInfo:
+    """The :class:`ProgramInfo` of the program a DeepProbLog ``Model`` holds."""
+    return program_info(list(model.program), "the model's program", lambda stmt: 0)
+
+
+def program_info(statements: Sequence, path: str, line_of: Callable[[object], int]) -> ProgramInfo:
+    """Neural predicates and defined predicates of parsed ProbLog ``statements``."""
+    from problog.logic import Term, term2list
+
     neural: list[NeuralPredicate] = []
     predicates: set[tuple[str, int]] = set()
     for stmt in statements:
@@ -88,7 +99,7 @@ def inspect_program(path: str | Path) -> ProgramInfo:
                 except Exception:  # noqa: BLE001
                     raise GediError(f"{path}:{line}: the domain of nn({p.args[0]}, ...) must be a list") from None
                 neural.append(NeuralPredicate(str(p.args[0]), str(head.functor), head.arity, domain, line))
-    return ProgramInfo(str(path), neural, predicates)
+    return ProgramInfo(path, neural, predicates)
 
 
 def check_program(info: ProgramInfo, networks: Sequence) -> None:

@@ -25,7 +25,7 @@ from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
 from gedi_nesy.plugin import GEDILoss
-from gedi_nesy.program import inspect_program, network_domains
+from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
 
 
@@ -64,19 +64,16 @@ def nesy_objective(cfg: NesyConfig, seed: int) -> GEDILoss:
                     aug_noise=cfg.data.aug_noise, seed=seed)
 
 
-def program_file(model) -> Path | None:
-    """The file a DeepProbLog ``Model`` was loaded from (None for a program given as a string)."""
-    files = getattr(model.program, "source_files", None) or []
-    return Path(files[0]) if files and files[0] else None
-
-
 def checked_config(cfg: NesyConfig, model, n_train: int, n_test: int) -> NesyConfig:
     """``cfg`` with the values the run really uses (epochs, numbers of queries); a config that
     names another program or other networks than the model's is refused."""
-    built = program_file(model)
-    if built is not None and Path(cfg.program).resolve() != built.resolve():
-        raise GediError(f"the config names program {cfg.program}, but the model was built from {built}; "
-                        f"set program: {built}")
+    built, named = model_program(model), inspect_program(cfg.program)
+    signature = lambda info: (info.predicates, [(n.network, n.predicate, n.arity, [str(v) for v in n.domain])  # noqa: E731
+                                                for n in info.neural])
+    if signature(built) != signature(named):
+        raise GediError(f"the config names program {cfg.program}, but the model was built from another program "
+                        f"(it defines {', '.join(sorted(f'{p}/{a}' for p, a in built.predicates))}); "
+                        "set the config's program to the model's")
     missing = [n for n in cfg.network_names() if n not in model.networks]
     if missing:
         raise GediError(f"the config names network(s) {', '.join(missing)}, which the model does not have "
@@ -113,8 +110,8 @@ def train_nesy(
     if not train_queries:
         raise GediError("no training queries")
     cfg = checked_config(cfg, model, len(train_queries), len(test_queries or []))
-    program = program_file(model) or Path(cfg.program)
-    domains = network_domains(inspect_program(program))
+    program = Path(cfg.program)
+    domains = network_domains(model_program(model))
     run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, resume).open()
     if run is not None:
         run.config = to_dict(cfg)
