@@ -1,11 +1,12 @@
 """Run configuration: dataclasses, YAML/JSON loading, dotted overrides, validation.
 
-A run's configuration is built in three layers, later ones winning:
+A run's configuration is built in layers, later ones winning (:mod:`gedi_core.presets`):
 
 1. the dataclass defaults (the paper's toy settings, appendix L / Table 7),
-2. the method's own defaults (e.g. JEM uses 10 SGLD steps),
-3. a config file (``--config FILE``, YAML or JSON, nested sections),
-4. command-line flags (``--lr``, ``--w-inv``, ``--set sgld.steps=5`` ...).
+2. the data set's defaults (image sets: appendix M / Table 9),
+3. the method's own defaults (e.g. JEM uses 10 SGLD steps),
+4. a config file (``--config FILE``, YAML or JSON, nested sections),
+5. command-line flags (``--lr``, ``--w-inv``, ``--set sgld.steps=5`` ...).
 
 Every unknown key is an error that names the key and the file it came from.
 """
