@@ -80,7 +80,7 @@ class ReplayBuffer:
         self.data[idx.to(self.device)] = x.detach().to(self.device)
 
     def state_dict(self) -> dict:
-        return {"data": self.data.cpu(), "generator": self.generator.get_state()}
+        return {"data": self.data.detach().cpu().clone(), "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.data = state["data"].to(self.device)
