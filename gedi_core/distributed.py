@@ -61,6 +61,25 @@ def all_reduce_mean(value: float, info: DistInfo, device: torch.device) -> float
     return float(t) / info.world_size
 
 
+def average_gradients(params: list[torch.Tensor], info: DistInfo) -> None:
+    """All-reduce the parameters' gradients to their mean over the ranks (a missing gradient
+    counts as zero), for training steps that DDP does not wrap (the NeSy step)."""
+    if not info.enabled:
+        return
+    grads = []
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= info.world_size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -113,11 +113,13 @@ def fit(
     on_epoch_end: Callable[[int, bool], dict[str, Any]] | None = None,
     dist: DistInfo | None = None,
     device: torch.device | None = None,
+    grad_sync: Callable[[list[Tensor]], None] | None = None,
 ) -> FitResult:
     """Train ``options.epochs`` epochs of ``batches`` with ``step`` and return the log.
 
     ``on_epoch_end(epoch, is_last)`` (rank 0) may return extra columns for that epoch's row
-    (e.g. test metrics). With ``run`` the loop resumes from its checkpoint when the run folder
+    (e.g. test metrics). ``grad_sync(params)`` runs on every rank after every backward pass (e.g.
+    :func:`gedi_core.distributed.average_gradients` for a step that DDP does not wrap). With ``run`` the loop resumes from its checkpoint when the run folder
     was opened with ``resume`` and writes ``log.csv``, ``epochs.csv`` and checkpoints.
     """
     dist = dist or DistInfo()
@@ -180,13 +182,16 @@ def fit(
                     raise NonFiniteError(f"epoch {epoch + 1} step {res.steps + 1}: the loss is not finite "
                                          f"({_non_finite_terms(out)}); the last good checkpoint is kept")
                 out.loss.backward()
+            else:
+                loss_value = 0.0
+            if grad_sync is not None:  # every rank, every step: the ranks stay in step
+                grad_sync(params)
+            if out.loss is not None or grad_sync is not None:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
                 if not math.isfinite(grad_norm):
                     raise NonFiniteError(f"epoch {epoch + 1} step {res.steps + 1}: the gradients are not finite "
                                          f"(gradient norm {grad_norm}); the last good checkpoint is kept")
                 optimizer.step()
-            else:
-                loss_value = 0.0
             res.steps += 1
             res.items += out.size
             acc["items"] += out.size

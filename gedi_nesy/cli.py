@@ -140,15 +140,25 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train one run; under ``torchrun --nproc_per_node=N -m gedi_nesy train ...`` each process
+    is one rank (gloo on CPU, NCCL on GPUs) and only rank 0 prints the metrics."""
+    from gedi_core.distributed import barrier, cleanup, init_distributed
     from gedi_core.runfolder import RunFolder
     from gedi_nesy.train import train_nesy
 
     cfg = resolve_config(args)
-    run = RunFolder(args.out, {}, args.resume).open() if args.out is not None else None  # before any loading
-    pools, model, train_q, test_q = prepare(cfg)
-    metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run, resume=args.resume,
-                         progress=not args.no_progress)
-    print(json.dumps(metrics, sort_keys=True))
+    info, device = init_distributed(cfg.device)
+    try:
+        cfg.device = str(device)  # cuda:LOCAL_RANK under torchrun
+        run = RunFolder(args.out, {}, args.resume, info.is_main).open() if args.out is not None else None
+        barrier(info)
+        pools, model, train_q, test_q = prepare(cfg, quiet=not info.is_main)
+        metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run, resume=args.resume,
+                             progress=not args.no_progress and info.is_main, dist=info)
+    finally:
+        cleanup(info)
+    if metrics:
+        print(json.dumps(metrics, sort_keys=True))
     return 0
 
 

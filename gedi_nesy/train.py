@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from gedi_core.config import to_dict
+from gedi_core.distributed import DistInfo, average_gradients, barrier
 from gedi_core.errors import GediError
 from gedi_core.loop import FitOptions, fit
 from gedi_core.monitor import FailureMonitor
@@ -30,11 +31,13 @@ from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
 
 
 class QueryBatches:
-    """Each epoch, the training queries in a new seeded order, cut into batches."""
+    """Each epoch, the training queries in a new seeded order, cut into batches; under torchrun
+    rank ``r`` of ``world`` takes ``batch[r::world]`` of each (global) batch."""
 
-    def __init__(self, queries: Sequence, batch_size: int, seed: int) -> None:
+    def __init__(self, queries: Sequence, batch_size: int, seed: int, dist: DistInfo | None = None) -> None:
         self.queries = list(queries)
         self.batch_size = batch_size
+        self.dist = dist or DistInfo()
         self.steps_per_epoch = math.ceil(len(self.queries) / batch_size)
         self.shuffler = random.Random(seed)
         self.order: list[int] = []
@@ -45,9 +48,9 @@ class QueryBatches:
             self.order = list(range(len(self.queries)))
             self.shuffler.shuffle(self.order)
             self.order_epoch = epoch
-        bs = self.batch_size
+        bs, rank, world = self.batch_size, self.dist.rank, self.dist.world_size
         for b in range(start, self.steps_per_epoch):
-            yield [self.queries[i] for i in self.order[b * bs:(b + 1) * bs]]
+            yield [self.queries[i] for i in self.order[b * bs:(b + 1) * bs][rank::world]]
 
     def state_dict(self) -> dict[str, Any]:
         return {"shuffler": self.shuffler.getstate(), "order": self.order, "order_epoch": self.order_epoch}
@@ -93,6 +96,7 @@ def train_nesy(
     resume: bool = False,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
+    dist: DistInfo | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` (a DeepProbLog ``Model`` with GEDI networks, e.g. from
     :func:`gedi_nesy.program.build_nesy_model`) on ``train_queries``.
@@ -101,6 +105,11 @@ def train_nesy(
     with digit accuracy / NMI every ``eval_every`` epochs), ``checkpoint.pt`` (every epoch),
     figures and ``metrics.json`` to ``out``; ``resume`` continues the checkpoint there. Returns
     the final metrics: digit_acc, nmi, query_acc, seconds, queries_per_s, ...
+
+    Under torchrun (``dist``, from :func:`gedi_core.distributed.init_distributed`) each rank
+    grounds and evaluates its share of every batch's queries with its own replay buffer and
+    random streams; gradients are averaged over the ranks; rank 0 logs, checkpoints, evaluates
+    and returns the metrics (the other ranks return ``{}``).
     """
     t_start = time.time()
     cfg.validate()
@@ -112,18 +121,24 @@ def train_nesy(
     cfg = checked_config(cfg, model, len(train_queries), len(test_queries or []))
     program = Path(cfg.program)
     domains = network_domains(model_program(model))
-    run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, resume).open()
+    dist = dist or DistInfo()
+    if dist.world_size > cfg.batch_size:
+        raise GediError(f"batch_size {cfg.batch_size} cannot be shared by {dist.world_size} processes")
+    run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, resume, dist.is_main).open()
     if run is not None:
         run.config = to_dict(cfg)
 
     weights = cfg.active_weights()
     params = [p for net in model.networks.values() for p in net.network_module.parameters()]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    objectives = {name: nesy_objective(cfg, cfg.seed + 10 + 7 * i) for i, name in enumerate(nets)}
-    shift = TrainShift(cfg.data.train_shift, cfg.seed + 5) if cfg.data.train_shift > 0 else None
+    rank_seed = 7919 * dist.rank  # every rank its own replay buffer, shifts and SGLD noise
+    if dist.rank:
+        torch.manual_seed(cfg.seed + rank_seed)
+    objectives = {name: nesy_objective(cfg, cfg.seed + 10 + 7 * i + rank_seed) for i, name in enumerate(nets)}
+    shift = TrainShift(cfg.data.train_shift, cfg.seed + 5 + rank_seed) if cfg.data.train_shift > 0 else None
     step = NesyStep(model, objectives, weights["nesy"], shift, amp=cfg.amp)
     step.input_shapes = {name: list(pools.input_shape) for name in nets}
-    batches = QueryBatches(train_queries, cfg.batch_size, cfg.seed + 3)
+    batches = QueryBatches(train_queries, cfg.batch_size, cfg.seed + 3, dist)
     first = next(iter(nets.values())).network_module
     monitor = FailureMonitor(first.num_clusters, sgld_range=100 * max(abs(cfg.sgld.init_low), abs(cfg.sgld.init_high)))
 
@@ -137,7 +152,11 @@ def train_nesy(
     options = FitOptions(epochs=cfg.epochs, log_every=batches.steps_per_epoch, desc=f"{label} n={len(train_queries)}",
                          progress=progress, label=label, item_name="queries")
     result = fit(step, batches, optimizer, options, run=run, monitor=monitor, on_epoch_end=on_epoch_end,
-                 device=torch.device(cfg.device))
+                 dist=dist, device=torch.device(cfg.device),
+                 grad_sync=(lambda ps: average_gradients(ps, dist)) if dist.enabled else None)
+    if not dist.is_main:
+        barrier(dist)
+        return {}
 
     final = evaluate_nesy(model, pools, domains, test_queries)
     metrics: dict[str, Any] = {
@@ -154,7 +173,8 @@ def train_nesy(
         "skipped_queries": step.skipped,
         **engine_stats(model),
         "train_seconds": round(result.seconds, 2),
-        "queries_per_s": result.items_per_s,
+        "queries_per_s": result.items_per_s and round(result.items_per_s * dist.world_size, 2),
+        "world_size": dist.world_size,
         "warnings": result.warnings,
         **result.final_diagnostics(("prior_gap", "max_cluster_share", "embedding_var")),
         **(extra or {}),
@@ -165,6 +185,7 @@ def train_nesy(
 
         write_figures(model, pools, domains, result.rows, run)
         run.finish(metrics)
+    barrier(dist)
     return metrics
 
 

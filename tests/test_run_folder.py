@@ -209,3 +209,28 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(which, tmp_path, capsys)
         lambda d: {f"{n}.{k}": v for n, sd in d["networks"].items() for k, v in sd.items()})
     for k, v in flat(a).items():
         assert torch.equal(v, flat(b)[k]), k
+
+
+# ----------------------------------------------------------------------------- gedi-nesy under torchrun
+def test_gedi_nesy_on_two_cpu_processes_equals_one_process_with_the_same_global_batch(tmp_path, capsys):
+    """``torchrun --nproc_per_node=2 -m gedi_nesy train``: each rank takes half of every batch's
+    queries and the gradients are averaged, so the NeSy arm (L_NESY, a mean over the batch) trains
+    the same weights as one process with the same global batch, up to float summation order."""
+    argv = ["train", "--arm", "nesy", "--examples", "12", "--test-examples", "6", "--epochs", "2",
+            "--batch-size", "6", "--train-shift", "0", "--no-progress", "--seed", "0"]
+    torchrun = Path(sys.executable).parent / "torchrun"
+    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([*launcher, "--nproc_per_node=2", "--master_port=29541", "-m", "gedi_nesy", *argv,
+                           "--out", str(tmp_path / "ddp")], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1 and json.loads(lines[0])["world_size"] == 2
+    assert (tmp_path / "ddp" / "checkpoint.rank1.pt").is_file()
+    assert load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["loop"]["items"] == 12  # half of 2 x 12 queries
+    assert nesy_cli.main([*argv, "--out", str(tmp_path / "one")]) == 0
+    a = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["step"]["model"]["networks"]["gedi_net"]
+    b = load_checkpoint(tmp_path / "one" / "checkpoint.pt")["step"]["model"]["networks"]["gedi_net"]
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
