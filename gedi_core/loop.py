@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from gedi_core.distributed import DistInfo, all_reduce_mean, barrier
+from gedi_core.errors import GediError
 from gedi_core.monitor import FailureMonitor
 from gedi_core.objective import NonFiniteError
 from gedi_core.rng import rng_state, set_rng_state
@@ -119,8 +120,9 @@ def fit(
 
     ``on_epoch_end(epoch, is_last)`` (rank 0) may return extra columns for that epoch's row
     (e.g. test metrics). ``grad_sync(params)`` runs on every rank after every backward pass (e.g.
-    :func:`gedi_core.distributed.average_gradients` for a step that DDP does not wrap). With ``run`` the loop resumes from its checkpoint when the run folder
-    was opened with ``resume`` and writes ``log.csv``, ``epochs.csv`` and checkpoints.
+    :func:`gedi_core.distributed.average_gradients` for a step that DDP does not wrap). With
+    ``run`` the loop resumes from its checkpoint when the run folder was opened with ``resume``
+    and writes ``log.csv``, ``epochs.csv`` and checkpoints.
     """
     dist = dist or DistInfo()
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -134,6 +136,9 @@ def fit(
         batches.load_state_dict(state["batches"])
         set_rng_state(state["rng"])
         loop = state["loop"]
+        if loop.get("world_size", 1) != dist.world_size:
+            raise GediError(f"--resume: the checkpoint was written by {loop.get('world_size', 1)} process(es), "
+                            f"resumed with {dist.world_size}; resume with the same --nproc_per_node")
         res.rows, res.epoch_rows, res.warnings = loop["rows"], loop["epoch_rows"], loop["warnings"]
         res.steps, res.items, elapsed = loop["steps"], loop["items"], loop["seconds"]
         start_epoch, start_pos, seen = loop["epoch"], loop["pos"], loop["monitor_seen"]
@@ -149,9 +154,9 @@ def fit(
         if dist.is_main:
             run.save({**own, "step": step.state_dict(), "optimizer": optimizer.state_dict(),
                       "batches": batches.state_dict(),
-                      "loop": {"epoch": epoch, "pos": pos, "steps": res.steps, "items": res.items,
-                               "seconds": elapsed, "epoch_acc": epoch_acc, "rows": res.rows, "epoch_rows": res.epoch_rows,
-                               "warnings": res.warnings,
+                      "loop": {"world_size": dist.world_size, "epoch": epoch, "pos": pos, "steps": res.steps,
+                               "items": res.items, "seconds": elapsed, "epoch_acc": epoch_acc, "rows": res.rows,
+                               "epoch_rows": res.epoch_rows, "warnings": res.warnings,
                                "monitor_seen": sorted(monitor.seen) if monitor is not None else []}})
             run.write_rows("log.csv", res.rows)
             run.write_rows("epochs.csv", res.epoch_rows)
