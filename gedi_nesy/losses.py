@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from gedi_nesy.engine import log1mexp
+from gedi_nesy.circuits import log1mexp
 
 
 def nesy_loss(probs: Sequence[Tensor | float | None], batch: Sequence, eps: float = 1e-12) -> tuple[Tensor | None, int]:

@@ -32,7 +32,9 @@ from deepproblog.train import TrainObject, train_model  # noqa: E402
 from problog.logic import Constant, Term, Var  # noqa: E402
 
 from gedi_nesy.data import ImagePool, embedded_digits, image_term  # noqa: E402
-from gedi_nesy.engine import BatchedEngine, _cross_entropy, _mse, is_batched, log1mexp, set_engine  # noqa: E402
+from gedi_nesy.circuits import log1mexp  # noqa: E402
+from gedi_nesy.engine import BatchedEngine, is_batched, set_engine  # noqa: E402
+from gedi_nesy.semiring import cross_entropy_and_grad as _cross_entropy, mse_and_grad as _mse  # noqa: E402
 from gedi_nesy.losses import nesy_loss_log  # noqa: E402
 
 TOL = 1e-5

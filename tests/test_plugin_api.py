@@ -18,7 +18,7 @@ import yaml
 from gedi_core.errors import GediError
 from gedi_nesy import GEDILoss, NesyConfig, gedi_network, load_network, train_model
 from gedi_nesy import cli as nesy_cli
-from gedi_nesy.data import ImagePool, embedded_digits
+from gedi_nesy.data import embedded_digits
 from gedi_nesy.program import build_nesy_model
 from gedi_nesy.train import checked_config
 
