@@ -153,3 +153,25 @@ def test_no_pyswip_warning_on_the_command_line():
     proc = subprocess.run([sys.executable, "-m", "gedi_nesy", "--help"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and "ApproximateEngine" not in proc.stderr and "PySwip" not in proc.stderr
+
+
+def test_the_same_script_trains_the_same_weights_on_both_engines():
+    """DeepProbLog's loop with GEDI on BatchedEngine and on ExactEngine: same weights after a few
+    batches (same initialisation, same SGLD noise), up to float tolerance."""
+    from deepproblog.dataset import DataLoader
+
+    example = load_example()
+    pools = embedded_digits(seed=0)
+    weights = {}
+    for engine in ("batched", "exact"):
+        torch.manual_seed(0)
+        net = gedi_network("gedi_net")
+        model = build_nesy_model(ROOT / "programs" / "sum.pl", [net], pools, engine=engine)
+        loader = DataLoader(example.Addition("train", pools.train_y, 12, 0), 4, False)
+        gedi = GEDILoss(seed=0)
+        gedi.sgld.steps = 2
+        torch.manual_seed(1)
+        train_model(model, loader, 1, gedi=gedi, log_iter=100, verbose=0)
+        weights[engine] = [p.detach().clone() for p in net.network_module.parameters()]
+    for a, b in zip(weights["batched"], weights["exact"]):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
