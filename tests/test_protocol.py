@@ -225,3 +225,53 @@ def test_committed_results_hold_no_absolute_paths():
     for path in files:
         for lineno, line in enumerate(path.read_text().splitlines(), 1):
             assert not ABSOLUTE.search(line), f"{path.relative_to(REPO)}:{lineno}: {line[:120]}"
+
+
+# ----------------------------------------------------------------------------- gedi-core
+def test_core_validation_split_is_a_seeded_partition_of_the_training_set():
+    from gedi_core.config import DataConfig
+    from gedi_core.data import load_dataset
+
+    cfg = DataConfig(name="moons", n_train=200, n_test=100)
+    full = load_dataset(cfg, 0)
+    carved = load_dataset(DataConfig(name="moons", n_train=200, n_test=100, validation=0.1), 0)
+    assert full.evaluated_on == "test" and carved.evaluated_on == "validation"
+    assert len(carved.test_x) == 20 and len(carved.train_x) == 180
+    train, val, test = set(keys(carved.train_x)), set(keys(carved.test_x)), set(keys(full.test_x))
+    assert not train & val and not (train | val) & test and train | val == set(keys(full.train_x))
+    again = load_dataset(DataConfig(name="moons", n_train=200, n_test=100, validation=0.1), 0)
+    other = load_dataset(DataConfig(name="moons", n_train=200, n_test=100, validation=0.1), 1)
+    assert torch.equal(again.test_x, carved.test_x) and not torch.equal(other.test_x, carved.test_x)
+
+
+def test_core_run_with_validation_never_reads_the_test_split(tmp_path, capsys, monkeypatch):
+    from gedi_core import cli as core_cli
+    from gedi_core.data import DATASETS
+
+    original = DATASETS["moons"]
+
+    def marked(cfg, seed):
+        data = original(cfg, seed)
+        data.test_x = torch.full_like(data.test_x, SENTINEL)
+        return data
+
+    monkeypatch.setitem(DATASETS, "moons", marked)
+    seen = {"test": 0}
+
+    def hook(module, inputs):
+        for x in inputs:
+            if isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[-1] == 2 and x.numel():
+                seen["test"] += int((x == SENTINEL).all(1).sum())
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        args = ["train", "--dataset", "moons", "--n-train", "200", "--iters", "10", "--log-every", "5",
+                "--batch-size", "50", "--sgld-steps", "2", "--seed", "0", "--no-progress"]
+        assert core_cli.main([*args, "--validation", "0.1", "--out", str(tmp_path / "select")]) == 0
+        metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert metrics["evaluated_on"] == "validation" and seen["test"] == 0
+        assert core_cli.main([*args, "--out", str(tmp_path / "final")]) == 0  # the control: the spy sees it
+        assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["evaluated_on"] == "test"
+        assert seen["test"] > 0
+    finally:
+        handle.remove()
