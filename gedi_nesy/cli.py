@@ -36,7 +36,7 @@ NESY_FLAGS: dict[str, tuple[str, type, str]] = {
     "--test-queries": ("data.test_queries", str, "test queries for query_acc (same syntax)"),
     "--task": ("data.task", str, "example generator: auto | addition | sum | multi_addition"),
     "--examples": ("data.examples", int, "number of training examples"),
-    "--test-examples": ("data.test_examples", int, "number of generated test queries"),
+    "--test-examples": ("data.test_examples", int, "number of generated test queries (validation queries with --validation)"),
     "--seed": ("seed", int, "random seed (data split, examples, initialisation)"),
     "--split-seed": ("data.split_seed", int, "seed of the train/test split of a single image set (-1: --seed)"),
     "--validation": ("data.validation", float, "share of the training pool held out as the validation pool: "
