@@ -1,16 +1,26 @@
 """Paper Table 6: MNIST addition (three images, ``C is A + B``) with GEDI as the neural predicate.
 
 Runs the three arms (nesy, gedi, gedi+nesy) for each number of training examples over
-several seeds and writes the table (median ± std of test digit accuracy and NMI, query
-accuracy, wall time, training throughput) as Markdown and CSV, plus one CSV row per run.
+several seeds and writes the table (median (mean ± sample std) of digit accuracy and NMI,
+query accuracy, wall time, training throughput) as Markdown and CSV, plus one CSV row per run
+(every seed's figure).
 
+The protocol (README, "Protocol for results"): hyperparameters are chosen with ``--select``,
+on a validation split carved from each run's training pool; the final runs (the default mode)
+then read the test pool once, with seeds that were not used for choosing:
+
+    # choose: runs with --validation 0.1 into runs/table6/select/, table on the validation pool
+    python experiments/nesy_table6.py --select --data mnist --data-root ../shared/data/MNIST/raw \\
+        --sizes 100 --seeds 0,1,2 --out runs/table6
+    # final: other seeds, test pool; the header records which seeds chose the recipe
     python experiments/nesy_table6.py --data mnist --data-root ../shared/data/MNIST/raw \\
-        --sizes 100,1000 --seeds 0,1,2 --out runs/table6
-    python experiments/nesy_table6.py --data digits --sizes 100 --seeds 0,1,2 --epochs 20 --out runs/table6_digits
+        --sizes 100,1000 --seeds 10,11,12,13,14 --selection-seeds 0,1,2 --out runs/table6
 
-Every run is a gedi-nesy run folder under ``--out`` (config, log, checkpoint, metrics); a run
-whose metrics.json exists is reused, an interrupted one resumes from its checkpoint.
+Every run is a gedi-nesy run folder under ``--out`` (``--out``/select in ``--select`` mode);
+a run whose metrics.json exists is reused, an interrupted one resumes from its checkpoint.
 Sizes the data cannot supply (the pool runs out of a digit) are reported as skipped.
+The table's header names the protocol: the mode and the pool evaluated, the seeds used for
+choosing and for the final runs, the command, the data (paths relative to the repository).
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
+import shlex
 import statistics
 import sys
 import time
@@ -55,21 +67,66 @@ def fmt(values: list[float]) -> str:
     return f"{med:.3f} ({mean:.3f} ± {std:.3f})"
 
 
+def shown_path(path: str | os.PathLike | None) -> str | None:
+    """An absolute path as a path relative to the repository (e.g. ``../shared/data/MNIST/raw``);
+    a relative path as given: committed results never hold this machine's absolute paths."""
+    if path is None:
+        return None
+    path = str(path)
+    return os.path.relpath(path, REPO) if os.path.isabs(path) else path
+
+
+def shown_command(argv: list[str]) -> str:
+    """The command line, with every absolute path in it shown relative to the repository."""
+    words = []
+    for word in argv:
+        flag, eq, value = word.partition("=")
+        if eq and flag.startswith("-") and os.path.isabs(value):
+            word = f"{flag}={shown_path(value)}"
+        elif os.path.isabs(word):
+            word = shown_path(word)
+        words.append(word)
+    return shlex.join(["python", "experiments/nesy_table6.py", *words])
+
+
+def shown_note(note: str, data_root: str | None) -> str:
+    """A run's data note with the data root (as the run saw it) shown relative to the repository."""
+    if data_root and os.path.isabs(data_root):
+        for form in (str(Path(data_root)), data_root):
+            note = note.replace(form, shown_path(form))
+    return note
+
+
 def run_name(data: str, n: int, arm: str, seed: int) -> str:
     return f"{data}_n{n}_{arm.replace('+', '_')}_s{seed}"
+
+
+def job_config(n: int, arm: str, seed: int, settings: dict):
+    """The config of one run: the config file < the table's flags < ``--set``; the validation
+    split is the mode's (``--select``), never another layer's."""
+    flags = {"arm": arm, "seed": seed, "epochs": settings["epochs"],
+             "data": {"name": settings["data"], "data_root": settings["data_root"], "examples": n,
+                      "validation": settings["validation"]}}
+    cfg = build_nesy_config([(settings["config"], settings["base"]), ("flags", flags),
+                             ("--set", dotted_to_nested(parse_set(settings["sets"])))])
+    if cfg.data.validation != settings["validation"]:
+        raise GediError(f"data.validation={cfg.data.validation:g} from --set: the validation split is set by the mode "
+                        "(--select [--validation F]; the final mode has none)")
+    return cfg
 
 
 def run_one(n: int, arm: str, seed: int, settings: dict) -> dict:
     """Train (or reuse / resume) one run folder and return its table row."""
     torch.set_num_threads(settings["threads"])
     run_dir = Path(settings["out"]) / run_name(settings["data"], n, arm, seed)
-    flags = {"arm": arm, "seed": seed, "epochs": settings["epochs"],
-             "data": {"name": settings["data"], "data_root": settings["data_root"], "examples": n}}
     try:
-        cfg = build_nesy_config([(settings["config"], settings["base"]), ("flags", flags),
-                                 ("--set", dotted_to_nested(parse_set(settings["sets"])))])
+        cfg = job_config(n, arm, seed, settings)
         if (run_dir / "metrics.json").is_file():
             metrics = json.loads((run_dir / "metrics.json").read_text())
+            found = metrics.get("evaluated_on", "test")  # runs written before the protocol were all on test
+            if found != settings["evaluated_on"]:
+                raise GediError(f"{run_dir} was evaluated on the {found} pool, this table is on the "
+                                f"{settings['evaluated_on']} pool; use another --out")
         else:
             t0 = time.time()
             pools, model, train_q, test_q = prepare(cfg, quiet=True)
@@ -81,9 +138,74 @@ def run_one(n: int, arm: str, seed: int, settings: dict) -> dict:
         print(f"skip n={n} {arm} seed {seed}: {exc}", file=sys.stderr)
         return {"examples": n, "arm": arm, "seed": seed, "skipped": str(exc)}
     return {"examples": n, "arm": arm, "seed": seed, "epochs": metrics["epochs"],
+            "evaluated_on": metrics.get("evaluated_on", "test"),
             **{k: metrics.get(k) for k in ("digit_acc", "nmi", "cluster_acc", "query_acc", "max_cluster_share",
                                            "seconds", "train_seconds", "queries_per_s")},
-            "data_note": metrics.get("data_note", "")}
+            "data_note": shown_note(metrics.get("data_note", ""), settings["data_root"])}
+
+
+def build_table(runs: list[dict]) -> list[dict]:
+    """One row per (examples, arm): median (mean ± sample std) over the seeds that finished."""
+    table: list[dict] = []
+    for n in dict.fromkeys(r["examples"] for r in runs):
+        for arm in dict.fromkeys(r["arm"] for r in runs):
+            done = [r for r in runs if r["examples"] == n and r["arm"] == arm and "skipped" not in r]
+            if not done:
+                table.append({"examples": n, "arm": arm, "digit_acc": "skipped (why: runs.csv)", "nmi": "-",
+                              "query_acc": "-", "seconds": "-", "queries_per_s": "-", "seeds": 0,
+                              "paper (acc / NMI)": PAPER.get((n, arm), "-")})
+                continue
+            table.append({
+                "examples": n, "arm": arm,
+                "digit_acc": fmt([r["digit_acc"] for r in done]),
+                "nmi": fmt([r["nmi"] for r in done]),
+                "query_acc": fmt([r["query_acc"] for r in done if r["query_acc"] is not None]),
+                "seconds": f"{statistics.median(r['seconds'] for r in done):.0f}",
+                "queries_per_s": f"{statistics.median(r['queries_per_s'] for r in done):.1f}",
+                "epochs": done[0]["epochs"], "seeds": len(done),
+                "paper (acc / NMI)": PAPER.get((n, arm), "-"),
+            })
+    return table
+
+
+def seed_list(seeds) -> str:
+    return ", ".join(str(s) for s in seeds) if seeds else "none"
+
+
+def protocol_header(*, select: bool, data: str, data_root: str | None, validation: float, seeds: list[int],
+                    selection_seeds: list[int] | None, runs: list[dict], command: str) -> list[str]:
+    """The lines above the table: what was run, on which pool, with which seeds, from which data."""
+    done = sorted({r["seed"] for r in runs if "skipped" not in r})
+    where = shown_path(data_root) if data_root else ("scikit-learn's, embedded" if data == "digits" else "downloaded")
+    lines = [f"Command: `{command}`", ""]
+    if select:
+        lines += [f"Protocol: **selection runs** (`--select`): each run's training pool is split into a validation "
+                  f"pool ({validation:g} of its images, seeded by the run's seed) and the rest, from which the "
+                  "training examples are drawn; digit accuracy, NMI and query accuracy are measured on the "
+                  "**validation pool**. The test pool is not read by these runs. Seeds used for choosing: "
+                  f"{seed_list(seeds)}.", ""]
+    else:
+        chose = ("not stated (pass --selection-seeds)" if selection_seeds is None
+                 else seed_list(selection_seeds) + " (selection runs on the validation pool, `--select`)")
+        lines += [f"Protocol: **final runs** on the **test pool**, read once, by these runs. Seeds used for choosing "
+                  f"the recipe: {chose}; seeds of these final runs: {seed_list(seeds)}.", ""]
+        overlap = sorted(set(seeds) & set(selection_seeds or []))
+        if overlap:
+            lines += [f"Warning: seed(s) {seed_list(overlap)} were also used for choosing the recipe; their figures "
+                      "are not independent of that choice (optimistic).", ""]
+    lines += [f"Data: {data} ({where}); each run's pools:", ""]
+    notes: dict[str, list[int]] = {}
+    for r in runs:
+        if r.get("data_note"):
+            seeds_of_note = notes.setdefault(r["data_note"], [])
+            if r["seed"] not in seeds_of_note:
+                seeds_of_note.append(r["seed"])
+    lines += [f"- seed {seed_list(sorted(s))}: {note}" for note, s in notes.items()] + [""]
+    pool = "validation" if select else "test"
+    lines += [f"Seeds that finished: {seed_list(done)}. Each cell: median (mean ± sample std) over the seeds of "
+              f"{pool} digit accuracy (no matching), NMI and query accuracy (the paper reports the median); every "
+              "seed's figure is in runs.csv. Wall seconds per run (median); training throughput in queries/s.", ""]
+    return lines
 
 
 def main(argv=None) -> int:
@@ -91,10 +213,20 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="mnist", help="mnist | digits")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--sizes", default="100,1000,10000", help="training examples, comma-separated")
-    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--seeds", default=None,
+                    help="seeds of the runs (default 0,1,2; with --select: the seeds used for choosing, "
+                         "default --selection-seeds)")
+    ap.add_argument("--select", action="store_true",
+                    help="selection runs: --validation of each training pool is the validation pool, the table is "
+                         "on it and the test pool is never read; runs and table go to OUT/select")
+    ap.add_argument("--validation", type=float, default=0.1,
+                    help="with --select: share of each run's training pool held out for validation (default 0.1)")
+    ap.add_argument("--selection-seeds", default=None,
+                    help="final mode: the seeds the recipe was chosen with (recorded in the table's header)")
     ap.add_argument("--arms", default="nesy,gedi,gedi+nesy")
     ap.add_argument("--epochs", type=int, default=0, help="0: paper defaults (500/100/25)")
-    ap.add_argument("--config", default=str(REPO / "experiments/configs/nesy/table6.yaml"))
+    ap.add_argument("--config", default=str(REPO / "experiments/configs/nesy/table6.yaml"),
+                    help="config file (default: experiments/configs/nesy/table6.yaml)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
     ap.add_argument("--out", default="runs/table6")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -102,18 +234,43 @@ def main(argv=None) -> int:
                     help="write the table from the finished runs under --out; train nothing")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes; one per core)")
     ap.add_argument("--progress", action="store_true", help="progress bars (with --jobs 1)")
+    command = shown_command(list(sys.argv[1:] if argv is None else argv))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    def seeds_of(text: str, flag: str) -> list[int]:
+        try:
+            return [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            ap.error(f"{flag}: comma-separated integers, got {text!r}")
+
+    selection_seeds = None if args.selection_seeds is None else seeds_of(args.selection_seeds, "--selection-seeds")
+    if args.seeds is not None:
+        seeds = seeds_of(args.seeds, "--seeds")
+    else:
+        seeds = selection_seeds if args.select and selection_seeds is not None else [0, 1, 2]
+    if args.select:
+        if not 0 < args.validation < 1:
+            ap.error(f"--validation must lie in (0, 1), got {args.validation:g}")
+        if selection_seeds is not None and selection_seeds != seeds:
+            ap.error("--select runs the seeds used for choosing: --seeds and --selection-seeds differ")
+        selection_seeds = seeds
     base = read_config_file(args.config) if args.config else {}
-    out = Path(args.out)
+    out = Path(args.out) / "select" if args.select else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(n, arm, seed) for n in [int(s) for s in args.sizes.split(",")]
-            for arm in args.arms.split(",") for seed in [int(s) for s in args.seeds.split(",")]]
+            for arm in args.arms.split(",") for seed in seeds]
     order = {job: i for i, job in enumerate(jobs)}
     settings = dict(config=str(args.config), base=base, sets=args.set, data=args.data, data_root=args.data_root,
                     epochs=args.epochs, out=str(out), threads=args.threads,
-                    progress=args.progress and args.jobs == 1)
+                    progress=args.progress and args.jobs == 1,
+                    validation=args.validation if args.select else 0.0,
+                    evaluated_on="validation" if args.select else "test")
+    if jobs:
+        try:  # the config's errors (a bad --set, a validation split in the final mode) before any run
+            job_config(*jobs[0], settings)
+        except GediError as exc:
+            ap.error(str(exc))
     runs: list[dict] = []
 
     def record(row: dict) -> None:
@@ -139,32 +296,14 @@ def main(argv=None) -> int:
             for fut in as_completed(futures):
                 record(fut.result())
 
-    table: list[dict] = []
-    for n in dict.fromkeys(r["examples"] for r in runs):
-        for arm in dict.fromkeys(r["arm"] for r in runs):
-            done = [r for r in runs if r["examples"] == n and r["arm"] == arm and "skipped" not in r]
-            if not done:
-                table.append({"examples": n, "arm": arm, "digit_acc": "skipped (data too small)", "nmi": "-",
-                              "query_acc": "-", "seconds": "-", "queries_per_s": "-", "seeds": 0,
-                              "paper (acc / NMI)": PAPER.get((n, arm), "-")})
-                continue
-            table.append({
-                "examples": n, "arm": arm,
-                "digit_acc": fmt([r["digit_acc"] for r in done]),
-                "nmi": fmt([r["nmi"] for r in done]),
-                "query_acc": fmt([r["query_acc"] for r in done if r["query_acc"] is not None]),
-                "seconds": f"{statistics.median(r['seconds'] for r in done):.0f}",
-                "queries_per_s": f"{statistics.median(r['queries_per_s'] for r in done):.1f}",
-                "epochs": done[0]["epochs"], "seeds": len(done),
-                "paper (acc / NMI)": PAPER.get((n, arm), "-"),
-            })
+    table = build_table(runs)
     write_csv(out / "table6.csv", table)
     keys = list(table[0]) if table else []
-    note = next((r["data_note"] for r in runs if r.get("data_note")), "")
-    lines = [f"# Table 6: MNIST addition ({args.data})", "", f"Data: {note}", "",
-             f"Seeds: {', '.join(str(x) for x in sorted({r['seed'] for r in runs if 'skipped' not in r}))}. Median (mean ± sample std) over seeds of test digit accuracy (no matching) "
-             "and NMI; every seed's figure is in runs.csv. Wall seconds per run (median); training throughput "
-             "in queries/s.", "",
+    title = "selection runs, validation pool" if args.select else "final runs, test pool"
+    lines = [f"# Table 6: MNIST addition ({args.data}; {title})", "",
+             *protocol_header(select=args.select, data=args.data, data_root=args.data_root,
+                              validation=args.validation, seeds=seeds, selection_seeds=selection_seeds,
+                              runs=runs, command=command),
              "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(row.get(k, "")) for k in keys) + " |" for row in table]
     write_text(out / "table6.md", "\n".join(lines) + "\n")

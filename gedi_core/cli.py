@@ -42,6 +42,8 @@ TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--epochs": ("epochs", int, "training epochs (image data sets)"),
     "--train-subset": ("data.train_subset", int, "use only the first N training images (0: all)"),
     "--test-subset": ("data.test_subset", int, "use only the first N test images (0: all)"),
+    "--validation": ("data.validation", float, "share of the training set held out and evaluated on instead of "
+                     "the test split, which is then never read (for choosing hyperparameters; 0: off)"),
     "--eval-every": ("eval_every", int, "also evaluate test NMI every N epochs"),
     "--log-every": ("log_every", int, "log and monitor every N iterations"),
     "--ckpt-every": ("ckpt_every", int, "checkpoint every N iterations"),

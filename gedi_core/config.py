@@ -82,6 +82,9 @@ class DataConfig:
     download: bool = False  # let torchvision download missing files into data_root
     train_subset: int = 0  # use only the first N training images (0: all)
     test_subset: int = 0  # use only the first N test images (0: all)
+    # share of the training set held out (seeded by the run's seed) as the split the run is
+    # evaluated on, the test split not read at all: for choosing hyperparameters; 0: off
+    validation: float = 0.0
     jitter_p: float = 0.1  # probability of colour jitter per image
     jitter_strength: float = 0.4  # brightness/contrast/saturation factors in [1-s, 1+s], hue in [-s/4, s/4]
     gray_p: float = 0.1  # probability of grayscale per image
@@ -174,7 +177,7 @@ TRAIN_RANGES: dict[str, Range] = {
     "data.n_train": POSITIVE, "data.n_test": POSITIVE, "data.data_noise": NON_NEGATIVE,
     "data.aug_noise": NON_NEGATIVE, "data.train_subset": NON_NEGATIVE, "data.test_subset": NON_NEGATIVE,
     "data.jitter_p": PROBABILITY, "data.jitter_strength": PROBABILITY, "data.gray_p": PROBABILITY,
-    "data.crop_pad": NON_NEGATIVE,
+    "data.crop_pad": NON_NEGATIVE, "data.validation": Range(0, 1, open_high=True),
     **MODEL_RANGES, **SGLD_RANGES,
 }
 

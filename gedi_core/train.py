@@ -193,7 +193,8 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device, run: RunFolde
 
     def on_epoch_end(epoch: int, is_last: bool) -> dict[str, Any]:
         if by_epochs and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and not is_last:
-            return {f"test_{k}": round(v, 4) for k, v in evaluate_clustering(method, data).items()}
+            prefix = "val" if data.evaluated_on == "validation" else "test"
+            return {f"{prefix}_{k}": round(v, 4) for k, v in evaluate_clustering(method, data).items()}
         return {}
 
     options = FitOptions(epochs=epochs, log_every=cfg.log_every, ckpt_every=0 if by_epochs else cfg.ckpt_every,
@@ -206,6 +207,7 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device, run: RunFolde
         return {}
     metrics: dict[str, Any] = {
         **evaluate_clustering(method, data),
+        "evaluated_on": data.evaluated_on,  # test, or validation (data.validation: the test split is not read)
         "method": cfg.method,
         "dataset": cfg.data.name,
         "seed": cfg.seed,

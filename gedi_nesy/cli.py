@@ -36,8 +36,11 @@ NESY_FLAGS: dict[str, tuple[str, type, str]] = {
     "--test-queries": ("data.test_queries", str, "test queries for query_acc (same syntax)"),
     "--task": ("data.task", str, "example generator: auto | addition | sum | multi_addition"),
     "--examples": ("data.examples", int, "number of training examples"),
-    "--test-examples": ("data.test_examples", int, "number of generated test queries"),
+    "--test-examples": ("data.test_examples", int, "number of generated test queries (validation queries with --validation)"),
     "--seed": ("seed", int, "random seed (data split, examples, initialisation)"),
+    "--split-seed": ("data.split_seed", int, "seed of the train/test split of a single image set (-1: --seed)"),
+    "--validation": ("data.validation", float, "share of the training pool held out as the validation pool: "
+                     "evaluate there, never read the test pool (for choosing hyperparameters; 0: off)"),
     "--epochs": ("epochs", int, "epochs (0: paper default 500/100/25 for 100/1000/10000 examples)"),
     "--batch-size": ("batch_size", int, "queries per batch"),
     "--lr": ("lr", float, "Adam learning rate"),
@@ -118,8 +121,9 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
         train_q = task_queries(task, pools.train_y, cfg.data.examples, cfg.seed, "train")
     if cfg.data.test_queries is not None:
         test_q = read_query_file(cfg.data.test_queries, sizes, known, provable)
-    elif task is not None:
-        test_q = task_queries(task, pools.test_y, cfg.data.test_examples, cfg.seed + 1000, "test", strict=False)
+    elif task is not None:  # on the validation pool with data.validation, else the test pool
+        test_q = task_queries(task, pools.eval_y, cfg.data.test_examples, cfg.seed + 1000, pools.eval_source,
+                              strict=False)
     else:
         test_q = train_q  # only training queries were given: query_acc is measured on them
         notes.append("no --test-queries: query_acc is measured on the training queries")

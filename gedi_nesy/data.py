@@ -1,8 +1,8 @@
 """Image pools (embedded digits, MNIST, user .npz), addition examples and query files.
 
 Images are float tensors ``(N, 1, 28, 28)`` in ``[-1, 1]``; labels are int64 tensors.
-A program reaches image ``I`` of a pool through the term ``tensor(train(I))`` or
-``tensor(test(I))``.  Queries are built with placeholders for their images
+A program reaches image ``I`` of a pool through the term ``tensor(train(I))``,
+``tensor(test(I))`` or, with a validation split (``data.validation``), ``tensor(val(I))``.  Queries are built with placeholders for their images
 (``addition(gedi_img0, gedi_img1, gedi_img2)`` plus a substitution), so that DeepProbLog's
 exact engine compiles one circuit per query shape and reuses it (``cache=True``).
 """
@@ -33,21 +33,49 @@ DIGITS = range(10)  # the labels of every pool: the digit tasks and MNIST-style 
 
 @dataclass
 class Pools:
-    """Disjoint training and test pools of images."""
+    """Disjoint training and test pools of images, or (after :func:`carve_validation`) disjoint
+    training and validation pools, with the test pool set aside (``test_x``/``test_y`` None):
+    a run that selects hyperparameters never holds the test images."""
 
     train_x: Tensor
     train_y: Tensor | None  # None when the user's .npz has no train_labels
-    test_x: Tensor
-    test_y: Tensor
+    test_x: Tensor | None  # None in a validation run: the test pool is set aside
+    test_y: Tensor | None
     name: str
     note: str = ""  # said in the output, e.g. that a single split was divided
+    val_x: Tensor | None = None  # the validation pool (carved from the training pool), if any
+    val_y: Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
 
+    @property
+    def evaluated_on(self) -> str:
+        """``validation`` when the pools have a validation pool (the run is evaluated there), else ``test``."""
+        return "validation" if self.val_x is not None else "test"
+
+    @property
+    def eval_source(self) -> str:
+        """The tensor source of the evaluation pool: ``val`` (``tensor(val(I))``) or ``test``."""
+        return "val" if self.val_x is not None else "test"
+
+    @property
+    def eval_x(self) -> Tensor:
+        """The images the run is evaluated on: the validation pool if there is one, else the test pool."""
+        return self.val_x if self.val_x is not None else self.test_x
+
+    @property
+    def eval_y(self) -> Tensor:
+        return self.val_y if self.val_x is not None else self.test_y
+
+    def sources(self) -> dict[str, Tensor]:
+        """The pools a program may name (``train``, and ``test`` or ``val``), by tensor source name."""
+        named = {"train": self.train_x, "test": self.test_x, "val": self.val_x}
+        return {k: v for k, v in named.items() if v is not None}
+
     def sizes(self) -> dict[str, int]:
-        return {"train": int(self.train_x.shape[0]), "test": int(self.test_x.shape[0])}
+        return {k: int(v.shape[0]) for k, v in self.sources().items()}
 
 
 # ----------------------------------------------------------------------------- pools
@@ -237,21 +265,55 @@ def npz_images(path: str | Path) -> Pools:
     return Pools(tx, ty, vx, vy, "npz", note)
 
 
+VALIDATION_SEED_OFFSET = 101  # the validation carve draws its permutation with seed + this
+
+
+def carve_validation(pools: Pools, fraction: float, seed: int) -> Pools:
+    """A seeded (``seed``: the run's seed), disjoint share ``fraction`` of the training pool's
+    images as the validation pool; the training pool keeps the rest (re-indexed from 0), and the
+    test pool is set aside (not kept in the returned pools, so nothing downstream can read it).
+
+    The validation pool needs labels (digit accuracy / NMI and generated validation queries)."""
+    if not 0 < fraction < 1:
+        raise GediError(f"data.validation must lie in (0, 1) to carve a validation pool, got {fraction!r}")
+    if pools.train_y is None:
+        raise GediError("data.validation: the training images have no labels (add train_labels to the .npz); "
+                        "the validation pool needs them")
+    n = int(pools.train_x.shape[0])
+    n_val = int(round(n * fraction))
+    if not 0 < n_val < n:
+        raise GediError(f"data.validation {fraction:g} of {n} training images leaves "
+                        f"{'no validation' if n_val == 0 else 'no training'} image; choose another fraction")
+    tx, ty, vx, vy = _split(pools.train_x, pools.train_y, fraction, seed + VALIDATION_SEED_OFFSET)
+    n_test = 0 if pools.test_x is None else int(pools.test_x.shape[0])
+    note = (f"{pools.note}; validation split: {len(vy)} of these {n} training images (fraction {fraction:g}, "
+            f"seed {seed}) are the validation pool, the other {len(ty)} the training pool; the test pool "
+            f"({n_test} images) is set aside and not read by this run")
+    return Pools(tx, ty, None, None, pools.name, note, vx, vy)
+
+
 def load_pools(cfg: NesyDataConfig, seed: int) -> Pools:
-    """The pools named by ``cfg`` (errors are :class:`GediError`, raised before any training)."""
+    """The pools named by ``cfg`` (errors are :class:`GediError`, raised before any training).
+
+    ``seed`` splits a single set of images into training and test pools (unless
+    ``cfg.split_seed`` fixes that split) and, with ``cfg.validation > 0``, carves the validation
+    pool out of the training pool (:func:`carve_validation`)."""
+    split_seed = seed if cfg.split_seed < 0 else cfg.split_seed
     if cfg.images is not None or cfg.name == "npz":
         if cfg.images is None:
             raise GediError("data.name=npz needs --images FILE.npz")
         pools = npz_images(cfg.images)
     elif cfg.name == "digits":
-        pools = embedded_digits(cfg.test_fraction, seed)
+        pools = embedded_digits(cfg.test_fraction, split_seed)
     elif cfg.name == "mnist":
-        pools = mnist(cfg.data_root, cfg.test_fraction, seed, cfg.download)
+        pools = mnist(cfg.data_root, cfg.test_fraction, split_seed, cfg.download)
     else:
         raise GediError(f"unknown data '{cfg.name}' (known: digits, mnist, npz)")
     size = min(pools.input_shape[1:])
     if cfg.train_shift >= size:
         raise GediError(f"data.train_shift must be below the image size {size}, got {cfg.train_shift}")
+    if cfg.validation > 0:
+        pools = carve_validation(pools, cfg.validation, seed)
     return pools
 
 

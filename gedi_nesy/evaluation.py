@@ -1,8 +1,9 @@
-"""How well a trained NeSy model names the digits and answers the queries.
+"""How well a trained NeSy model names the digits and answers the queries, on the test pool, or on
+the validation pool for a run with ``data.validation`` (``evaluated_on`` says which).
 
 - ``digit_acc``: the network's output read through the program's domain, without any matching
   (what the program needs); ``nmi`` and ``cluster_acc`` (Hungarian-matched) of its clusters;
-- ``query_acc``: the share of test queries whose probability is on the same side of 0.5 as their
+- ``query_acc``: the share of evaluation queries (test, or validation with ``data.validation``) whose probability is on the same side of 0.5 as their
   target. Read it beside ``digit_acc``, never alone: the MNIST-addition queries are all positive
   (``a + b = c``, target 1), and a collapsed network that names every image 0 makes each of them
   true (``0 + 0 = 0``), so it scores ``query_acc`` 1.0 with ``digit_acc`` near 0.1.
@@ -67,15 +68,19 @@ def query_accuracy(model, queries: Sequence, batch_size: int = 100) -> float:
 
 def evaluate_nesy(model, pools, domains: Mapping[str, Sequence], test_queries: Sequence | None = None,
                   with_queries: bool = True) -> dict[str, Any]:
-    """Digit accuracy / NMI of each GEDI network on the test images (the first network's at the
-    top level, every network's under ``networks``) and the query accuracy.
+    """Digit accuracy / NMI of each GEDI network on the evaluation images (the first network's at
+    the top level, every network's under ``networks``) and the query accuracy on ``test_queries``.
 
+    The evaluation images are the pools' validation pool when they have one, else the test pool:
+    ``evaluated_on`` says which (``validation`` | ``test``); with a validation pool, the test pool
+    is not part of the pools at all.
     ``domains``: each network's ``nn`` domain (:func:`gedi_nesy.program.network_domains`)."""
     per_net: dict[str, dict[str, float]] = {}
     for name, net in gedi_networks(model).items():
         if name in domains:
-            per_net[name] = digit_metrics(net.network_module, pools.test_x, pools.test_y, domains[name])
+            per_net[name] = digit_metrics(net.network_module, pools.eval_x, pools.eval_y, domains[name])
     metrics: dict[str, Any] = dict(next(iter(per_net.values()))) if per_net else {}
+    metrics["evaluated_on"] = pools.evaluated_on
     if len(per_net) > 1:
         metrics["networks"] = per_net
     if with_queries and test_queries is not None:

@@ -130,7 +130,8 @@ def network_domains(info: ProgramInfo) -> dict[str, list]:
 def build_nesy_model(program: str | Path, networks: Sequence, pools=None, cache: bool = True,
                      engine: str = "batched", compile_cache: str | Path | None = None):
     """A DeepProbLog ``Model`` of ``program`` with ``networks``, its inference engine and the
-    pools as tensor sources ``train``/``test``.
+    pools as tensor sources ``train`` and ``test`` (``val`` instead of ``test`` for pools with a
+    validation split).
 
     ``engine``: ``batched`` (gedi_nesy.engine: each query shape compiled once to an SDD by
     DeepProbLog, evaluated as a tensorised circuit for the whole batch) or ``exact``
@@ -146,7 +147,7 @@ def build_nesy_model(program: str | Path, networks: Sequence, pools=None, cache:
     check_program(inspect_program(program), networks)
     model = Model(str(program), list(networks))
     set_engine(model, engine, cache=cache, disk_cache=compile_cache)
-    if pools is not None:
-        model.add_tensor_source("train", ImagePool(pools.train_x, "train"))
-        model.add_tensor_source("test", ImagePool(pools.test_x, "test"))
+    if pools is not None:  # train and test, or train and val (validation split: no test pool)
+        for source, images in pools.sources().items():
+            model.add_tensor_source(source, ImagePool(images, source))
     return model

@@ -104,7 +104,10 @@ def train_nesy(
     Writes ``config.yaml`` (the resolved config), ``log.csv``, ``epochs.csv`` (one row per epoch,
     with digit accuracy / NMI every ``eval_every`` epochs), ``checkpoint.pt`` (every epoch),
     figures and ``metrics.json`` to ``out``; ``resume`` continues the checkpoint there. Returns
-    the final metrics: digit_acc, nmi, query_acc, seconds, queries_per_s, ...
+    the final metrics: digit_acc, nmi, query_acc, seconds, queries_per_s, ..., and
+    ``evaluated_on``: ``test``, or ``validation`` when the pools have a validation split
+    (``data.validation``; then ``test_queries`` are the validation queries and the test pool is
+    never read).
 
     Under torchrun (``dist``, from :func:`gedi_core.distributed.init_distributed`) each rank
     grounds and evaluates its share of every batch's queries with its own replay buffer and
@@ -119,6 +122,7 @@ def train_nesy(
     if not train_queries:
         raise GediError("no training queries")
     cfg = checked_config(cfg, model, len(train_queries), len(test_queries or []))
+    check_pools(cfg, pools)
     program = Path(cfg.program)
     domains = network_domains(model_program(model))
     dist = dist or DistInfo()
@@ -145,7 +149,7 @@ def train_nesy(
     def on_epoch_end(epoch: int, is_last: bool) -> dict[str, Any]:
         if (epoch + 1) % cfg.eval_every == 0 or is_last:
             found = evaluate_nesy(model, pools, domains, with_queries=False)
-            return {k: v for k, v in found.items() if k != "networks"}
+            return {k: v for k, v in found.items() if k not in ("networks", "evaluated_on")}
         return {}
 
     label = f"{cfg.arm} {program.stem} seed {cfg.seed}"
@@ -166,7 +170,9 @@ def train_nesy(
         "data": pools.name,
         "data_note": pools.note,
         "examples": len(train_queries),
-        "test_queries": len(test_queries) if test_queries is not None else 0,
+        # the number of evaluation queries (query_acc), named after the pool they are drawn from
+        ("validation_queries" if pools.evaluated_on == "validation" else "test_queries"):
+            len(test_queries) if test_queries is not None else 0,
         "epochs": cfg.epochs,
         "seed": cfg.seed,
         "weights": weights,
@@ -187,6 +193,18 @@ def train_nesy(
         run.finish(metrics)
     barrier(dist)
     return metrics
+
+
+def check_pools(cfg: NesyConfig, pools) -> None:
+    """The pools match the config's protocol: a validation pool (and no test pool) exactly when
+    ``data.validation`` is set, so that ``evaluated_on`` and the config agree."""
+    if cfg.data.validation > 0 and (pools.val_x is None or pools.test_x is not None):
+        raise GediError(f"data.validation is {cfg.data.validation:g} but the pools have "
+                        f"{'no validation pool' if pools.val_x is None else 'a test pool'}; "
+                        "build them with gedi_nesy.load_pools(cfg.data, cfg.seed)")
+    if cfg.data.validation == 0 and pools.val_x is not None:
+        raise GediError("the pools have a validation pool but data.validation is 0; set data.validation to the "
+                        "fraction they were carved with")
 
 
 def engine_stats(model) -> dict[str, Any]:

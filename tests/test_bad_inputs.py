@@ -113,6 +113,7 @@ CASES = [
     case("core-reinit-freq", "core", ["--reinit-freq", "1.5"], {}, "sgld.reinit_freq must lie in [0, 1], got 1.5"),
     case("core-jitter-p", "core", ["--set", "data.jitter_p=-0.1"], {}, "data.jitter_p must lie in [0, 1], got -0.1"),
     case("core-sgld-init", "core", ["--set", "sgld.init_low=5"], {}, "sgld.init_low (5.0) must be below sgld.init_high"),
+    case("core-validation-one", "core", ["--validation", "1"], {}, "data.validation must lie in [0, 1), got 1.0"),
     # --- gedi-core: config files
     case("core-config-binary", "core", ["--config", "{tmp}/c.yaml"], {"c.yaml": raw(b"lr: \xff\xfe\x00\x01")},
      "{tmp}/c.yaml: not a text file (byte 0xff at offset 4"),
@@ -147,6 +148,10 @@ CASES = [
     case("nesy-zero-batch", "nesy", ["--batch-size", "0"], {}, "batch_size must be > 0, got 0"),
     case("nesy-nothing-trains", "nesy", ["--arm", "nesy", "--w-nesy", "0"], {}, "arm 'nesy': every weight it uses is 0"),
     case("nesy-train-shift", "nesy", ["--train-shift", "28"], {}, "data.train_shift must be below the image size 28"),
+    case("nesy-validation-one", "nesy", ["--validation", "1"], {}, "data.validation must lie in [0, 1), got 1.0"),
+    case("nesy-validation-queries", "nesy", ["--validation", "0.1", "--program", str(SUM_PL), "--queries", "{tmp}/q.txt"],
+     {"q.txt": text("sum(tensor(train(0)), tensor(train(1)), 3).\n")},
+     "data.validation: cannot be combined with --queries"),
     # --- gedi-nesy: query files
     case("nesy-query-negative-p", "nesy", ["--program", str(SUM_PL), "--queries", "{tmp}/q.txt"],
      {"q.txt": text("sum(tensor(train(0)), tensor(train(1)), 3).\n-0.5::sum(tensor(train(2)), tensor(train(3)), 4).\n")},

@@ -8,6 +8,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from gedi_core.errors import GediError
+
 Augment = Callable[[Tensor, torch.Generator | None], Tensor]
 
 
@@ -26,7 +28,11 @@ def gaussian_noise(sigma: float) -> Augment:
 
 @dataclass
 class DataBundle:
-    """Train/test tensors with labels (labels are only used for evaluation)."""
+    """Train/test tensors with labels (labels are only used for evaluation).
+
+    ``test_x``/``test_y`` are the held-out split the run is evaluated on: the test split, or
+    (``evaluated_on == "validation"``, see :func:`carve_validation`) a validation split carved
+    from the training set, the test split then being left out of the bundle altogether."""
 
     name: str
     train_x: Tensor
@@ -36,7 +42,28 @@ class DataBundle:
     num_classes: int
     augment: Augment
     note: str = ""
+    evaluated_on: str = "test"  # test | validation: what test_x/test_y hold
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
+
+
+VALIDATION_SEED_OFFSET = 101  # the validation carve draws its permutation with seed + this
+
+
+def carve_validation(data: DataBundle, fraction: float, seed: int) -> DataBundle:
+    """A seeded (``seed``: the run's seed), disjoint share ``fraction`` of the training set as the
+    held-out split: the run trains on the rest and is evaluated on it; the test split is dropped
+    from the bundle, so nothing downstream can read it (``evaluated_on`` becomes ``validation``)."""
+    n = int(data.train_x.shape[0])
+    n_val = int(round(n * fraction))
+    if not 0 < n_val < n:
+        raise GediError(f"data.validation {fraction:g} of {n} training samples leaves "
+                        f"{'no validation' if n_val == 0 else 'no training'} sample; choose another fraction")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + VALIDATION_SEED_OFFSET))
+    val, train = perm[:n_val], perm[n_val:]
+    note = (f"{data.note}; validation split: {n_val} of these {n} training samples (fraction {fraction:g}, seed "
+            f"{seed}) are held out for evaluation, the other {n - n_val} train; the test split is not read")
+    return DataBundle(data.name, data.train_x[train], data.train_y[train], data.train_x[val], data.train_y[val],
+                      data.num_classes, data.augment, note, "validation")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from gedi_core.config import DataConfig
-from gedi_core.data.base import DataBundle
+from gedi_core.data.base import DataBundle, carve_validation
 from gedi_core.errors import GediError
 
 Loader = Callable[[DataConfig, int], DataBundle]
@@ -19,7 +19,13 @@ def register_dataset(name: str, loader: Loader) -> None:
 
 
 def load_dataset(cfg: DataConfig, seed: int) -> DataBundle:
-    """Load the data set named ``cfg.name``; unknown names raise :class:`GediError`."""
+    """Load the data set named ``cfg.name``; unknown names raise :class:`GediError`.
+
+    With ``cfg.validation > 0`` the bundle holds a validation split carved from the training set
+    in place of the test split (:func:`gedi_core.data.base.carve_validation`)."""
     if cfg.name not in DATASETS:
         raise GediError(f"unknown dataset '{cfg.name}' (known: {', '.join(sorted(DATASETS))})")
-    return DATASETS[cfg.name](cfg, seed)
+    data = DATASETS[cfg.name](cfg, seed)
+    if cfg.validation > 0:
+        data = carve_validation(data, cfg.validation, seed)
+    return data

@@ -19,7 +19,8 @@ def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"),
                  progress: bool = True) -> dict[str, Any]:
     """Evaluate run folder ``run``; returns (and writes to ``OUT/eval.json``) a flat metrics dict.
 
-    - ``nmi``: NMI / ACC / ARI of the cluster assignments on the test split;
+    - ``nmi``: NMI / ACC / ARI of the cluster assignments on the test split (on the validation
+      split carved from the training set for a run with ``data.validation``: ``evaluated_on``);
     - ``probe``: linear-probe accuracy on frozen backbone features (Table 10);
     - ``ood``: AUROC of ``s(x) = -||dE/dx||`` (and of ``-E(x)``), test split vs each ``ood_datasets``
       test split (Tables 5, 11, 12);
@@ -41,7 +42,8 @@ def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"),
         fid_metric = make_fid_metric(fid_features, tuple(data.input_shape[-2:]))
     out_dir = Path(out) if out is not None else Path(run)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"run": str(run), "method": cfg.method, "dataset": cfg.data.name, "seed": cfg.seed}
+    result: dict[str, Any] = {"run": str(run), "method": cfg.method, "dataset": cfg.data.name, "seed": cfg.seed,
+                              "evaluated_on": data.evaluated_on}
 
     def say(msg: str) -> None:
         if progress:
