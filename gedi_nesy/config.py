@@ -42,8 +42,8 @@ def nesy_sgld() -> SGLDConfig:
 class NesyWeights:
     """``w_nesy L_NESY + w_gen L_GEN + w_prior L_PRIOR + w_inv L_INV``; the arm masks some of them.
 
-    Defaults: the recipe of experiments/nesy_trials.md (L_GEN at weight 1 saturates and stalls
-    the NeSy term on MNIST addition; 0.04 = the paper's gen/nesy ratio 1/25)."""
+    Defaults: the NeSy recipe (gen 0.04 = the paper's gen/nesy ratio 1/25); how it was chosen
+    and what each setting gave: experiments/nesy_trials.md."""
 
     nesy: float = 1.0
     gen: float = 0.04
@@ -74,8 +74,8 @@ class NesyDataConfig:
     # test pool is not read at all. For choosing hyperparameters; 0: off (final runs, test pool)
     validation: float = 0.0
     aug_noise: float = 0.2  # Gaussian-noise augmentation sigma (L_INV)
-    # random shift (pixels) of the training images the networks see (0: off); not in the paper:
-    # at 100 MNIST-addition examples it lifts digit accuracy from 0.27 to 0.51 (nesy_trials.md)
+    # random shift (pixels) of the training images the networks see (0: off); not in the paper,
+    # part of the recipe (experiments/nesy_trials.md)
     train_shift: int = 2
 
 
@@ -89,7 +89,7 @@ class NesyConfig:
     seed: int = 0
     epochs: int = 0  # 0: the paper's default for the number of examples (500 / 100 / 25)
     batch_size: int = 60
-    lr: float = 3e-3  # paper: 1e-4; 3e-3 names the digits within 500 epochs at 100 examples (nesy_trials.md)
+    lr: float = 3e-3  # Adam; the paper's is 1e-4 (experiments/nesy_trials.md)
     weight_decay: float = 1e-4
     prior: str = "entropy"  # entropy: -H(mean p) (paper appendix O) | uniform: CE(uniform, mean p)
     device: str = "cpu"
