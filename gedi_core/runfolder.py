@@ -122,15 +122,19 @@ class RunFolder:
     """One run's folder. ``open`` checks it before any data is loaded; ``resume_state`` loads and
     checks the checkpoint; the ``write_*`` methods write atomically (on the main process only).
 
-    ``config`` is the run's resolved config as a nested dict (what ``config.yaml`` holds).
+    ``config`` is the run's resolved config as a nested dict (what ``config.yaml`` holds);
+    ``defaults`` the config class's defaults (same layout).
     """
 
     def __init__(self, path: str | Path, config: Mapping[str, Any], resume: bool = False,
-                 is_main: bool = True) -> None:
+                 is_main: bool = True, defaults: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.config = dict(config)
         self.resume = resume
         self.is_main = is_main
+        #: the config's defaults: a key added to the config after a checkpoint was written is
+        #: compared with its default when that checkpoint is resumed
+        self.defaults = dict(defaults or {})
 
     @property
     def checkpoint_path(self) -> Path:
@@ -174,7 +178,8 @@ class RunFolder:
         saved = state.get("config")
         if not isinstance(saved, Mapping):
             raise GediError(f"{self.checkpoint_path}: the checkpoint holds no config; it cannot be resumed")
-        diff = config_differences(saved, self.config)
+        filled = {**flatten(self.defaults), **flatten(saved)}
+        diff = config_differences(filled, self.config)
         if diff:
             raise GediError(f"--resume: the config differs from the checkpoint's ({'; '.join(diff)}); "
                             "resume with the same settings or choose a fresh --out")

@@ -167,7 +167,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False,
         raise GediError(f"dataset '{cfg.data.name}' trains by epochs: set epochs > 0 (--epochs N)")
     info, device = init_distributed(cfg.device)
     try:
-        run = RunFolder(out, to_dict(cfg), resume, info.is_main).open() if out is not None else None
+        run = (RunFolder(out, to_dict(cfg), resume, info.is_main, defaults=to_dict(TrainConfig())).open()
+               if out is not None else None)
         barrier(info)
         return _train(cfg, info, device, run, by_epochs, progress)
     finally:

@@ -130,7 +130,7 @@ def train_nesy(
         raise GediError(f"batch_size {cfg.batch_size} cannot be shared by {dist.world_size} processes")
     run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, resume, dist.is_main).open()
     if run is not None:
-        run.config = to_dict(cfg)
+        run.config, run.defaults = to_dict(cfg), to_dict(NesyConfig())
 
     weights = cfg.active_weights()
     params = [p for net in model.networks.values() for p in net.network_module.parameters()]

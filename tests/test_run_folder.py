@@ -234,3 +234,17 @@ def test_gedi_nesy_on_two_cpu_processes_equals_one_process_with_the_same_global_
     b = load_checkpoint(tmp_path / "one" / "checkpoint.pt")["step"]["model"]["networks"]["gedi_net"]
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+
+
+def test_a_key_added_to_the_config_later_resumes_at_its_default(tmp_path):
+    """A checkpoint written before a config key existed resumes when the key keeps its default,
+    and is refused when it does not."""
+    old = RunFolder(tmp_path / "run", {"lr": 0.1}).open()
+    old.write_config()
+    old.save({"x": 1})
+    defaults = {"lr": 0.1, "data": {"validation": 0.0}}
+    same = RunFolder(tmp_path / "run", {"lr": 0.1, "data": {"validation": 0.0}}, resume=True, defaults=defaults)
+    assert same.open().resume_state()["x"] == 1
+    other = RunFolder(tmp_path / "run", {"lr": 0.1, "data": {"validation": 0.2}}, resume=True, defaults=defaults)
+    with pytest.raises(GediError, match=r"data.validation: 0.0 -> 0.2"):
+        other.open().resume_state()
