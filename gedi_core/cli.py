@@ -31,6 +31,8 @@ TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
     "--sgld-noise": ("sgld.noise", float, "SGLD noise standard deviation"),
     "--buffer-size": ("sgld.buffer_size", int, "replay buffer size"),
     "--reinit-freq": ("sgld.reinit_freq", float, "replay buffer reinitialisation frequency"),
+    "--sgld-chains": ("sgld.chains", int, "SGLD chains per step (0: one per input image)"),
+    "--sgld-every": ("sgld.every", int, "run SGLD every N steps, re-scoring the last samples in between (1: every step)"),
     "--tau": ("model.tau", float, "temperature of the cluster head"),
     "--num-clusters": ("model.num_clusters", int, "number of clusters c"),
     "--backbone": ("model.backbone", str, "backbone (mlp, resnet8, lenet)"),

@@ -32,6 +32,11 @@ class SGLDConfig:
     """Stochastic-gradient Langevin dynamics with a persistent replay buffer (JEM-style).
 
     One step: ``x <- x - step_size * dE/dx + noise * N(0, I)``.
+
+    ``chains``: SGLD chains drawn per training step (0: one per input of the batch, the paper's
+    setting); ``L_GEN`` compares the batch's mean energy with the mean over these chains.
+    ``every``: run SGLD only on every ``every``-th step (1: every step, the paper's setting); in
+    between, ``L_GEN`` re-scores the samples of the last SGLD run with the current network.
     """
 
     steps: int = 1
@@ -41,6 +46,8 @@ class SGLDConfig:
     reinit_freq: float = 0.05
     init_low: float = -3.0
     init_high: float = 3.0
+    chains: int = 0
+    every: int = 1
 
 
 @dataclass
@@ -168,7 +175,8 @@ MODEL_RANGES: dict[str, Range] = {
 }
 SGLD_RANGES: dict[str, Range] = {
     "sgld.steps": NON_NEGATIVE, "sgld.step_size": NON_NEGATIVE, "sgld.noise": NON_NEGATIVE,
-    "sgld.buffer_size": POSITIVE, "sgld.reinit_freq": PROBABILITY,
+    "sgld.buffer_size": POSITIVE, "sgld.reinit_freq": PROBABILITY, "sgld.chains": NON_NEGATIVE,
+    "sgld.every": POSITIVE,
 }
 TRAIN_RANGES: dict[str, Range] = {
     "seed": SEED, "iters": POSITIVE, "batch_size": POSITIVE, "lr": LEARNING_RATE, "weight_decay": NON_NEGATIVE,

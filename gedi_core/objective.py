@@ -59,6 +59,12 @@ class GEDILoss(nn.Module):
     A zero weight skips a term and its cost (no SGLD when ``gen == 0``). ``seed`` seeds the
     replay buffer; the augmentation draws from ``generator`` (default: its own, seeded
     ``seed + 1``). SGLD's noise comes from torch's global generator.
+
+    Two levers make ``L_GEN`` cheaper (both off by default, the paper's setting):
+    ``sgld.chains`` draws that many chains per call instead of one per input, and
+    ``sgld.every = k`` runs SGLD only on calls 0, k, 2k, ...; the calls in between re-score the
+    samples of the last SGLD run (kept detached) with the current network. The call counter and
+    the kept samples are part of the state, so a checkpoint resumes mid-cycle exactly.
     """
 
     def __init__(
@@ -89,6 +95,8 @@ class GEDILoss(nn.Module):
         self.seed = seed
         self.generator = generator if generator is not None else torch.Generator().manual_seed(seed + 1)
         self.sampler: EnergySampler | None = None
+        self.gen_calls = 0  # calls that computed L_GEN (sgld.every counts these)
+        self.kept: Tensor | None = None  # the last SGLD samples (sgld.every > 1)
 
     # ----------------------------------------------------------------------------- sampler
     def sampler_for(self, x: Tensor) -> EnergySampler:
@@ -105,6 +113,22 @@ class GEDILoss(nn.Module):
         """The replay buffer's chains (None before the first SGLD step or without ``L_GEN``)."""
         return self.sampler.buffer.data if self.sampler is not None else None
 
+    def gen_samples(self, net: LogitsFn, x: Tensor) -> Tensor:
+        """The samples ``L_GEN`` contrasts with ``x`` on this call (detached): ``sgld.chains``
+        fresh SGLD samples (0: ``len(x)``) on every ``sgld.every``-th call, else the kept ones."""
+        cfg = self.sgld
+        sampler = self.sampler_for(x)
+        if cfg.every > 1 and self.kept is not None and self.gen_calls % cfg.every != 0:
+            samples = self.kept.to(x.device)
+        else:
+            n = cfg.chains if cfg.chains > 0 else x.shape[0]
+            samples = sampler.draw(lambda s: energy_from_logits(net(s)), n)
+            if not bool(torch.isfinite(samples).all()):
+                raise NonFiniteError("SGLD samples are not finite (sgld.step_size or sgld.noise too large?)")
+            self.kept = samples if cfg.every > 1 else None
+        self.gen_calls += 1
+        return samples
+
     # ----------------------------------------------------------------------------- terms
     def terms(self, net: LogitsFn, x: Tensor, logits: Tensor | None = None) -> dict[str, Tensor]:
         """The unweighted terms with a non-zero weight, in the order gen, inv, prior.
@@ -115,9 +139,7 @@ class GEDILoss(nn.Module):
         w = self.weights
         out: dict[str, Tensor] = {}
         if w["gen"] > 0:
-            samples = self.sampler_for(x).draw(lambda s: energy_from_logits(net(s)), x.shape[0])
-            if not bool(torch.isfinite(samples).all()):
-                raise NonFiniteError("SGLD samples are not finite (sgld.step_size or sgld.noise too large?)")
+            samples = self.gen_samples(net, x)
             out["gen"] = gen_loss(energy_from_logits(logits), energy_from_logits(net(samples)))
         if w["inv"] > 0:
             assert self.augment is not None
@@ -140,10 +162,14 @@ class GEDILoss(nn.Module):
     def get_extra_state(self) -> dict[str, Any]:
         return {"sampler": self.sampler.state_dict() if self.sampler is not None else None,
                 "shape": self.sampler.buffer.shape if self.sampler is not None else None,
-                "generator": self.generator.get_state()}
+                "generator": self.generator.get_state(),
+                "gen_calls": self.gen_calls,
+                "kept": self.kept.cpu() if self.kept is not None else None}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+        self.gen_calls = int(state.get("gen_calls", 0))
+        self.kept = state.get("kept")
         if state.get("sampler") is not None:
             if self.sampler is None:
                 data = state["sampler"]["data"]
@@ -152,4 +178,5 @@ class GEDILoss(nn.Module):
 
     def extra_repr(self) -> str:
         w = ", ".join(f"{k}={v:g}" for k, v in self.weights.items())
-        return f"{w}, prior_form={self.prior_form}, sgld_steps={self.sgld.steps}"
+        return f"{w}, prior_form={self.prior_form}, sgld_steps={self.sgld.steps}, sgld_chains={self.sgld.chains}, " \
+               f"sgld_every={self.sgld.every}"

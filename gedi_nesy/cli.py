@@ -55,6 +55,8 @@ NESY_FLAGS: dict[str, tuple[str, type, str]] = {
     "--sgld-noise": ("sgld.noise", float, "SGLD noise standard deviation"),
     "--buffer-size": ("sgld.buffer_size", int, "replay buffer size"),
     "--reinit-freq": ("sgld.reinit_freq", float, "replay buffer reinitialisation frequency"),
+    "--sgld-chains": ("sgld.chains", int, "SGLD chains per step (0: one per input image)"),
+    "--sgld-every": ("sgld.every", int, "run SGLD every N steps, re-scoring the last samples in between (1: every step)"),
     "--aug-noise": ("data.aug_noise", float, "Gaussian-noise augmentation sigma"),
     "--train-shift": ("data.train_shift", int, "random shift in pixels of the training images (0: off)"),
     "--tau": ("model.tau", float, "temperature of the cluster head"),
