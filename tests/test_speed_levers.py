@@ -17,7 +17,7 @@ from gedi_core.losses import gen_loss, prior_loss
 from gedi_core.models import energy_from_logits
 from gedi_core.objective import GEDILoss
 from gedi_core.sgld import EnergySampler
-from gedi_nesy.config import NesyConfig, nesy_sgld
+from gedi_nesy.config import NesyConfig, nesy_recipe_sgld, nesy_sgld
 
 SHAPE = (1, 6, 6)
 
@@ -65,7 +65,7 @@ def count_draws(monkeypatch) -> list[int]:
 def test_defaults_are_the_paper_setting_bit_for_bit():
     """chains=0, every=1 = the code before the levers: one fresh chain per input on every call."""
     assert (SGLDConfig().chains, SGLDConfig().every) == (0, 1)
-    assert (nesy_sgld().chains, nesy_sgld().every) == (0, 1)
+    assert (nesy_sgld().chains, nesy_sgld().every, nesy_sgld().buffer_size) == (0, 1, 10000)
     xs = batches(4)
     net_a, net_b = small_net(), small_net()
     objective = GEDILoss(gen=1.0, inv=0.0, prior=1.0, sgld=sgld_cfg(), seed=3)
@@ -203,3 +203,22 @@ def test_flags_set_the_levers():
     args = nesy_cli.build_parser().parse_args(["train", "--sgld-chains", "60", "--sgld-every", "2"])
     cfg = nesy_cli.resolve_config(args)
     assert (cfg.sgld.chains, cfg.sgld.every, cfg.sgld.steps) == (60, 2, 20)
+
+
+def test_sgld_builds_no_parameter_gradients():
+    """SGLD differentiates the energy w.r.t. the inputs only: the parameters' .grad stay unset."""
+    objective = GEDILoss(gen=1.0, inv=0.0, prior=0.0, sgld=sgld_cfg(chains=4))
+    net = small_net()
+    objective.gen_samples(net, batches(1)[0])
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_the_nesy_recipe_uses_the_measured_levers_and_the_plugin_the_papers():
+    """gedi-nesy's recipe (batch 60): 60 chains every 2nd step, buffer 3333 (nesy_trials.md,
+    session 3); the plugin's GEDILoss keeps one chain per image, as its batches are the user's."""
+    from gedi_nesy.plugin import GEDILoss as PluginLoss
+
+    recipe = NesyConfig().sgld
+    assert recipe == nesy_recipe_sgld()
+    assert (recipe.chains, recipe.every, recipe.buffer_size, recipe.steps) == (60, 2, 3333, 20)
+    assert PluginLoss().sgld == nesy_sgld()
