@@ -150,9 +150,10 @@ def fit(
         if run is None:
             return
         check_finite_parameters(params, f"epoch {epoch + 1} step {res.steps}")
-        own = {"step": {"local": step.state_dict()["local"]}, "rng": rng_state()}
+        step_state = step.state_dict()  # once: it copies the replay buffer
+        own = {"step": {"local": step_state["local"]}, "rng": rng_state()}
         if dist.is_main:
-            run.save({**own, "step": step.state_dict(), "optimizer": optimizer.state_dict(),
+            run.save({**own, "step": step_state, "optimizer": optimizer.state_dict(),
                       "batches": batches.state_dict(),
                       "loop": {"world_size": dist.world_size, "epoch": epoch, "pos": pos, "steps": res.steps,
                                "items": res.items, "seconds": elapsed, "epoch_acc": epoch_acc, "rows": res.rows,

@@ -169,16 +169,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from gedi_core.config import from_dict
-    from gedi_core.runfolder import CHECKPOINT, load_checkpoint
     from gedi_nesy.evaluation import evaluate_nesy
+    from gedi_nesy.predict import run_config
     from gedi_nesy.program import inspect_program, network_domains
 
     run = Path(args.run)
-    if not (run / CHECKPOINT).is_file():
-        raise GediError(f"--run {run}: no {CHECKPOINT} there")
-    state = load_checkpoint(run / CHECKPOINT)
-    cfg = from_dict(NesyConfig, state["config"], f"{run}/{CHECKPOINT}").validate()
+    cfg, state = run_config(run)
     pools, model, _, test_q = prepare(cfg)
     for name, net in model.networks.items():
         net.network_module.load_state_dict(state["step"]["model"]["networks"][name])

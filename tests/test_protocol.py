@@ -4,11 +4,13 @@ absolute paths in committed results (fast, offline)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import re
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -101,6 +103,24 @@ def test_training_queries_never_touch_validation_or_test_images():
 SENTINEL = 0.123456
 
 
+@contextlib.contextmanager
+def sentinel_inputs(dims: int) -> Iterator[dict[str, int]]:
+    """Watch every input any torch module sees: ``seen["test"]`` counts the ``dims``-dimensional
+    inputs' rows that are entirely SENTINEL (a test image or point reaching a network)."""
+    seen = {"test": 0}
+
+    def hook(module, inputs):
+        for x in inputs:
+            if isinstance(x, torch.Tensor) and x.dim() == dims and x.numel():
+                seen["test"] += int((x == SENTINEL).flatten(1).all(1).sum())
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
 @pytest.fixture
 def marked_test_pool(monkeypatch):
     """The embedded digits' test images become a constant SENTINEL image, and every input any
@@ -115,16 +135,8 @@ def marked_test_pool(monkeypatch):
         return pools
 
     monkeypatch.setattr(data, "embedded_digits", marked)
-    seen = {"test": 0}
-
-    def hook(module, inputs):
-        for x in inputs:
-            if isinstance(x, torch.Tensor) and x.dim() == 4 and x.numel():
-                seen["test"] += int((x == SENTINEL).flatten(1).all(1).sum())
-
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
-    yield seen
-    handle.remove()
+    with sentinel_inputs(4) as seen:
+        yield seen
 
 
 def test_with_validation_the_test_pool_is_never_evaluated(tmp_path, capsys, marked_test_pool):
@@ -256,15 +268,7 @@ def test_core_run_with_validation_never_reads_the_test_split(tmp_path, capsys, m
         return data
 
     monkeypatch.setitem(DATASETS, "moons", marked)
-    seen = {"test": 0}
-
-    def hook(module, inputs):
-        for x in inputs:
-            if isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[-1] == 2 and x.numel():
-                seen["test"] += int((x == SENTINEL).all(1).sum())
-
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
-    try:
+    with sentinel_inputs(2) as seen:
         args = ["train", "--dataset", "moons", "--n-train", "200", "--iters", "10", "--log-every", "5",
                 "--batch-size", "50", "--sgld-steps", "2", "--seed", "0", "--no-progress"]
         assert core_cli.main([*args, "--validation", "0.1", "--out", str(tmp_path / "select")]) == 0
@@ -273,5 +277,3 @@ def test_core_run_with_validation_never_reads_the_test_split(tmp_path, capsys, m
         assert core_cli.main([*args, "--out", str(tmp_path / "final")]) == 0  # the control: the spy sees it
         assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["evaluated_on"] == "test"
         assert seen["test"] > 0
-    finally:
-        handle.remove()
