@@ -6,7 +6,8 @@ Only the lines marked ``# GEDI`` differ from a plain DeepProbLog script:
 
 - the network is a GEDI network (``gedi_network``: LeNet, 10 classes, Adam 3e-3);
 - the engine is the batched one (``BatchedEngine``; ``--engine exact`` keeps DeepProbLog's);
-- ``train_model`` is gedi_nesy's drop-in, which adds the GEDI terms (``gedi=GEDILoss()``).
+- ``train_model`` is gedi_nesy's drop-in, which adds the GEDI terms (``gedi=GEDILoss(...)``), with
+  the class prior the training queries imply (``program_prior``; uniform for random pairs' sums).
 
     python examples/deepproblog_addition.py                         # embedded digits, offline
     python examples/deepproblog_addition.py --data-root ../shared/data/MNIST/raw --examples 1000
@@ -27,7 +28,7 @@ from deepproblog.model import Model
 from deepproblog.query import Query
 from problog.logic import Constant, Term
 
-from gedi_nesy import BatchedEngine, GEDILoss, gedi_network, train_model  # GEDI
+from gedi_nesy import BatchedEngine, GEDILoss, gedi_network, program_prior, train_model  # GEDI
 from gedi_nesy.config import NesyDataConfig
 from gedi_nesy.data import ImagePool, load_pools
 
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     loader = DataLoader(train_set, args.batch_size, False)
     t0 = time.time()
-    gedi = None if args.no_gedi else GEDILoss(seed=args.seed)  # GEDI: the recipe's L_GEN and L_PRIOR
+    # GEDI: the recipe's L_GEN and L_PRIOR, the prior being the digit frequencies the queries imply
+    gedi = None if args.no_gedi else GEDILoss(seed=args.seed,
+                                              prior_target=program_prior(model, train_set.to_queries())["gedi_net"])
     if gedi is None:
         from deepproblog.train import train_model as deepproblog_train_model
 

@@ -10,8 +10,9 @@ machine hits them alike:
 * ``nesy``: the NeSy arm (L_NESY only);
 * ``gedi+nesy paper``: L_NESY + GEDI with the paper's SGLD (``nesy_sgld()``: 20 steps, one chain
   per image, every optimizer step);
-* ``gedi+nesy fast candidate``: the same with ``nesy_fast_sgld()`` (60 chains on every 2nd step,
-  buffer 3333; measured in nesy_trials.md, not yet the recipe's default);
+* ``gedi+nesy recipe``: the same with ``nesy_fast_sgld()`` (60 chains on every 2nd step,
+  buffer 3333; the recipe since session 4, nesy_trials.md);
+* ``gedi+nesy without L_GEN``: ``--w-gen 0`` (L_NESY + L_PRIOR; no SGLD);
 * ``gedi+nesy chains=C every=K``: other SGLD settings, ``--candidates`` (``sgld.chains`` /
   ``sgld.every`` / ``sgld.steps``, see ``gedi_core/objective.py``);
 * ``floor``: network forward on the batch's (pre-stacked) images, L_NESY from the engine,
@@ -126,10 +127,13 @@ def main(argv=None) -> int:
 
     paper = nesy_sgld()
 
-    def nesy_step_fn(arm: str, sgld=None):
-        """A NesyStep training step of ``arm`` with SGLD ``sgld`` (default: the recipe's)."""
+    def nesy_step_fn(arm: str, sgld=None, gen: float | None = None):
+        """A NesyStep training step of ``arm`` with SGLD ``sgld`` (default: the recipe's) and
+        ``L_GEN`` weight ``gen`` (default: the recipe's)."""
         c = copy.deepcopy(cfg)
         c.arm = arm
+        if gen is not None:
+            c.weights.gen = gen
         if sgld is not None:
             c.sgld = sgld
         objectives = {name: nesy_objective(c, cfg.seed + 10 + 7 * i) for i, name in enumerate(nets)}
@@ -173,8 +177,10 @@ def main(argv=None) -> int:
 
     arms = [Arm("nesy", {"arm": "nesy"}, nesy_step_fn("nesy")),
             Arm(f"gedi+nesy paper ({label(paper)})", spec(paper), nesy_step_fn("gedi+nesy", paper)),
-            Arm(f"gedi+nesy fast candidate ({label(nesy_fast_sgld())})", spec(nesy_fast_sgld()),
-                nesy_step_fn("gedi+nesy", nesy_fast_sgld()))]
+            Arm(f"gedi+nesy recipe ({label(nesy_fast_sgld())})", spec(nesy_fast_sgld()),
+                nesy_step_fn("gedi+nesy", nesy_fast_sgld())),
+            Arm("gedi+nesy without L_GEN (--w-gen 0)", {"arm": "gedi+nesy", "gen": 0.0},
+                nesy_step_fn("gedi+nesy", gen=0.0))]
     for chains, every, *steps in candidates:
         sgld = dataclasses.replace(paper, chains=chains, every=every, steps=steps[0] if steps else paper.steps)
         arms.append(Arm(f"gedi+nesy {label(sgld)}", spec(sgld), nesy_step_fn("gedi+nesy", sgld)))

@@ -29,7 +29,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -40,6 +39,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from reporting import markdown_table, seed_summary, shown_command, shown_path  # noqa: E402
 
 from gedi_core.config import parse_set, dotted_to_nested, read_config_file  # noqa: E402
 from gedi_core.errors import GediError  # noqa: E402
@@ -56,37 +57,6 @@ PAPER = {  # paper Table 6 (GEDI & NeSy; NeSy only; GEDI only), test digit accur
     (100, "gedi"): "~0.10 / 0.22-0.44",
     (1000, "gedi"): "~0.10 / 0.22-0.44",
 }
-
-
-def fmt(values: list[float]) -> str:
-    """``median (mean ± sample std)`` over the seeds; every seed's value is in runs.csv."""
-    if not values:
-        return "-"
-    med, mean = statistics.median(values), statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{med:.3f} ({mean:.3f} ± {std:.3f})"
-
-
-def shown_path(path: str | os.PathLike | None) -> str | None:
-    """An absolute path as a path relative to the repository (e.g. ``../shared/data/MNIST/raw``);
-    a relative path as given: committed results never hold this machine's absolute paths."""
-    if path is None:
-        return None
-    path = str(path)
-    return os.path.relpath(path, REPO) if os.path.isabs(path) else path
-
-
-def shown_command(argv: list[str]) -> str:
-    """The command line, with every absolute path in it shown relative to the repository."""
-    words = []
-    for word in argv:
-        flag, eq, value = word.partition("=")
-        if eq and flag.startswith("-") and os.path.isabs(value):
-            word = f"{flag}={shown_path(value)}"
-        elif os.path.isabs(word):
-            word = shown_path(word)
-        words.append(word)
-    return shlex.join(["python", "experiments/nesy_table6.py", *words])
 
 
 def shown_note(note: str, data_root: str | None) -> str:
@@ -157,9 +127,9 @@ def build_table(runs: list[dict]) -> list[dict]:
                 continue
             table.append({
                 "examples": n, "arm": arm,
-                "digit_acc": fmt([r["digit_acc"] for r in done]),
-                "nmi": fmt([r["nmi"] for r in done]),
-                "query_acc": fmt([r["query_acc"] for r in done if r["query_acc"] is not None]),
+                "digit_acc": seed_summary([r["digit_acc"] for r in done]),
+                "nmi": seed_summary([r["nmi"] for r in done]),
+                "query_acc": seed_summary([r["query_acc"] for r in done if r["query_acc"] is not None]),
                 "seconds": f"{statistics.median(r['seconds'] for r in done):.0f}",
                 "queries_per_s": f"{statistics.median(r['queries_per_s'] for r in done):.1f}",
                 "epochs": done[0]["epochs"], "seeds": len(done),
@@ -234,7 +204,7 @@ def main(argv=None) -> int:
                     help="write the table from the finished runs under --out; train nothing")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes; one per core)")
     ap.add_argument("--progress", action="store_true", help="progress bars (with --jobs 1)")
-    command = shown_command(list(sys.argv[1:] if argv is None else argv))
+    command = shown_command("experiments/nesy_table6.py", list(sys.argv[1:] if argv is None else argv))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -298,14 +268,12 @@ def main(argv=None) -> int:
 
     table = build_table(runs)
     write_csv(out / "table6.csv", table)
-    keys = list(table[0]) if table else []
     title = "selection runs, validation pool" if args.select else "final runs, test pool"
     lines = [f"# Table 6: MNIST addition ({args.data}; {title})", "",
              *protocol_header(select=args.select, data=args.data, data_root=args.data_root,
                               validation=args.validation, seeds=seeds, selection_seeds=selection_seeds,
                               runs=runs, command=command),
-             "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(row.get(k, "")) for k in keys) + " |" for row in table]
+             *markdown_table(table)]
     write_text(out / "table6.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

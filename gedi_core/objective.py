@@ -54,7 +54,9 @@ class GEDILoss(nn.Module):
       ``x' = augment(x, generator)``;
     - ``L_PRIOR`` (weight ``prior``): ``prior_form="uniform"``, the cross-entropy between the
       uniform prior and the batch mean of ``p(y|x)`` (optimum ``ln c``), or ``"entropy"``, the
-      negative entropy of that mean (optimum ``-ln c``; the paper's NeSy experiments).
+      negative entropy of that mean (optimum ``-ln c``; the paper's NeSy experiments). The prior
+      is uniform unless ``prior_target`` (or :meth:`set_prior`) gives another class marginal
+      ``pi``: then the cross-entropy with ``pi``, or ``KL(p_bar || pi) - ln c``.
 
     A zero weight skips a term and its cost (no SGLD when ``gen == 0``). ``seed`` seeds the
     replay buffer; the augmentation draws from ``generator`` (default: its own, seeded
@@ -74,6 +76,7 @@ class GEDILoss(nn.Module):
         prior: float = 10.0,
         *,
         prior_form: str = "uniform",
+        prior_target: Tensor | None = None,
         sgld: SGLDConfig | None = None,
         augment: Augment | None = None,
         seed: int = 0,
@@ -90,6 +93,9 @@ class GEDILoss(nn.Module):
             raise GediError("GEDILoss: L_INV needs an augmentation (augment=...) or weight inv=0")
         self.weights = weights
         self.prior_form = prior_form
+        self.prior_target: Tensor | None = None
+        if prior_target is not None:
+            self.set_prior(prior_target)
         self.sgld = sgld if sgld is not None else SGLDConfig()
         self.augment = augment
         self.seed = seed
@@ -97,6 +103,20 @@ class GEDILoss(nn.Module):
         self.sampler: EnergySampler | None = None
         self.gen_calls = 0  # calls that computed L_GEN (sgld.every counts these)
         self.kept: Tensor | None = None  # the last SGLD samples (sgld.every > 1)
+
+    def set_prior(self, target: Tensor | None) -> None:
+        """The class prior ``pi`` of ``L_PRIOR`` (``None``: uniform): a 1-d tensor of positive
+        finite probabilities summing to 1, one per cluster."""
+        if target is not None:
+            target = torch.as_tensor(target, dtype=torch.float32).detach().cpu()
+            if target.dim() != 1 or target.numel() < 2:
+                raise GediError(f"GEDILoss: the prior must be a 1-d tensor of >= 2 class probabilities, "
+                                f"got shape {tuple(target.shape)}")
+            if not bool(torch.isfinite(target).all()) or bool((target <= 0).any()) \
+                    or abs(float(target.sum()) - 1.0) > 1e-4:
+                raise GediError(f"GEDILoss: the prior must hold positive probabilities summing to 1, "
+                                f"got {[round(float(v), 4) for v in target]}")
+        self.prior_target = target
 
     # ----------------------------------------------------------------------------- sampler
     def sampler_for(self, x: Tensor) -> EnergySampler:
@@ -145,7 +165,11 @@ class GEDILoss(nn.Module):
             assert self.augment is not None
             out["inv"] = inv_loss(logits, net(self.augment(x, self.generator)))
         if w["prior"] > 0:
-            out["prior"] = prior_entropy_loss(logits) if self.prior_form == "entropy" else prior_loss(logits)
+            target = self.prior_target
+            if target is not None and target.numel() != logits.shape[-1]:
+                raise GediError(f"GEDILoss: the prior has {target.numel()} classes, the network {logits.shape[-1]}")
+            prior = prior_entropy_loss if self.prior_form == "entropy" else prior_loss
+            out["prior"] = prior(logits, target)
         return out
 
     def forward(self, net: LogitsFn, x: Tensor, logits: Tensor | None = None) -> tuple[Tensor | float, dict[str, Tensor]]:
@@ -164,12 +188,15 @@ class GEDILoss(nn.Module):
                 "shape": self.sampler.buffer.shape if self.sampler is not None else None,
                 "generator": self.generator.get_state(),
                 "gen_calls": self.gen_calls,
-                "kept": self.kept.cpu() if self.kept is not None else None}
+                "kept": self.kept.cpu() if self.kept is not None else None,
+                "prior": self.prior_target}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self.gen_calls = int(state.get("gen_calls", 0))
         self.kept = state.get("kept")
+        if state.get("prior") is not None:
+            self.set_prior(state["prior"])
         if state.get("sampler") is not None:
             if self.sampler is None:
                 data = state["sampler"]["data"]
@@ -178,5 +205,6 @@ class GEDILoss(nn.Module):
 
     def extra_repr(self) -> str:
         w = ", ".join(f"{k}={v:g}" for k, v in self.weights.items())
-        return f"{w}, prior_form={self.prior_form}, sgld_steps={self.sgld.steps}, sgld_chains={self.sgld.chains}, " \
+        prior = "uniform" if self.prior_target is None else [round(float(v), 3) for v in self.prior_target]
+        return f"{w}, prior_form={self.prior_form}, prior={prior}, sgld_steps={self.sgld.steps}, sgld_chains={self.sgld.chains}, " \
                f"sgld_every={self.sgld.every}"

@@ -27,6 +27,7 @@ from gedi_nesy.evaluation import evaluate_nesy  # noqa: E402
 from gedi_nesy.network import GEDINetwork, gedi_network  # noqa: E402
 from gedi_nesy.plugin import GEDILoss, GEDITrainObject, train_model  # noqa: E402
 from gedi_nesy.predict import load_network  # noqa: E402
+from gedi_nesy.prior import program_prior  # noqa: E402
 from gedi_nesy.program import build_nesy_model, inspect_program, network_domains  # noqa: E402
 from gedi_nesy.train import train_nesy  # noqa: E402
 
@@ -46,6 +47,7 @@ __all__ = [
     "load_network",
     "load_pools",
     "network_domains",
+    "program_prior",
     "read_query_file",
     "task_queries",
     "train_model",

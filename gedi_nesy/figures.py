@@ -1,5 +1,5 @@
 """Figures of a NeSy run: loss curves, the digit confusion matrix, evaluation images (test, or
-validation with ``data.validation``) per predicted class."""
+validation with ``data.validation``) per predicted class, and the replay buffer's SGLD samples."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from gedi_nesy.step import gedi_networks
 
 
 def write_figures(model, pools, domains: Mapping[str, Sequence], rows: list[dict[str, Any]], run: RunFolder,
-                  per_class: int = 10) -> None:
+                  per_class: int = 10, samples: torch.Tensor | None = None) -> None:
     """``losses.png``; for the first GEDI network with a domain: ``confusion.png`` (true digit
     against the name the network gives it) and ``classes.png`` (one row of images per
-    predicted class, up to ``per_class`` each), all on the evaluation pool."""
+    predicted class, up to ``per_class`` each), all on the evaluation pool; ``samples.png``:
+    the first 100 chains of its replay buffer (``samples``; runs with ``L_GEN``)."""
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -45,3 +46,5 @@ def write_figures(model, pools, domains: Mapping[str, Sequence], rows: list[dict
         chosen = pools.eval_x[preds == c][:per_class]
         grid[c * per_class: c * per_class + len(chosen)] = chosen
     save_image_grid(grid, run.file("classes.png"), nrow=per_class)
+    if samples is not None and len(samples):
+        save_image_grid(samples[:100], run.file("samples.png"), nrow=10)

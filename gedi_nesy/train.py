@@ -26,6 +26,7 @@ from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
 from gedi_nesy.plugin import GEDILoss
+from gedi_nesy.prior import program_prior
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
 
@@ -139,6 +140,10 @@ def train_nesy(
     if dist.rank:
         torch.manual_seed(cfg.seed + rank_seed)
     objectives = {name: nesy_objective(cfg, cfg.seed + 10 + 7 * i + rank_seed) for i, name in enumerate(nets)}
+    with_program_prior = cfg.prior_target == "program" and weights["prior"] > 0
+    priors = program_prior(model, train_queries, cfg.batch_size) if with_program_prior else {}
+    for name, prior in priors.items():
+        objectives[name].set_prior(prior)
     shift = TrainShift(cfg.data.train_shift, cfg.seed + 5 + rank_seed) if cfg.data.train_shift > 0 else None
     step = NesyStep(model, objectives, weights["nesy"], shift, amp=cfg.amp)
     step.input_shapes = {name: list(pools.input_shape) for name in nets}
@@ -176,6 +181,7 @@ def train_nesy(
         "epochs": cfg.epochs,
         "seed": cfg.seed,
         "weights": weights,
+        "prior_target": {n: [round(float(v), 5) for v in p] for n, p in priors.items()} or "uniform",
         "skipped_queries": step.skipped,
         **engine_stats(model),
         "train_seconds": round(result.seconds, 2),
@@ -189,7 +195,8 @@ def train_nesy(
     if run is not None:
         from gedi_nesy.figures import write_figures
 
-        write_figures(model, pools, domains, result.rows, run)
+        write_figures(model, pools, domains, result.rows, run,
+                      samples=next(o for o in objectives.values()).buffer_samples())
         run.finish(metrics)
     barrier(dist)
     return metrics

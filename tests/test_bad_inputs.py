@@ -142,6 +142,8 @@ CASES = [
     case("nesy-w-inv-nan", "nesy", ["--w-inv", "nan"], {}, "'weights.inv' must be a finite number, got nan"),
     case("nesy-tau-nan", "nesy", ["--tau", "nan"], {}, "'model.tau' must be a finite number, got nan"),
     case("nesy-w-prior-inf", "nesy", ["--w-prior", "inf"], {}, "'weights.prior' must be a finite number, got inf"),
+    case("nesy-prior-target", "nesy", ["--prior-target", "counted"], {},
+         "prior_target: unknown prior target 'counted' (known: uniform, program)"),
     case("nesy-lr-nan", "nesy", ["--lr", "nan"], {}, "'lr' must be a finite number, got nan"),
     case("nesy-lr-huge", "nesy", ["--lr", "1e30"], {}, "lr must lie in (0, 1], got 1e+30"),
     case("nesy-set-epochs-inf", "nesy", ["--set", "epochs=.inf"], {}, "'epochs' must be a finite number, got inf"),

@@ -42,3 +42,39 @@ def test_table_runs_each_arm_then_reports_from_the_run_folders(tmp_path, capsys)
     table = lambda md: md[md.index("| examples"):]  # noqa: E731 - the header names each command
     assert table(again) == table(first)
     assert "--report-only" in again and "Seeds that finished: 0." in again
+
+
+def test_the_lgen_study_reads_both_sets_of_runs_and_scores_energy_against_ood_images(tmp_path):
+    """experiments/nesy_lgen.py: the same runs with and without L_GEN, read back from their
+    folders; the energy AUROC against an OOD set (here synthetic IDX files in the Fashion-MNIST
+    layout), the table over seeds and the sample grid."""
+    import gzip
+
+    import numpy as np
+
+    import nesy_lgen
+
+    tiny = [a for a in TINY if a not in ("--seeds", "0")]
+    for gen, folder in (("0.04", "with"), ("0", "without")):
+        assert nesy_table6.main([*tiny, "--seeds", "10,11", "--arms", "gedi+nesy", "--set", f"weights.gen={gen}",
+                                 "--out", str(tmp_path / folder)]) == 0
+    ood = tmp_path / "ood"
+    ood.mkdir()
+    images = np.random.default_rng(0).integers(0, 255, (30, 28, 28)).astype(np.uint8)
+    for name, arr in (("t10k-images-idx3-ubyte.gz", images), ("t10k-labels-idx1-ubyte.gz", np.zeros(30, np.uint8))):
+        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+        (ood / name).write_bytes(gzip.compress(header + arr.tobytes()))
+    out = tmp_path / "results"
+    assert nesy_lgen.main(["--with", str(tmp_path / "with"), "--without", str(tmp_path / "without"), "--data", "digits",
+                           "--sizes", "12", "--seeds", "10,11", "--ood-root", str(ood), "--ood-images", "30",
+                           "--sgld-steps", "2", "--out", str(out)]) == 0
+    with open(out / "nesy_lgen_runs.csv") as f:
+        runs = list(csv.DictReader(f))
+    assert sorted((r["L_GEN"], r["seed"]) for r in runs) == [("with", "10"), ("with", "11"),
+                                                              ("without", "10"), ("without", "11")]
+    assert all(0.0 <= float(r["ood_auroc"]) <= 1.0 for r in runs)
+    assert {r["gen"] for r in runs} == {"0.04", "0.0"}
+    md = (out / "nesy_lgen.md").read_text()
+    assert "| 12 | with (gen 0.04) |" in md and "| 12 | without (gen 0) |" in md
+    assert (out / "nesy_lgen_samples.png").is_file()
+    assert nesy_lgen.auroc(torch.tensor([-3.0, -2.0]), torch.tensor([-1.0, 0.0])) == 1.0  # higher energy = out

@@ -41,23 +41,30 @@ def batch_mean_probs(logits: Tensor) -> Tensor:
     return F.softmax(logits, dim=-1).mean(0)
 
 
-def prior_loss(logits: Tensor, eps: float = 1e-12) -> Tensor:
-    """Prior term (paper Eq. 3): cross-entropy between a uniform prior and ``p_bar``.
+def prior_loss(logits: Tensor, target: Tensor | None = None, eps: float = 1e-12) -> Tensor:
+    """Prior term (paper Eq. 3): cross-entropy between a prior ``pi`` and ``p_bar``.
 
-    ``L_PRIOR = -(1/c) sum_y log p_bar(y)`` with ``p_bar`` the batch mean of ``p(y|x)``.
-    Its global optimum is ``ln c``, reached when the clusters are used uniformly; a value
-    far above ``ln c`` signals cluster collapse.
+    ``L_PRIOR = -sum_y pi(y) log p_bar(y)`` with ``p_bar`` the batch mean of ``p(y|x)`` and
+    ``pi`` uniform (``target=None``, the paper's: ``-(1/c) sum_y log p_bar(y)``) or ``target``.
+    Its global optimum is ``H(pi)`` (``ln c`` for the uniform prior), reached at
+    ``p_bar = pi``; a value far above it signals cluster collapse.
     """
-    return -torch.log(batch_mean_probs(logits) + eps).mean()
+    log_p = torch.log(batch_mean_probs(logits) + eps)
+    return -log_p.mean() if target is None else -(target.to(log_p) * log_p).sum()
 
 
-def prior_entropy_loss(logits: Tensor, eps: float = 1e-12) -> Tensor:
+def prior_entropy_loss(logits: Tensor, target: Tensor | None = None, eps: float = 1e-12) -> Tensor:
     """Entropy variant of the prior term: ``-H(p_bar) = sum_y p_bar(y) log p_bar(y)``.
 
-    Used in the paper's NeSy experiments (appendix O); global optimum ``-ln c``.
+    Used in the paper's NeSy experiments (appendix O); global optimum ``-ln c``. With a prior
+    ``target`` = ``pi`` it is ``KL(p_bar || pi) - ln c = sum_y p_bar(y) log(p_bar(y) / (c pi(y)))``,
+    the same function for the uniform ``pi`` and with its optimum at ``p_bar = pi`` otherwise.
     """
     p_bar = batch_mean_probs(logits)
-    return (p_bar * torch.log(p_bar + eps)).sum()
+    if target is None:
+        return (p_bar * torch.log(p_bar + eps)).sum()
+    scaled = target.to(p_bar) * p_bar.shape[-1]
+    return (p_bar * (torch.log(p_bar + eps) - torch.log(scaled + eps))).sum()
 
 
 def prior_optimum(num_clusters: int) -> float:
