@@ -55,7 +55,7 @@ TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
 # switch flags -> dotted config key set to true
 BOOL_FLAGS: dict[str, tuple[str, str]] = {
     "--download": ("data.download", "let torchvision download missing data files into --data-root"),
-    "--amp": ("amp", "mixed precision (bfloat16 autocast) on CUDA"),
+    "--amp": ("amp", "mixed precision (bfloat16 autocast; for CUDA, also runs on CPU)"),
 }
 
 

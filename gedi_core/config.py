@@ -114,7 +114,7 @@ class TrainConfig:
     device: str = "cpu"
     # epoch-based training (image data sets, gedi_core.train); 0 keeps the iteration loop
     epochs: int = 0
-    amp: bool = False  # mixed precision on CUDA (bfloat16 autocast)
+    amp: bool = False  # mixed precision (bfloat16 autocast; meant for CUDA, runs on CPU too)
     eval_every: int = 0  # also evaluate NMI/ACC on the test split every N epochs (0: only at the end)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

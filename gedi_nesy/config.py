@@ -115,7 +115,7 @@ class NesyConfig:
     # validation split, experiments/nesy_trials.md) | uniform: the paper's
     prior_target: str = "program"
     device: str = "cpu"
-    amp: bool = False  # bfloat16 autocast of the networks and GEDI terms on CUDA (inference stays float32)
+    amp: bool = False  # bfloat16 autocast of the networks and GEDI terms (for CUDA; runs on CPU too; inference stays float32)
     engine: str = "batched"  # batched (gedi_nesy.engine, circuits of a batch at once) | exact (DeepProbLog's)
     compile_cache: str | None = None  # folder keeping the batched engine's compiled query shapes across runs
     eval_every: int = 1  # epochs between digit accuracy / NMI evaluations (query_acc: at the end)
