@@ -24,7 +24,7 @@ from gedi_core.data.base import gaussian_noise
 from gedi_core.errors import GediError
 from gedi_core.objective import GEDILoss as CoreGEDILoss
 from gedi_nesy.config import NesyDataConfig, NesyWeights, nesy_sgld
-from gedi_nesy.step import batch_inputs, forward_batch, gedi_networks
+from gedi_nesy.step import batch_inputs, forward_batch, gedi_networks, gedi_terms
 
 
 class GEDILoss(CoreGEDILoss):
@@ -78,22 +78,17 @@ class GEDITrainObject(_train_object_class()):
 
     def _add_gedi(self, batch, nesy_loss: float) -> float:
         """Back-propagate the GEDI terms of ``batch``; the batch's total loss."""
-        per_net = batch_inputs(self.model, batch)
-        fwd = forward_batch(self.model, per_net, fill_cache=False)
-        nets = gedi_networks(self.model)
+        fwd = forward_batch(self.model, batch_inputs(self.model, batch), fill_cache=False)
+        weighted, terms = gedi_terms(gedi_networks(self.model), self.objectives, fwd)
         total = 0.0
-        values: dict[str, float] = {}
-        for name, (x, logits) in fwd.items():
-            loss, terms = self.objectives[name](nets[name].network_module.logits, x, logits)
-            for k, v in terms.items():
-                values[k] = values.get(k, 0.0) + float(v.detach())
-            if hasattr(loss, "backward"):
-                loss.backward()
-                total += float(loss.detach())
+        if weighted:
+            loss = sum(weighted)
+            loss.backward()
+            total = float(loss.detach())
         self._gedi_batches += 1
         n = self._gedi_batches
-        for k, v in values.items():
-            self.gedi_terms[k] = self.gedi_terms.get(k, 0.0) + (v - self.gedi_terms.get(k, 0.0)) / n
+        for k, v in terms.items():
+            self.gedi_terms[k] = self.gedi_terms.get(k, 0.0) + (float(v.detach()) - self.gedi_terms.get(k, 0.0)) / n
         return nesy_loss + total
 
     def get_loss(self, batch, backpropagate_loss: Callable) -> float:

@@ -113,6 +113,21 @@ def nesy_step_loss(model, batch: Sequence, fwd: dict[str, tuple[Tensor, Tensor]]
     return nesy_loss(query_probabilities(model, batch), batch)
 
 
+def gedi_terms(nets: Mapping[str, Any], objectives: Mapping[str, GEDILoss],
+               fwd: dict[str, tuple[Tensor, Tensor]]) -> tuple[list[Tensor], dict[str, Tensor]]:
+    """Each GEDI network's :class:`GEDILoss` terms on the images and logits of the batch's forward
+    pass (``fwd``, from :func:`forward_batch`): ``(each term times its weight, in order; {term:
+    unweighted value summed over the networks})``."""
+    weighted: list[Tensor] = []
+    terms: dict[str, Tensor] = {}
+    for name, (x, logits) in fwd.items():
+        objective = objectives[name]
+        for k, v in objective.terms(nets[name].network_module.logits, x, logits).items():
+            terms[k] = terms[k] + v if k in terms else v
+            weighted.append(objective.weights[k] * v)
+    return weighted, terms
+
+
 class TrainShift:
     """Random shifts of up to ``pixels`` pixels (reflect-padded crop, one offset per image)
     of the training images the networks see; seeded, its state goes into the checkpoint."""
@@ -162,13 +177,10 @@ class NesyStep:
             if lnesy is not None:
                 terms["nesy"] = lnesy
                 weighted.append(self.w_nesy * lnesy)
-        for name, (x, logits) in fwd.items():
-            objective = self.objectives[name]
-            with mixed_precision(self.amp, device):
-                found = objective.terms(self.nets[name].network_module.logits, x, logits)
-            for k, v in found.items():
-                terms[k] = terms[k] + v if k in terms else v
-                weighted.append(objective.weights[k] * v)
+        with mixed_precision(self.amp, device):
+            gedi_weighted, gedi_found = gedi_terms(self.nets, self.objectives, fwd)
+        weighted += gedi_weighted
+        terms.update(gedi_found)
         clear_caches(model)
         if fwd:
             name = next(iter(fwd))
