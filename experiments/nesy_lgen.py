@@ -43,8 +43,7 @@ from gedi_core.plots import save_figure  # noqa: E402
 from gedi_core.runfolder import write_csv, write_text  # noqa: E402
 from gedi_core.sgld import EnergySampler, sgld as run_sgld  # noqa: E402
 from gedi_nesy.data import load_pools  # noqa: E402
-from gedi_nesy.network import gedi_network  # noqa: E402
-from gedi_nesy.predict import run_config  # noqa: E402
+from gedi_nesy.predict import image_logits, run_config, run_networks  # noqa: E402
 
 FASHION_DIRS = [Path("/usr/share/datasets/fashion-mnist")]  # Debian's dataset-fashion-mnist
 
@@ -60,8 +59,7 @@ def fashion_images(root: Path | None, n: int) -> torch.Tensor:
 
 
 def energies(module, x: torch.Tensor) -> torch.Tensor:
-    with evaluating(module), torch.no_grad():
-        return torch.cat([energy_from_logits(module.logits(c)) for c in x.split(1000)])
+    return energy_from_logits(image_logits(module, x))
 
 
 def auroc(energy_in: torch.Tensor, energy_out: torch.Tensor) -> float:
@@ -89,8 +87,7 @@ def study_run(run: Path, ood: torch.Tensor) -> dict:
     metrics = json.loads((run / "metrics.json").read_text())
     pools = load_pools(cfg.data, cfg.seed)  # the run's pools: the same evaluation pool it was scored on
     name = cfg.network_names()[0]
-    net = gedi_network(name, cfg.model, pools.input_shape)
-    net.network_module.load_state_dict(state["step"]["model"]["networks"][name])
+    net = run_networks(cfg, state, pools.input_shape)[name]
     e_in, e_out = energies(net.network_module, pools.eval_x), energies(net.network_module, ood)
     objective = state["step"]["local"]["objectives"][name].get("_extra_state", {})
     buffer = objective.get("kept")  # the last SGLD samples (sgld.every > 1), else the buffer's chains

@@ -14,11 +14,11 @@ from gedi_nesy.step import gedi_networks
 
 
 def write_figures(model, pools, domains: Mapping[str, Sequence], rows: list[dict[str, Any]], run: RunFolder,
-                  per_class: int = 10, samples: torch.Tensor | None = None) -> None:
+                  per_class: int = 10, samples: Mapping[str, torch.Tensor | None] | None = None) -> None:
     """``losses.png``; for the first GEDI network with a domain: ``confusion.png`` (true digit
     against the name the network gives it) and ``classes.png`` (one row of images per
     predicted class, up to ``per_class`` each), all on the evaluation pool; ``samples.png``:
-    the first 100 chains of its replay buffer (``samples``; runs with ``L_GEN``)."""
+    the first 100 chains of its replay buffer (``samples``: per network; runs with ``L_GEN``)."""
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -46,5 +46,6 @@ def write_figures(model, pools, domains: Mapping[str, Sequence], rows: list[dict
         chosen = pools.eval_x[preds == c][:per_class]
         grid[c * per_class: c * per_class + len(chosen)] = chosen
     save_image_grid(grid, run.file("classes.png"), nrow=per_class)
-    if samples is not None and len(samples):
-        save_image_grid(samples[:100], run.file("samples.png"), nrow=10)
+    chains = (samples or {}).get(name)
+    if chains is not None and len(chains):
+        save_image_grid(chains[:100], run.file("samples.png"), nrow=10)

@@ -34,7 +34,8 @@ class GEDILoss(CoreGEDILoss):
     (set ``inv`` > 0 to add it, with Gaussian noise of sigma ``aug_noise`` as the augmentation),
     SGLD from :func:`nesy_sgld` (the paper's: one chain per image on every step, whatever the batch
     size); for batches of ~60 queries, ``sgld=nesy_fast_sgld()`` (gedi-nesy's recipe: 60 chains
-    every 2nd step) is 3.3-3.7x faster at the same accuracy (see gedi_nesy.config). The weights are relative to DeepProbLog's ``L_NESY`` (weight 1)."""
+    every 2nd step) is 3.3-3.7x faster at the same accuracy (see gedi_nesy.config). The weights
+    are relative to DeepProbLog's ``L_NESY`` (weight 1)."""
 
     def __init__(self, gen: float = NesyWeights.gen, inv: float = NesyWeights.inv, prior: float = NesyWeights.prior,
                  *, prior_form: str = "entropy", sgld: SGLDConfig | None = None,

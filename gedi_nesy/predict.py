@@ -18,7 +18,7 @@ import torch
 
 from gedi_core.config import ModelConfig, from_dict, to_dict
 from gedi_core.errors import GediError
-from gedi_core.models import evaluating
+from gedi_core.models import energy_from_logits, evaluating
 from gedi_core.runfolder import CHECKPOINT, load_checkpoint, save_checkpoint, write_csv, write_json
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.network import gedi_network
@@ -65,6 +65,22 @@ def load_network(path: str | Path, name: str | None = None, **network_kwargs: An
     return net
 
 
+def run_networks(cfg: NesyConfig, state: dict[str, Any], input_shape: Sequence[int]) -> dict[str, Any]:
+    """The trained networks of a run (``cfg, state`` from :func:`run_config`), as DeepProbLog
+    ``Network`` objects taking images of ``input_shape``."""
+    networks = {name: gedi_network(name, cfg.model, tuple(input_shape)) for name in cfg.network_names()}
+    for name, net in networks.items():
+        net.network_module.load_state_dict(state["step"]["model"]["networks"][name])
+    return networks
+
+
+@torch.no_grad()
+def image_logits(module, images: torch.Tensor) -> torch.Tensor:
+    """A GEDI network's cluster logits of ``images`` in evaluation mode, 1000 images at a time."""
+    with evaluating(module):
+        return torch.cat([module.logits(c) for c in images.split(1000)])
+
+
 @torch.no_grad()
 def image_predictions(networks: dict, images: torch.Tensor, domains: dict[str, list]) -> list[dict[str, Any]]:
     """One row per image and network: the predicted value, each class's probability, the energy."""
@@ -72,10 +88,9 @@ def image_predictions(networks: dict, images: torch.Tensor, domains: dict[str, l
     for name, net in networks.items():
         module = net.network_module
         domain = [str(v) for v in domains.get(name, range(module.num_clusters))]
-        with evaluating(module):
-            logits = torch.cat([module.logits(c) for c in images.split(1000)])
+        logits = image_logits(module, images)
         probs = torch.softmax(logits, -1)
-        energy = -torch.logsumexp(logits, -1)
+        energy = energy_from_logits(logits)
         for i in range(len(images)):
             rows.append({"image": i, "network": name, "predicted": domain[int(probs[i].argmax())],
                          **{f"p_{v}": round(float(probs[i, j]), 6) for j, v in enumerate(domain)},
@@ -112,9 +127,7 @@ def predict(run: str | Path, images_path: str | Path, queries_path: str | Path |
     images = npz_image_array(images_path)
     info = inspect_program(cfg.program)
     domains = network_domains(info)
-    networks = {name: gedi_network(name, cfg.model, tuple(images.shape[1:])) for name in cfg.network_names()}
-    for name, net in networks.items():
-        net.network_module.load_state_dict(state["step"]["model"]["networks"][name])
+    networks = run_networks(cfg, state, images.shape[1:])
     out_dir = Path(out) if out is not None else run
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = image_predictions(networks, images, domains)

@@ -23,8 +23,7 @@ from torch import Tensor
 
 from gedi_core.errors import GediError
 from gedi_nesy.engine import is_batched
-from gedi_nesy.losses import nesy_loss, nesy_loss_log
-from gedi_nesy.step import batch_inputs, clear_caches, gedi_networks, query_probabilities
+from gedi_nesy.step import batch_inputs, clear_caches, gedi_networks, nesy_loss_of_log_probs
 
 
 def program_prior(model, queries: Sequence, batch_size: int = 60, floor: float = 1e-3) -> dict[str, Tensor]:
@@ -40,14 +39,11 @@ def program_prior(model, queries: Sequence, batch_size: int = 60, floor: float =
         logp = {n: torch.full((len(inputs), nets[n].network_module.num_clusters),
                               -math.log(nets[n].network_module.num_clusters), requires_grad=True)
                 for n, inputs in per_net.items()}
-        if is_batched(model):
-            loss, _ = nesy_loss_log(*model.solver.log_probs(batch, {n: (per_net[n], lp) for n, lp in logp.items()}),
-                                    batch)
-        else:  # DeepProbLog's engines read the networks' caches
+        if not is_batched(model):  # DeepProbLog's engines read the networks' caches
             for n, lp in logp.items():
                 for j, term in enumerate(per_net[n]):
                     nets[n].cache[term] = lp[j].exp()
-            loss, _ = nesy_loss(query_probabilities(model, batch), batch)
+        loss, _ = nesy_loss_of_log_probs(model, batch, per_net, logp)
         clear_caches(model)
         if loss is None:
             continue

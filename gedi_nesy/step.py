@@ -106,9 +106,18 @@ def nesy_step_loss(model, batch: Sequence, fwd: dict[str, tuple[Tensor, Tensor]]
     """``L_NESY`` of one batch with the model's engine: the batched engine reuses the logits of
     the batch's forward pass (networks run once per batch); the exact engine reads the
     probabilities ``forward_batch`` put in DeepProbLog's network caches."""
+    log_probs = {n: torch.log_softmax(logits, dim=-1) for n, (_, logits) in fwd.items()} if is_batched(model) else {}
+    return nesy_loss_of_log_probs(model, batch, per_net, log_probs)
+
+
+def nesy_loss_of_log_probs(model, batch: Sequence, per_net: dict[str, list],
+                           log_probs: dict[str, Tensor]) -> tuple[Tensor | None, int]:
+    """``L_NESY`` of one batch from each network's ``log p(y|x)`` on its inputs (rows in
+    ``per_net``'s order): the batched engine evaluates the circuits on them; DeepProbLog's engines
+    read the probabilities in the networks' caches instead (filled by :func:`forward_batch`, or by
+    the caller). Returns the loss (None when no query has a proof) and the number skipped."""
     if is_batched(model):
-        outputs = {n: (per_net[n], torch.log_softmax(logits, dim=-1)) for n, (_, logits) in fwd.items()}
-        logp, decided = model.solver.log_probs(batch, outputs)
+        logp, decided = model.solver.log_probs(batch, {n: (per_net[n], lp) for n, lp in log_probs.items()})
         return nesy_loss_log(logp, decided, batch)
     return nesy_loss(query_probabilities(model, batch), batch)
 

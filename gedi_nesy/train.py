@@ -196,7 +196,7 @@ def train_nesy(
         from gedi_nesy.figures import write_figures
 
         write_figures(model, pools, domains, result.rows, run,
-                      samples=next(o for o in objectives.values()).buffer_samples())
+                      samples={n: o.buffer_samples() for n, o in objectives.items()})
         run.finish(metrics)
     barrier(dist)
     return metrics

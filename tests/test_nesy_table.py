@@ -46,24 +46,16 @@ def test_table_runs_each_arm_then_reports_from_the_run_folders(tmp_path, capsys)
 
 def test_the_lgen_study_reads_both_sets_of_runs_and_scores_energy_against_ood_images(tmp_path):
     """experiments/nesy_lgen.py: the same runs with and without L_GEN, read back from their
-    folders; the energy AUROC against an OOD set (here synthetic IDX files in the Fashion-MNIST
+    folders; the energy AUROC against an OOD set (here synthetic files in the Fashion-MNIST
     layout), the table over seeds and the sample grid."""
-    import gzip
-
-    import numpy as np
-
     import nesy_lgen
+    from vision_fakes import write_mnist_like
 
     tiny = [a for a in TINY if a not in ("--seeds", "0")]
     for gen, folder in (("0.04", "with"), ("0", "without")):
         assert nesy_table6.main([*tiny, "--seeds", "10,11", "--arms", "gedi+nesy", "--set", f"weights.gen={gen}",
                                  "--out", str(tmp_path / folder)]) == 0
-    ood = tmp_path / "ood"
-    ood.mkdir()
-    images = np.random.default_rng(0).integers(0, 255, (30, 28, 28)).astype(np.uint8)
-    for name, arr in (("t10k-images-idx3-ubyte.gz", images), ("t10k-labels-idx1-ubyte.gz", np.zeros(30, np.uint8))):
-        header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
-        (ood / name).write_bytes(gzip.compress(header + arr.tobytes()))
+    ood = write_mnist_like(tmp_path / "ood", n_test=30) / "FashionMNIST" / "raw"
     out = tmp_path / "results"
     assert nesy_lgen.main(["--with", str(tmp_path / "with"), "--without", str(tmp_path / "without"), "--data", "digits",
                            "--sizes", "12", "--seeds", "10,11", "--ood-root", str(ood), "--ood-images", "30",
