@@ -4,8 +4,9 @@ Each run lives in ``RUNS/<dataset>/<method>/seed<k>/`` and is trained with the s
 user types (``python -m gedi_core train --config experiments/configs/vision/<dataset>_<method>.yaml``,
 or ``torchrun --nproc_per_node=N -m gedi_core train ...`` with ``--nproc N``). Finished runs
 (``metrics.json`` present) are reused and killed ones resumed, so a table command can be rerun
-at any time; ``--no-train`` only collects what exists. Evaluations go through ``gedi-core eval`` and
-are cached in each run's ``eval.json``. Tables are written as Markdown and CSV.
+at any time; ``--no-train`` only collects what exists; ``--jobs K`` trains K missing runs at once.
+Evaluations go through ``gedi-core eval`` and are cached in each run's ``eval.json``. Tables are
+written as Markdown and CSV, each cell the median (mean ± sample std) over the seeds.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import argparse
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable
 
-import numpy as np
+from reporting import seed_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs" / "vision"
@@ -35,7 +38,13 @@ def parser(doc: str, datasets: list[str] = DATASETS) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="where the table goes (default: RUNS/tables)")
     p.add_argument("--datasets", nargs="*", default=datasets, help="data sets (default: the paper's)")
     p.add_argument("--methods", nargs="*", default=METHODS, choices=METHODS)
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per cell (mean ± std)")
+    p.add_argument("--seeds", type=seed_list, default=[0],
+                   help="seeds per cell: N (seeds 0..N-1) or a comma list such as 10,11,12 (one seed: 3,)")
+    p.add_argument("--configs", type=Path, default=CONFIGS,
+                   help="folder of the run configs <dataset>_<method>.yaml (default: the paper's)")
+    p.add_argument("--validation", type=float, default=None, metavar="F",
+                   help="choosing settings: hold out F of the training split and evaluate there (test split unread)")
+    p.add_argument("--jobs", type=int, default=1, help="train this many missing runs at once (one thread each)")
     p.add_argument("--no-train", action="store_true", help="only collect finished runs; do not train missing ones")
     p.add_argument("--nproc", type=int, default=1, help="train each run with torchrun on N processes (GPUs)")
     p.add_argument("--device", default=None, help="torch device for training and evaluation (cpu, cuda)")
@@ -47,12 +56,28 @@ def parser(doc: str, datasets: list[str] = DATASETS) -> argparse.ArgumentParser:
     return p
 
 
+def seed_list(text: str) -> list[int]:
+    """``"5"`` -> seeds 0..4; ``"10,11,12"`` -> those seeds."""
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()] if "," in text else list(range(int(text)))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or a comma list of seeds, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"expected N >= 1 or non-negative seeds, got {text!r}")
+    return seeds
+
+
+def seeds_text(args: argparse.Namespace) -> str:
+    """How a table's footer names its seeds."""
+    return f"seed(s) {','.join(map(str, args.seeds))}"
+
+
 def run_dir(args: argparse.Namespace, dataset: str, method: str, seed: int) -> Path:
     return Path(args.runs) / dataset / method / f"seed{seed}"
 
 
-def _run(cmd: list[str], log: Path | None = None) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+def _run(cmd: list[str], log: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(extra_env or {})}
     print("$ " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if log is not None:
@@ -72,12 +97,13 @@ def ensure_trained(args: argparse.Namespace, dataset: str, method: str, seed: in
         return json.loads(done.read_text())
     if args.no_train:
         return None
-    config = CONFIGS / f"{dataset}_{method}.yaml"
+    config = Path(args.configs) / f"{dataset}_{method}.yaml"
     launcher = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc}"]
                 if args.nproc > 1 else [sys.executable])
     cmd = [*launcher, "-m", "gedi_core", "train", "--config", str(config), "--seed", str(seed),
            "--out", str(folder), "--no-progress", *(["--resume"] if (folder / "checkpoint.pt").is_file() else [])]
-    for flag, value in (("--device", args.device), ("--data-root", args.data_root)):
+    for flag, value in (("--device", args.device), ("--data-root", args.data_root),
+                        ("--validation", args.validation)):
         if value is not None:
             cmd += [flag, str(value)]
     if args.download:
@@ -85,7 +111,7 @@ def ensure_trained(args: argparse.Namespace, dataset: str, method: str, seed: in
     for item in args.set:
         cmd += ["--set", item]
     t0 = time.time()
-    _run(cmd, folder / "train.log")
+    _run(cmd, folder / "train.log", getattr(args, "extra_env", None))
     metrics = json.loads(done.read_text())
     print(f"  {dataset}/{method}/seed{seed}: NMI {metrics['nmi']:.3f} in {time.time() - t0:.0f} s", flush=True)
     return metrics
@@ -105,29 +131,38 @@ def ensure_eval(args: argparse.Namespace, folder: Path, what: str, keys: Iterabl
             cmd += [flag, str(value)]
     if args.download:
         cmd.append("--download")
-    _run(cmd + (extra or []), folder / "eval.log")
+    _run(cmd + (extra or []), folder / "eval.log", getattr(args, "extra_env", None))
     return json.loads(path.read_text())
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    return (float(np.mean(values)), float(np.std(values))) if values else (float("nan"), float("nan"))
+    """Mean and sample standard deviation (0 for one value; NaN for none)."""
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def cell(values: list[float], digits: int = 3) -> str:
+    """``median (mean ± sample std)`` over the seeds, the value itself for one seed, ``—`` for none."""
     if not values:
         return "—"
-    m, s = mean_std(values)
-    return f"{m:.{digits}f}" if len(values) == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
+    return f"{values[0]:.{digits}f}" if len(values) == 1 else seed_summary(values, digits)
 
 
 def collect(args: argparse.Namespace, value: Callable[[Path, dict[str, Any]], dict[str, float]],
             ) -> dict[tuple[str, str], dict[str, list[float]]]:
-    """For every dataset x method x seed: train if needed, then ``value(run_folder, metrics)``."""
+    """For every dataset x method x seed: train if needed (``--jobs`` at once), then
+    ``value(run_folder, metrics)``."""
+    cells = [(d, m, s) for d in args.datasets for m in args.methods for s in args.seeds]
+    missing = [c for c in cells if not (run_dir(args, *c) / "metrics.json").exists()]
+    if missing and not args.no_train and args.jobs > 1:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job is a subprocess
+            list(pool.map(lambda c: ensure_trained(args, *c), missing))
     out: dict[tuple[str, str], dict[str, list[float]]] = {}
     for dataset in args.datasets:
         for method in args.methods:
             cellvals: dict[str, list[float]] = {}
-            for seed in range(args.seeds):
+            for seed in args.seeds:
                 metrics = ensure_trained(args, dataset, method, seed)
                 if metrics is None:
                     continue
@@ -185,6 +220,6 @@ def ood_table(doc: str, name: str, in_dist: str, ood: list[str], title: str, arg
     if args.datasets != [in_dist] or args.ood != ood:  # overridden: say what was actually run
         title = f"{title.split(':')[0]}: OOD detection, in-distribution {', '.join(args.datasets)} (AUROC)"
     footer = (f"AUROC of s(x) = -||d log p(x)/dx|| (in-distribution test split = positives); the CSV also has "
-              f"the AUROC of -E(x). {args.seeds} seed(s). Wall time {(time.time() - t0) / 60:.1f} min.")
+              f"the AUROC of -E(x). Median (mean ± sample std) over {seeds_text(args)}. Wall time {(time.time() - t0) / 60:.1f} min.")
     write_table(args, name, title, header, rows, csv_rows, footer)
     return 0

@@ -5,7 +5,7 @@
     python experiments/vision_table4.py --datasets fashion-mnist --set epochs=3 --set data.train_subset=2000
     python experiments/vision_table4.py --fid --fid-features inception              # adds FID (500 SGLD steps)
 
-Writes RUNS/tables/table4.md and table4.csv (NMI and ACC mean ± std over seeds, seconds per epoch).
+Writes RUNS/tables/table4.md and table4.csv (NMI and ACC over seeds, seconds per epoch).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vision_common import DATASETS, LABELS, cell, collect, ensure_eval, mean_std, parser, write_table  # noqa: E402
+from vision_common import DATASETS, LABELS, cell, collect, ensure_eval, mean_std, parser, seeds_text, write_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             r["nmi_runs"] = " ".join(f"{x:.3f}" for x in v.get("nmi", []))
             csv_rows.append(r)
     footer = (f"Test NMI of the cluster assignments (head argmax; k-means on the features for Barlow Twins), "
-              f"mean ± std over {args.seeds} seed(s)"
+              f"median (mean ± sample std) over {seeds_text(args)}"
               + (f"; FID of {args.fid_samples} SGLD samples ({args.fid_steps} steps) against test images" if args.fid
                  else "") + f". Wall time {(time.time() - t0) / 60:.1f} min.")
     write_table(args, "table4", "Table 4: clustering (NMI)" + (" and generation (FID)" if args.fid else ""),

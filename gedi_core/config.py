@@ -96,6 +96,7 @@ class DataConfig:
     jitter_strength: float = 0.4  # brightness/contrast/saturation factors in [1-s, 1+s], hue in [-s/4, s/4]
     gray_p: float = 0.1  # probability of grayscale per image
     crop_pad: int = 4  # random crop: pad by this many pixels (reflect), crop back to size (0: off)
+    crop_scale: float = 0.0  # > 0: random resized crop of area share in [crop_scale, 1] instead (not the paper's)
     hflip: str = "auto"  # horizontal flip with p=0.5: auto (CIFAR only), true, false
 
 
@@ -185,7 +186,7 @@ TRAIN_RANGES: dict[str, Range] = {
     "data.n_train": POSITIVE, "data.n_test": POSITIVE, "data.data_noise": NON_NEGATIVE,
     "data.aug_noise": NON_NEGATIVE, "data.train_subset": NON_NEGATIVE, "data.test_subset": NON_NEGATIVE,
     "data.jitter_p": PROBABILITY, "data.jitter_strength": PROBABILITY, "data.gray_p": PROBABILITY,
-    "data.crop_pad": NON_NEGATIVE, "data.validation": Range(0, 1, open_high=True),
+    "data.crop_pad": NON_NEGATIVE, "data.crop_scale": PROBABILITY, "data.validation": Range(0, 1, open_high=True),
     **MODEL_RANGES, **SGLD_RANGES,
 }
 

@@ -111,6 +111,21 @@ def test_augment_is_batched_per_image_and_seeded():
     assert torch.allclose(y[:, :, 2:-2, 2:-2].mean(), x[:, :, 2:-2, 2:-2].mean(), atol=0.05)
 
 
+def test_random_resized_crop_zooms_into_a_window_of_each_image():
+    # a horizontal ramp: a window of width share w spans w of the ramp's range (w >= sqrt(0.3 * 3/4))
+    ramp = torch.linspace(-1, 1, 28).expand(28, 28)[None, None].repeat(256, 1, 1, 1)
+    aug = ImageAugment(crop_pad=4, crop_scale=0.3, hflip=False, jitter_p=0.0, gray_p=0.0, noise=0.0)
+    y = aug(ramp, torch.Generator().manual_seed(0))
+    assert y.shape == ramp.shape and y.min() >= -1 - 1e-5 and y.max() <= 1 + 1e-5
+    share = (y[:, 0, :, -1] - y[:, 0, :, 0]).mean(1) / (ramp[0, 0, 0, -1] - ramp[0, 0, 0, 0])
+    assert share.max() <= 1 + 1e-4 and share.min() >= 0.4 and share.median() < 0.9
+    assert share.std() > 0.05  # a window per image
+    assert torch.equal(y, aug(ramp, torch.Generator().manual_seed(0)))  # seeded
+    assert DataConfig(crop_scale=0.5).crop_scale == 0.5
+    with pytest.raises(GediError, match="data.crop_scale"):
+        cfg_from(["--dataset", "fashion-mnist", "--set", "data.crop_scale=1.5"])
+
+
 def test_flip_only_for_cifar_by_default():
     from gedi_core.data.augment import augment_for
 

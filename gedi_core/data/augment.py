@@ -5,7 +5,10 @@ for every image of the batch (a few small tensors from the method's ``torch.Gene
 applies every operation to the whole batch at once with torchvision's ``transforms.v2``
 kernels or tensor arithmetic; there is no Python loop over images:
 
-1. random crop: reflect-pad by ``crop_pad`` pixels and cut a window at a random offset;
+1. random crop: reflect-pad by ``crop_pad`` pixels and cut a window at a random offset; or, with
+   ``crop_scale`` > 0 (not in the paper; SimCLR/SwAV's random resized crop), a window of a random
+   share in ``[crop_scale, 1]`` of the area and aspect ratio in ``[3/4, 4/3]``, resized back to
+   ``H x W`` (bilinear, one ``grid_sample`` for the batch);
 2. horizontal flip with p = 0.5 (CIFAR only by default);
 3. colour jitter with p = ``jitter_p`` (0.1): brightness, contrast, saturation factors in
    ``[1 - s, 1 + s]`` and a hue rotation in ``[-s/4, s/4]`` turns (YIQ rotation);
@@ -32,6 +35,7 @@ class ImageAugment:
     """The Table 9 augmentation as a callable ``augment(x, generator) -> x'`` on (B, C, H, W) batches."""
 
     crop_pad: int = 4
+    crop_scale: float = 0.0
     hflip: bool = False
     jitter_p: float = 0.1
     jitter_strength: float = 0.4
@@ -50,7 +54,9 @@ class ImageAugment:
         b, c, h, w = x.shape
         dev = x.device
         out = (x.float() + 1) / 2  # to [0, 1]
-        if self.crop_pad > 0:
+        if self.crop_scale > 0:
+            out = self.random_resized_crop(out, generator)
+        elif self.crop_pad > 0:
             out = self.random_crop(out, generator)
         if self.hflip:
             flip = self._rand((b,), generator, dev) < 0.5
@@ -82,6 +88,22 @@ class ImageAugment:
         batch = torch.arange(b, device=x.device)[:, None, None]
         # advanced indexing: (B, H, W, C) -> (B, C, H, W)
         return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+    def random_resized_crop(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Cut a window of area share ``a ~ U[crop_scale, 1]`` and aspect ratio ``r`` (log-uniform in
+        ``[3/4, 4/3]``) at a random position of each image and resize it to ``H x W``."""
+        b = x.shape[0]
+        u = self._rand((b, 4), generator, x.device)
+        area = self.crop_scale + (1 - self.crop_scale) * u[:, 0]
+        ratio = torch.exp(math.log(3 / 4) + math.log(16 / 9) * u[:, 1])
+        w = (area * ratio).sqrt().clamp(max=1.0)  # window size as a share of the side
+        h = (area / ratio).sqrt().clamp(max=1.0)
+        cx = (2 * u[:, 2] - 1) * (1 - w)  # window centre in [-1, 1] coordinates, inside the image
+        cy = (2 * u[:, 3] - 1) * (1 - h)
+        theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
+        theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w, cx, h, cy
+        grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def colour_jitter(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """Brightness, contrast, saturation and hue with independent factors per image, applied
@@ -116,6 +138,7 @@ def augment_for(name: str, channels: int, cfg) -> ImageAugment:
     hflip = name.startswith("cifar") if flip == "auto" else flip == "true"
     return ImageAugment(
         crop_pad=cfg.crop_pad,
+        crop_scale=cfg.crop_scale,
         hflip=hflip,
         jitter_p=cfg.jitter_p,
         jitter_strength=cfg.jitter_strength,
