@@ -13,9 +13,10 @@ test images unread):
 - OOD AUROC of the energy score ``-E(x)`` and of ``-||dE/dx||`` against MNIST (Table 5's test; the
   OOD images are the 2,000-image test pool of the MNIST t10k split, ``--ood``);
 - linear-probe accuracy on the frozen backbone (Table 10);
-- generation: FID of SGLD samples drawn from noise, in the feature space of a small classifier trained
-  with labels on the training split (no Inception weights needed), and a grid of samples per method
-  beside real images (``<name>_samples.png``);
+- generation: FID of SGLD samples, in the feature space of a small classifier trained with labels on
+  the training split (no Inception weights needed): drawn from noise (every method), and continued
+  from the replay buffer (the methods trained with L_GEN, JEM's way of sampling); a grid of samples
+  per method beside real images (``<name>_samples.png``; from the buffer where there is one);
 - references: k-means on raw pixels (one per seed), and the FID of real training images and of the
   SGLD starting noise against the test images.
 
@@ -98,7 +99,8 @@ def references(args: Any, dataset: str, features: Path) -> dict[str, list[float]
 
 
 def sample_figure(args: Any, dataset: str, path: Path) -> None:
-    """One row per method: its seed-``args.seeds[0]`` SGLD sample grid, beside real test images."""
+    """One panel per method: its seed-``args.seeds[0]`` SGLD samples (continued from the replay buffer
+    where the method has one, else from noise), beside real test images."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,15 +115,20 @@ def sample_figure(args: Any, dataset: str, path: Path) -> None:
     if not real_png.is_file():
         data = load_dataset(DataConfig(name=dataset, data_root=args.data_root, validation=args.validation or 0.0), 0)
         save_image_grid(data.test_x[:100], real_png, nrow=10)
-    panels = [("real test images", real_png)] + [
-        (LABELS[m], run_dir(args, dataset, m, seed) / "samples.png") for m in args.methods
-        if (run_dir(args, dataset, m, seed) / "samples.png").is_file()]
+    panels = [("real test images", real_png)]
+    for m in args.methods:
+        folder = run_dir(args, dataset, m, seed)
+        for png, where in (("samples_buffer.png", "from buffer"), ("samples.png", "from noise")):
+            if (folder / png).is_file():
+                panels.append((f"{LABELS[m]} ({where})", folder / png))
+                break
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3))
     for ax, (title, png) in zip(list(getattr(axes, "flat", [axes])), panels):
         ax.imshow(plt.imread(png), cmap="gray")
         ax.set_title(title, fontsize=10)
         ax.axis("off")
-    fig.suptitle(f"{dataset}: SGLD samples from noise ({args.fid_steps} steps), seed {seed}", fontsize=10)
+    fig.suptitle(f"{dataset}: {args.fid_steps} SGLD steps from the replay buffer or from noise, seed {seed}",
+                 fontsize=10)
     fig.tight_layout()
     from gedi_core.runfolder import atomic_path
 
@@ -156,14 +163,17 @@ def main(argv: list[str] | None = None) -> int:
         folders = [run_dir(args, dataset, m, s) for m in args.methods for s in args.seeds
                    if (run_dir(args, dataset, m, s) / "metrics.json").is_file()]
         keys = ["probe_test_acc", f"ood_auroc_logp_{args.ood}", "fid"]
+
+        def evaluate(folder: Path) -> dict[str, Any]:
+            energy = folder.parent.name in ENERGY_METHODS
+            return ensure_eval(args, folder, "probe,ood,fid,samples", keys + ["fid_buffer"] * energy, fid_args)
+
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each evaluation is a subprocess
-            evals = dict(zip(folders, pool.map(
-                lambda f: ensure_eval(args, f, "probe,ood,fid,samples", keys, fid_args), folders)))
+            evals = dict(zip(folders, pool.map(evaluate, folders)))
         ref = references(args, dataset, features)
         table.append({"method": "k-means on raw pixels", "NMI": cell(ref["nmi"]), "ACC": cell(ref["acc"]),
                       "OOD AUROC -E": "—", "OOD AUROC -‖∇E‖": "—", "linear probe": "—",
-                      "FID": f"{ref['fid_real'][0]:.1f} (real train images); {ref['fid_noise'][0]:.1f} (noise)",
-                      "min/run": "—"})
+                      "FID from noise": "—", "FID from buffer": "—", "min/run": "—"})
         for method in args.methods:
             vals: dict[str, list[float]] = {}
             for seed in args.seeds:
@@ -174,25 +184,29 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"dataset": dataset, "method": method, "seed": seed, "evaluated_on": metrics["evaluated_on"],
                        "nmi": metrics["nmi"], "acc": metrics["acc"], "ood_auroc_energy": ev[f"ood_auroc_logp_{args.ood}"],
                        "ood_auroc_grad_norm": ev[f"ood_auroc_grad_norm_{args.ood}"],
-                       "probe_acc": ev["probe_test_acc"], "fid": ev["fid"], "minutes": metrics["seconds"] / 60,
+                       "probe_acc": ev["probe_test_acc"], "fid": ev["fid"], "fid_buffer": ev.get("fid_buffer"),
+                       "minutes": metrics["seconds"] / 60,
                        "final_prior_gap": metrics.get("final_prior_gap"), "final_inv_gap": metrics.get("final_inv_gap"),
                        "final_max_cluster_share": metrics.get("final_max_cluster_share"),
                        "run": shown_path(folder.resolve())}
                 rows.append(row)
-                for k in ("nmi", "acc", "ood_auroc_energy", "ood_auroc_grad_norm", "probe_acc", "fid", "minutes"):
-                    vals.setdefault(k, []).append(float(row[k]))
+                for k in ("nmi", "acc", "ood_auroc_energy", "ood_auroc_grad_norm", "probe_acc", "fid", "fid_buffer",
+                          "minutes"):
+                    if row[k] is not None:
+                        vals.setdefault(k, []).append(float(row[k]))
             table.append({"method": LABELS[method], "NMI": cell(vals.get("nmi", [])), "ACC": cell(vals.get("acc", [])),
                           "OOD AUROC -E": cell(vals.get("ood_auroc_energy", [])),
                           "OOD AUROC -‖∇E‖": cell(vals.get("ood_auroc_grad_norm", [])),
-                          "linear probe": cell(vals.get("probe_acc", [])), "FID": cell(vals.get("fid", []), 1),
+                          "linear probe": cell(vals.get("probe_acc", [])), "FID from noise": cell(vals.get("fid", []), 1),
+                          "FID from buffer": cell(vals.get("fid_buffer", []), 1),
                           "min/run": cell(vals.get("minutes", []), 1)})
         sample_figure(args, dataset, out / f"{args.name}_samples.png")
-    write_outputs(args, out, rows, table, clf_acc, time.time() - t0, len(trained))
+    write_outputs(args, out, rows, table, clf_acc, ref, time.time() - t0, len(trained))
     return 0
 
 
 def write_outputs(args: Any, out: Path, rows: list[dict[str, Any]], table: list[dict[str, Any]], clf_acc: float,
-                  seconds: float, cells: int) -> None:
+                  ref: dict[str, list[float]], seconds: float, cells: int) -> None:
     from reporting import markdown_table
 
     from gedi_core.runfolder import write_csv, write_text
@@ -204,10 +218,11 @@ def write_outputs(args: Any, out: Path, rows: list[dict[str, Any]], table: list[
         *markdown_table(table), "",
         f"Each cell: median (mean ± sample std) over {seeds_text(args)}, evaluated on the {split}. "
         f"NMI/ACC: head argmax (k-means on the features for Barlow Twins). OOD AUROC against {args.ood} "
-        f"(in-distribution images positive). FID: {args.fid_samples} SGLD samples from U(-1, 1) noise after "
-        f"{args.fid_steps} steps against as many held-out images, in the 128-d feature space of a small CNN "
-        f"trained with labels on the training split (held-out accuracy {clf_acc:.3f}); comparable only within "
-        f"this table. min/run: training minutes of one run on one thread (two runs shared the two cores). "
+        f"(in-distribution images positive). FID: {args.fid_samples} samples after {args.fid_steps} SGLD steps "
+        f"from U(-1, 1) noise, or from the replay buffer's chains (methods with L_GEN), against as many held-out "
+        f"images, in the 128-d feature space of a small CNN trained with labels on the training split "
+        f"(held-out accuracy {clf_acc:.3f}); comparable only within this table: the U(-1, 1) noise itself scores "
+        f"{ref['fid_noise'][0]:.1f}, {args.fid_samples} real training images {ref['fid_real'][0]:.1f}. min/run: training minutes of one run on one thread (two runs shared the two cores). "
         f"Configs: experiments/configs/vision_cpu/. Wall time of this command {seconds / 60:.1f} min "
         f"({cells} cells).",
     ]

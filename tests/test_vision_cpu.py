@@ -40,10 +40,12 @@ def test_vision_cpu_study_trains_evaluates_and_writes_the_table(tmp_path):
     for r in rows:
         assert 0 <= float(r["nmi"]) <= 1 and 0 <= float(r["ood_auroc_energy"]) <= 1
         assert 0 <= float(r["probe_acc"]) <= 1 and float(r["fid"]) >= 0 and r["evaluated_on"] == "test"
+    assert float(rows[0]["fid_buffer"]) >= 0 and rows[1]["fid_buffer"] == ""  # a replay buffer: GEDI only
     table = (out / "vision_cpu.md").read_text()
     assert "| k-means on raw pixels |" in table and "| GEDI |" in table and "| SwAV |" in table
     assert str(tmp_path) not in table  # no absolute paths in a results file
     assert (out / "vision_cpu_samples.png").stat().st_size > 0
+    assert (tmp_path / "runs" / "fashion-mnist" / "gedi" / "seed0" / "samples_buffer.png").is_file()
     # rerun: everything is reused (no training, cached evaluations), the table is written again
     mtime = (tmp_path / "runs" / "fashion-mnist" / "gedi" / "seed0" / "metrics.json").stat().st_mtime
     assert vision_cpu.main(argv) == 0

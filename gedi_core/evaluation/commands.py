@@ -24,8 +24,11 @@ def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"),
     - ``probe``: linear-probe accuracy on frozen backbone features (Table 10);
     - ``ood``: AUROC of ``s(x) = -||dE/dx||`` (and of ``-E(x)``), test split vs each ``ood_datasets``
       test split (Tables 5, 11, 12);
-    - ``fid``: FID between ``fid_samples`` SGLD samples (``fid_steps`` steps) and as many test images;
-    - ``samples``: a 10x10 grid of SGLD samples (``fid_steps`` steps) as ``samples.png`` (Fig. 6).
+    - ``fid``: FID between ``fid_samples`` SGLD samples (``fid_steps`` steps from uniform noise) and
+      as many test images; for a run with a replay buffer (L_GEN) also ``fid_buffer``, the samples
+      continued for ``fid_steps`` steps from the buffer's persistent chains (JEM's way of sampling);
+    - ``samples``: a 10x10 grid of SGLD samples (``fid_steps`` steps) as ``samples.png`` (Fig. 6),
+      and from the buffer as ``samples_buffer.png`` where there is one.
     """
     from gedi_core.evaluation import fid_score, linear_probe, load_run, ood_auroc, sample_images, save_samples
     from gedi_core.evaluation.clusters import evaluate_clustering
@@ -72,12 +75,21 @@ def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"),
         fake = sample_images(method, n=n, steps=fid_steps, seed=cfg.seed)
         result["fid"] = fid_score(data.test_x[:n], fake, features=fid_features, device=device,
                                    metric=fid_metric)
+        if method.replay_buffer() is not None:
+            fake = sample_images(method, n=n, steps=fid_steps, seed=cfg.seed, from_buffer=True)
+            result["fid_buffer"] = fid_score(data.test_x[:n], fake, features=fid_features, device=device,
+                                              metric=fid_metric)
         result["fid_samples"], result["fid_steps"] = n, fid_steps
         result["fid_features"] = fid_features or "inception"
-        say(f"FID {result['fid']:.2f} ({n} samples, {fid_steps} SGLD steps)")
+        say(f"FID {result['fid']:.2f} ({n} samples, {fid_steps} SGLD steps)"
+            + (f", from the replay buffer {result['fid_buffer']:.2f}" if "fid_buffer" in result else ""))
     if "samples" in what:
         save_samples(method, out_dir / "samples.png", n=100, steps=fid_steps, seed=cfg.seed)
         result["samples_png"] = str(out_dir / "samples.png")
+        if method.replay_buffer() is not None:
+            save_samples(method, out_dir / "samples_buffer.png", n=100, steps=fid_steps, seed=cfg.seed,
+                         from_buffer=True)
+            result["samples_buffer_png"] = str(out_dir / "samples_buffer.png")
         say(f"samples -> {out_dir / 'samples.png'}")
     result["eval_seconds"] = round(time.time() - t0, 2)
     previous = {}
