@@ -220,6 +220,7 @@ def ood_table(doc: str, name: str, in_dist: str, ood: list[str], title: str, arg
     if args.datasets != [in_dist] or args.ood != ood:  # overridden: say what was actually run
         title = f"{title.split(':')[0]}: OOD detection, in-distribution {', '.join(args.datasets)} (AUROC)"
     footer = (f"AUROC of s(x) = -||d log p(x)/dx|| (in-distribution test split = positives); the CSV also has "
-              f"the AUROC of -E(x). Median (mean ± sample std) over {seeds_text(args)}. Wall time {(time.time() - t0) / 60:.1f} min.")
+              f"the AUROC of -E(x). Median (mean ± sample std) over {seeds_text(args)}. "
+              f"Wall time {(time.time() - t0) / 60:.1f} min.")
     write_table(args, name, title, header, rows, csv_rows, footer)
     return 0

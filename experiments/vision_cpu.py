@@ -28,27 +28,33 @@ sample figure. MNIST for the OOD column is looked for under ``--ood-root`` (torc
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import seed_summary, shown_command, shown_path  # noqa: E402
+from reporting import markdown_table, shown_command, shown_path  # noqa: E402
 from vision_common import LABELS, ROOT, cell, collect, ensure_eval, parser, run_dir, seeds_text  # noqa: E402
 
+from gedi_core.data.base import DataBundle  # noqa: E402
+
 CPU_CONFIGS = ROOT / "experiments" / "configs" / "vision_cpu"
-ENERGY_METHODS = ("gedi", "jem")  # trained with L_GEN: their samples are the point
 
 
-def fid_extractor(args: Any, dataset: str) -> tuple[Path, float]:
+def has_replay_buffer(folder: Path) -> bool:
+    """Whether the run was trained with L_GEN (so ``gedi-core eval`` also samples from its buffer)."""
+    return float(yaml.safe_load((folder / "config.yaml").read_text())["weights"]["gen"]) > 0
+
+
+def fid_extractor(args: Any, dataset: str, load_data: Callable[[], DataBundle]) -> tuple[Path, float]:
     """The FID feature extractor of ``dataset`` (trained once on its training split; cached in RUNS)."""
-    from gedi_core.config import DataConfig
-    from gedi_core.data import load_dataset
     from gedi_core.evaluation.classifier_features import (classifier_accuracy, save_feature_classifier,
                                                           train_feature_classifier)
     from gedi_core.runfolder import write_json
@@ -58,7 +64,7 @@ def fid_extractor(args: Any, dataset: str) -> tuple[Path, float]:
     if path.is_file() and info.is_file():
         return path, json.loads(info.read_text())["held_out_acc"]
     torch.set_num_threads(max(1, args.jobs))
-    data = load_dataset(DataConfig(name=dataset, data_root=args.data_root, validation=args.validation or 0.0), 0)
+    data = load_data()
     net = train_feature_classifier(data.train_x, data.train_y, epochs=2, seed=0)
     acc = classifier_accuracy(net, data.test_x, data.test_y)
     save_feature_classifier(net, path, tuple(data.input_shape[-2:]))
@@ -67,12 +73,10 @@ def fid_extractor(args: Any, dataset: str) -> tuple[Path, float]:
     return path, acc
 
 
-def references(args: Any, dataset: str, features: Path) -> dict[str, list[float]]:
+def references(args: Any, dataset: str, features: Path, load_data: Callable[[], DataBundle]) -> dict[str, list[float]]:
     """Raw-pixel k-means (NMI, ACC) per seed; FID of real training images and of the SGLD start noise."""
     from sklearn.cluster import KMeans
 
-    from gedi_core.config import DataConfig
-    from gedi_core.data import load_dataset
     from gedi_core.evaluation import fid_score
     from gedi_core.metrics import clustering_report
     from gedi_core.runfolder import write_json
@@ -81,7 +85,7 @@ def references(args: Any, dataset: str, features: Path) -> dict[str, list[float]
     key = f"{args.validation}:{','.join(map(str, args.seeds))}:{args.fid_samples}"
     if path.is_file() and json.loads(path.read_text()).get("key") == key:
         return json.loads(path.read_text())["values"]
-    data = load_dataset(DataConfig(name=dataset, data_root=args.data_root, validation=args.validation or 0.0), 0)
+    data = load_data()
     flat = data.test_x.flatten(1).numpy()
     out: dict[str, list[float]] = {"nmi": [], "acc": []}
     for seed in args.seeds:
@@ -98,7 +102,7 @@ def references(args: Any, dataset: str, features: Path) -> dict[str, list[float]
     return out
 
 
-def sample_figure(args: Any, dataset: str, path: Path) -> None:
+def sample_figure(args: Any, dataset: str, path: Path, load_data: Callable[[], DataBundle]) -> None:
     """One panel per method: its seed-``args.seeds[0]`` SGLD samples (continued from the replay buffer
     where the method has one, else from noise), beside real test images."""
     import matplotlib
@@ -106,15 +110,13 @@ def sample_figure(args: Any, dataset: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gedi_core.config import DataConfig
-    from gedi_core.data import load_dataset
     from gedi_core.plots import save_image_grid
+    from gedi_core.runfolder import atomic_path
 
     seed = args.seeds[0]
     real_png = Path(args.runs) / f"real_{dataset}.png"
     if not real_png.is_file():
-        data = load_dataset(DataConfig(name=dataset, data_root=args.data_root, validation=args.validation or 0.0), 0)
-        save_image_grid(data.test_x[:100], real_png, nrow=10)
+        save_image_grid(load_data().test_x[:100], real_png, nrow=10)
     panels = [("real test images", real_png)]
     for m in args.methods:
         folder = run_dir(args, dataset, m, seed)
@@ -130,14 +132,15 @@ def sample_figure(args: Any, dataset: str, path: Path) -> None:
     fig.suptitle(f"{dataset}: {args.fid_steps} SGLD steps from the replay buffer or from noise, seed {seed}",
                  fontsize=10)
     fig.tight_layout()
-    from gedi_core.runfolder import atomic_path
-
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gedi_core.config import DataConfig
+    from gedi_core.data import load_dataset
+
     p = parser(__doc__, ["fashion-mnist"])
     p.set_defaults(configs=CPU_CONFIGS, runs="runs/vision_cpu", seeds=[0, 1, 2], jobs=2, out="experiments/results")
     p.add_argument("--ood", default="mnist-t10k", help="OOD data set (its test split / test pool)")
@@ -157,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     table = []
     for dataset in args.datasets:
-        features, clf_acc = fid_extractor(args, dataset)
+        # the held-out images and the training pool, loaded once and only if a cache below misses
+        load_data = functools.cache(lambda: load_dataset(DataConfig(  # noqa: B023 (called in this iteration)
+            name=dataset, data_root=args.data_root, validation=args.validation or 0.0), 0))
+        features, clf_acc = fid_extractor(args, dataset, load_data)
         fid_args = ["--ood-dataset", args.ood, "--fid-samples", str(args.fid_samples), "--fid-steps",
                     str(args.fid_steps), "--fid-features", str(features)]
         folders = [run_dir(args, dataset, m, s) for m in args.methods for s in args.seeds
@@ -165,12 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         keys = ["probe_test_acc", f"ood_auroc_logp_{args.ood}", "fid"]
 
         def evaluate(folder: Path) -> dict[str, Any]:
-            energy = folder.parent.name in ENERGY_METHODS
-            return ensure_eval(args, folder, "probe,ood,fid,samples", keys + ["fid_buffer"] * energy, fid_args)
+            wanted = keys + ["fid_buffer"] * has_replay_buffer(folder)
+            return ensure_eval(args, folder, "probe,ood,fid,samples", wanted, fid_args)
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each evaluation is a subprocess
             evals = dict(zip(folders, pool.map(evaluate, folders)))
-        ref = references(args, dataset, features)
+        ref = references(args, dataset, features, load_data)
         table.append({"method": "k-means on raw pixels", "NMI": cell(ref["nmi"]), "ACC": cell(ref["acc"]),
                       "OOD AUROC -E": "—", "OOD AUROC -‖∇E‖": "—", "linear probe": "—",
                       "FID from noise": "—", "FID from buffer": "—", "min/run": "—"})
@@ -200,15 +206,13 @@ def main(argv: list[str] | None = None) -> int:
                           "linear probe": cell(vals.get("probe_acc", [])), "FID from noise": cell(vals.get("fid", []), 1),
                           "FID from buffer": cell(vals.get("fid_buffer", []), 1),
                           "min/run": cell(vals.get("minutes", []), 1)})
-        sample_figure(args, dataset, out / f"{args.name}_samples.png")
+        sample_figure(args, dataset, out / f"{args.name}_samples.png", load_data)
     write_outputs(args, out, rows, table, clf_acc, ref, time.time() - t0, len(trained))
     return 0
 
 
 def write_outputs(args: Any, out: Path, rows: list[dict[str, Any]], table: list[dict[str, Any]], clf_acc: float,
                   ref: dict[str, list[float]], seconds: float, cells: int) -> None:
-    from reporting import markdown_table
-
     from gedi_core.runfolder import write_csv, write_text
 
     split = "validation split (10% of the training images held out)" if args.validation else "test split"
@@ -222,7 +226,8 @@ def write_outputs(args: Any, out: Path, rows: list[dict[str, Any]], table: list[
         f"from U(-1, 1) noise, or from the replay buffer's chains (methods with L_GEN), against as many held-out "
         f"images, in the 128-d feature space of a small CNN trained with labels on the training split "
         f"(held-out accuracy {clf_acc:.3f}); comparable only within this table: the U(-1, 1) noise itself scores "
-        f"{ref['fid_noise'][0]:.1f}, {args.fid_samples} real training images {ref['fid_real'][0]:.1f}. min/run: training minutes of one run on one thread (two runs shared the two cores). "
+        f"{ref['fid_noise'][0]:.1f}, {args.fid_samples} real training images {ref['fid_real'][0]:.1f}. "
+        f"min/run: training minutes of one run on one thread (two runs shared the two cores). "
         f"Configs: experiments/configs/vision_cpu/. Wall time of this command {seconds / 60:.1f} min "
         f"({cells} cells).",
     ]

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vision_common import DATASETS, LABELS, cell, collect, ensure_eval, mean_std, parser, seeds_text, write_table  # noqa: E402
+from vision_common import (DATASETS, LABELS, cell, collect, ensure_eval, mean_std, parser,  # noqa: E402
+                           seeds_text, write_table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
             m, s = mean_std(v)
             csv_rows.append({"method": method, "dataset": d, "probe_acc_mean": round(m, 4),
                              "probe_acc_std": round(s, 4), "runs": len(v)})
-    footer = (f"Linear-probe test accuracy on frozen backbone features, median (mean ± sample std) over {seeds_text(args)}. "
+    footer = (f"Linear-probe test accuracy on frozen backbone features, median (mean ± sample std) over "
+              f"{seeds_text(args)}. "
               f"Wall time {(time.time() - t0) / 60:.1f} min.")
     write_table(args, "table10", "Table 10: linear probe", ["method", *args.datasets], rows, csv_rows, footer)
     return 0

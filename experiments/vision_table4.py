@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vision_common import DATASETS, LABELS, cell, collect, ensure_eval, mean_std, parser, seeds_text, write_table  # noqa: E402
+from vision_common import (DATASETS, LABELS, cell, collect, ensure_eval, mean_std, parser,  # noqa: E402
+                           seeds_text, write_table)
 
 
 def main(argv: list[str] | None = None) -> int:
