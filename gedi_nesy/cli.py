@@ -51,6 +51,7 @@ NESY_FLAGS: dict[str, tuple[str, type, str]] = {
     "--w-inv": ("weights.inv", float, "weight of L_INV"),
     "--prior": ("prior", str, "entropy | uniform"),
     "--prior-target": ("prior_target", str, "uniform | program: the class prior the training queries imply"),
+    "--prior-window": ("prior_window", float, "images over which L_PRIOR estimates the class marginal (0: the batch)"),
     "--sgld-steps": ("sgld.steps", int, "SGLD steps per batch"),
     "--sgld-step-size": ("sgld.step_size", float, "SGLD step size"),
     "--sgld-noise": ("sgld.noise", float, "SGLD noise standard deviation"),

@@ -122,6 +122,9 @@ class NesyConfig:
     # under uninformative networks (gedi_nesy.prior; (21 - d)/165 for addition; chosen on the MNIST
     # validation split, experiments/nesy_trials.md) | uniform: the paper's
     prior_target: str = "program"
+    # inputs over which L_PRIOR estimates the class marginal (GEDILoss(prior_window=...)); 0: the
+    # batch mean (the recipe's, at batches of 60 queries); the plugin's train_model uses 256
+    prior_window: float = 0.0
     device: str = "cpu"
     amp: bool = False  # bfloat16 autocast of the networks and GEDI terms (for CUDA; runs on CPU too; inference stays float32)
     engine: str = "batched"  # batched (gedi_nesy.engine, circuits of a batch at once) | exact (DeepProbLog's)
@@ -194,7 +197,7 @@ class NesyConfig:
 
 NESY_RANGES: dict[str, Range] = {
     "seed": SEED, "epochs": NON_NEGATIVE, "batch_size": POSITIVE, "lr": LEARNING_RATE,
-    "weight_decay": NON_NEGATIVE, "eval_every": POSITIVE,
+    "weight_decay": NON_NEGATIVE, "eval_every": POSITIVE, "prior_window": NON_NEGATIVE,
     "weights.nesy": NON_NEGATIVE, "weights.gen": NON_NEGATIVE, "weights.inv": NON_NEGATIVE,
     "weights.prior": NON_NEGATIVE,
     "data.examples": POSITIVE, "data.test_examples": POSITIVE, "data.test_fraction": Range(0, 1, True, True),

@@ -64,7 +64,7 @@ class QueryBatches:
 def nesy_objective(cfg: NesyConfig, seed: int) -> GEDILoss:
     """The GEDI terms of one network under ``cfg`` (the arm's mask applied to the weights)."""
     w = cfg.active_weights()
-    return GEDILoss(w["gen"], w["inv"], w["prior"], prior_form=cfg.prior, sgld=cfg.sgld,
+    return GEDILoss(w["gen"], w["inv"], w["prior"], prior_form=cfg.prior, sgld=cfg.sgld, prior_window=cfg.prior_window,
                     aug_noise=cfg.data.aug_noise, seed=seed)
 
 
