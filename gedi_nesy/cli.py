@@ -149,11 +149,11 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one run; under ``torchrun --nproc_per_node=N -m gedi_nesy train ...`` each process
     is one rank (gloo on CPU, NCCL on GPUs) and only rank 0 prints the metrics."""
+    cfg = resolve_config(args)  # first: a bad flag is reported before torch is imported
     from gedi_core.distributed import barrier, cleanup, init_distributed
     from gedi_core.runfolder import RunFolder
     from gedi_nesy.train import train_nesy
 
-    cfg = resolve_config(args)
     info, device = init_distributed(cfg.device)
     try:
         cfg.device = str(device)  # cuda:LOCAL_RANK under torchrun
