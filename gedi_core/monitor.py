@@ -43,9 +43,10 @@ def collapse_message(share: float, n: int | None, num_clusters: int, what: str =
                      expected: float | None = None) -> str | None:
     """``"one cluster takes 81% of <what> ..."`` when ``share`` (the largest cluster's share of
     ``n`` predictions over ``num_clusters`` clusters) reaches :func:`collapse_share_threshold`,
-    else ``None`` (never for a single cluster)."""
+    else ``None`` (never for a single cluster, nor for fewer than two predictions per cluster,
+    too few to tell collapse from chance)."""
     threshold = collapse_share_threshold(num_clusters, n, expected)
-    if num_clusters < 2 or not share >= threshold:
+    if num_clusters < 2 or (n is not None and n < 2 * num_clusters) or not share >= threshold:
         return None
     return f"one cluster takes {share:.0%} of {what} (threshold {threshold:.0%} for {num_clusters} clusters)"
 
@@ -66,7 +67,7 @@ def collapse_indicators(model: GEDIModel, x: Tensor, x_aug: Tensor | None = None
 
     ``prior_gap = L_PRIOR - ln c``, ``inv_gap = L_INV`` between ``x`` and ``x_aug`` (left out
     without ``x_aug``), the largest cluster's share of the batch (``batch_images`` images) and the
-    embeddings' variance."""
+    embeddings' variance (batches of two or more images)."""
     z = model.embed(x)
     logits = model.logits_from_embedding(z)
     num_clusters = logits.shape[-1]
@@ -76,7 +77,8 @@ def collapse_indicators(model: GEDIModel, x: Tensor, x_aug: Tensor | None = None
         out["inv_gap"] = float(inv_loss(logits, model(x_aug)))
     out["max_cluster_share"] = float(shares.max())
     out["batch_images"] = int(x.shape[0])
-    out["embedding_var"] = float(z.var(0).mean())
+    if x.shape[0] > 1:  # the variance of one embedding is undefined
+        out["embedding_var"] = float(z.var(0).mean())
     return out
 
 

@@ -71,40 +71,49 @@ def plot_density(
     save_figure(fig, path)
 
 
-def plot_losses(rows: Sequence[dict], num_clusters: int, path: str | Path, title: str = "",
-                prior_optimum: float | None = None) -> None:
-    """Loss curves against their known optima (paper Fig. 4): ``L_NESY -> 0`` (NeSy runs, where
-    the rows have ``nesy``), ``L_PRIOR`` -> ``prior_optimum`` (the trained term's optimum, e.g.
-    ``-ln c`` for the entropy form, :func:`gedi_core.monitor.prior_term_optimum`; default ``ln c``,
-    the cross-entropy form; an untrained prior is drawn as the monitored cross-entropy, optimum
-    ``ln c``), ``L_INV -> 0`` and ``L_GEN`` (no known optimum), each unweighted."""
+Panel = tuple[str, str, float | None, str | None]  # row key, label, optimum (None: unknown), monitored key
+
+
+def loss_panels(rows: Sequence[dict], num_clusters: int, prior_optimum: float | None = None) -> list[Panel]:
+    """The panels of :func:`plot_losses` that have data in ``rows``: ``L_NESY -> 0`` (NeSy runs,
+    rows with ``nesy``), ``L_PRIOR -> prior_optimum`` (the trained term's optimum, e.g. ``-ln c``
+    for the entropy form, :func:`gedi_core.monitor.prior_term_optimum`; default ``ln c``, the
+    cross-entropy form; an untrained prior is drawn as the monitored cross-entropy, optimum
+    ``ln c``), ``L_INV -> 0`` (trained, or the monitored ``inv_gap``) and ``L_GEN`` (no known
+    optimum)."""
     if not rows:
-        return
-    it = np.array([r["iter"] for r in rows])
+        return []
     uniform = math.log(num_clusters)
     trained_prior = uniform if prior_optimum is None else prior_optimum
-    panels = [("nesy", "L_NESY", 0.0, None)] if "nesy" in rows[0] else []
-    panels += [
+    panels: list[Panel] = [
+        ("nesy", "L_NESY", 0.0, None),
         ("prior", "L_PRIOR", trained_prior if "prior" in rows[0] else uniform, "prior_gap"),
         ("inv", "L_INV", 0.0, "inv_gap"),
         ("gen", "L_GEN", None, None),
     ]
-    panels = [p for p in panels if p[0] in rows[0] or (p[3] is not None and p[3] in rows[0])]  # with data only
+    return [p for p in panels if p[0] in rows[0] or (p[3] is not None and p[3] in rows[0])]
+
+
+def plot_losses(rows: Sequence[dict], num_clusters: int, path: str | Path, title: str = "",
+                prior_optimum: float | None = None) -> None:
+    """Loss curves (unweighted) against their known optima (paper Fig. 4), one panel per term of
+    :func:`loss_panels`."""
+    panels = loss_panels(rows, num_clusters, prior_optimum)
     if not panels:
         return
+    it = np.array([r["iter"] for r in rows])
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
     for ax, (key, label, optimum, diag_key) in zip(axes[0], panels):
         if key in rows[0]:
             ax.plot(it, [r[key] for r in rows], label=f"{label} (trained)")
-        elif diag_key is not None and diag_key in rows[0]:
+        elif diag_key is not None:
             ax.plot(it, [r[diag_key] + (optimum or 0.0) for r in rows], "--", label=f"{label} (monitored only)")
         if optimum is not None:
             ax.axhline(optimum, color="k", lw=0.8, ls=":", label=f"optimum {optimum:.3f}")
         ax.set_xlabel("iteration")
         ax.set_ylabel("loss (unweighted)")
         ax.set_title(label)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
