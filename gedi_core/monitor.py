@@ -33,7 +33,7 @@ def collapse_share_threshold(num_clusters: int, n: int | None = None, expected: 
     no allowance), never above ``SHARE_CAP``. Measured on MNIST addition
     (``experiments/results/nesy_table6_runs.csv``, c = 10, 2000 test images): the largest cluster of
     the 20 runs that did not collapse held 10.7-19.5 % of the images, the collapsed runs 81-100 %;
-    for c = 10 the threshold is 31 % of 2000 images and 41 % of a batch of 120."""
+    for c = 10 the threshold is 33 % of 2000 images and 41 % of a batch of 120."""
     p = expected if expected is not None else 1.0 / max(num_clusters, 1)
     allowance = 4.0 * math.sqrt(p * (1.0 - p) / n) if n else 0.0
     return min(SHARE_CAP, 3.0 * p + allowance)

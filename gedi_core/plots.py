@@ -129,7 +129,7 @@ def save_labelled_grid(images: Tensor, path: str | Path, nrow: int, title: str,
     grid = make_grid(imgs, nrow=nrow, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
     rows = math.ceil(len(imgs) / nrow)
     fig, ax = plt.subplots(figsize=(0.55 * nrow + 1.4, 0.55 * rows + 1.1))
-    ax.imshow(grid, cmap="gray" if grid.shape[-1] == 1 else None, interpolation="nearest")
+    ax.imshow(grid, interpolation="nearest")  # make_grid gives three channels, grey images included
     cell = grid.shape[0] / max(rows, 1)
     if row_labels is not None:
         ax.set_yticks([cell * (i + 0.5) for i in range(len(row_labels))], list(row_labels))
