@@ -151,8 +151,8 @@ def cmd_fid_features(args: argparse.Namespace) -> int:
     import gedi_core.data  # noqa: F401
     from gedi_core.evaluation.classifier_features import feature_extractor_file
 
-    print(json_line(feature_extractor_file(args.dataset, args.out, args.data_root, args.download, args.train_subset or 0,
-                                           args.test_subset or 0, args.epochs, args.seed)))
+    print(json_line(feature_extractor_file(args.dataset, args.out, args.data_root, args.download,
+                                           args.train_subset, args.test_subset, args.epochs, args.seed)))
     return 0
 
 

@@ -170,8 +170,9 @@ def train_nesy(
     final = evaluate_nesy(model, pools, domains, test_queries)
     first_name = next(iter(nets))
     expected = float(priors[first_name].max()) if first_name in priors else None
-    collapse = collapse_message(final.get("max_cluster_share", float("nan")), len(pools.eval_y), first.num_clusters,
-                                f"the {len(pools.eval_y)} {pools.evaluated_on} images", expected)
+    n_eval = len(pools.eval_x)
+    collapse = collapse_message(final.get("max_cluster_share", float("nan")), n_eval, first.num_clusters,
+                                f"the {n_eval} {pools.evaluated_on} images", expected)
     warnings = result.warnings + ([f"final evaluation: cluster collapse: {collapse}"] if collapse else [])
     metrics: dict[str, Any] = {
         **final,
@@ -202,7 +203,8 @@ def train_nesy(
 
         optimum = sum(prior_term_optimum(o.prior_form, o.prior_target, nets[n].network_module.num_clusters)
                       for n, o in objectives.items())  # the logged L_PRIOR is summed over the networks
-        write_figures(model, pools, domains, result.rows, run, samples={n: o.buffer_samples() for n, o in objectives.items()},
+        write_figures(model, pools, domains, result.rows, run,
+                      samples={n: o.buffer_samples() for n, o in objectives.items()},
                       prior_optimum=optimum if weights["prior"] > 0 else None)
         run.finish(metrics)
     barrier(dist)

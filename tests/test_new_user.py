@@ -111,15 +111,35 @@ def test_the_threshold_allows_for_the_noise_of_few_images_and_batches():
     assert len(warned) == 1 and warned[0].startswith("cluster collapse: one cluster takes 95% of the batch")
 
 
+def test_a_run_whose_final_images_collapsed_reports_it(tmp_path, capsys, monkeypatch):
+    """The final evaluation's histogram goes through the rule (here made to say 81 % in one cluster)."""
+    import gedi_nesy.train as train_module
+
+    real = train_module.evaluate_nesy
+
+    def collapsed(*args, **kwargs):
+        return {**real(*args, **kwargs), "max_cluster_share": 0.81}
+
+    monkeypatch.setattr(train_module, "evaluate_nesy", collapsed)
+    assert nesy_cli.main([*NESY, "--no-progress"]) == 0
+    metrics = strict_json(capsys.readouterr().out.strip().splitlines()[-1])
+    final = [w for w in metrics["warnings"] if w.startswith("final evaluation: cluster collapse: ")]
+    assert len(final) == 1 and "81% of the " in final[0] and "test images" in final[0], metrics["warnings"]
+
+
 # ----------------------------------------------------------------------------- a tiny NeSy run
 @pytest.fixture(scope="module")
 def nesy_run(tmp_path_factory):
     """One tiny gedi-nesy run (progress bar on), its stderr and its JSON line."""
+    import contextlib
+    import io
+
     out = tmp_path_factory.mktemp("nesy") / "run"
-    proc = subprocess.run([sys.executable, "-m", "gedi_nesy", *NESY, "--out", str(out)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out, proc.stderr, strict_json(proc.stdout.strip().splitlines()[-1])
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = nesy_cli.main([*NESY, "--out", str(out)])
+    assert code == 0, stderr.getvalue()[-2000:]
+    return out, stderr.getvalue(), strict_json(stdout.getvalue().strip().splitlines()[-1])
 
 
 def test_progress_bar_names_the_total_and_shows_l_nesy(nesy_run):
@@ -202,7 +222,8 @@ def test_time_limit_stops_a_loop_and_restores_the_alarm():
 
 def test_small_one_value_domain(tmp_path, capsys):
     program = tmp_path / "one.pl"
-    program.write_text("nn(gedi_net, [X], Y, [0]) :: digit(X, Y).\nsum(X, Y, Z) :- digit(X, A), digit(Y, B), Z is A + B.\n")
+    program.write_text("nn(gedi_net, [X], Y, [0]) :: digit(X, Y).\n"
+                       "sum(X, Y, Z) :- digit(X, A), digit(Y, B), Z is A + B.\n")
     code = nesy_cli.main([*NESY[:1], "--program", str(program), "--task", "sum", *NESY[3:], "--no-progress",
                           "--out", str(tmp_path / "run")])
     line = one_error_line(capsys, "gedi-nesy")
