@@ -16,9 +16,7 @@ from typing import Any
 
 from gedi_core.config import (LEARNING_RATE, MODEL_RANGES, NON_NEGATIVE, POSITIVE, SEED, SGLD_RANGES, ModelConfig, Range,
                               SGLDConfig, build_config, check_config, check_sgld_init, read_text_file)
-from gedi_core.devices import resolve_device
 from gedi_core.errors import GediError
-from gedi_nesy.query_file import parse_query_file
 
 ARMS = ("nesy", "gedi", "gedi+nesy")
 TASKS = ("auto", "addition", "sum", "multi_addition")
@@ -190,6 +188,8 @@ class NesyConfig:
             raise GediError(f"arm '{self.arm}': every weight it uses is 0, so nothing would train "
                             "(set --w-nesy, --w-gen, --w-prior or --w-inv above 0)")
         self.network_names()
+        from gedi_core.devices import resolve_device  # torch: imported once the cheap checks passed
+
         resolve_device(self.device)
         check_input_files(self)
         return self
@@ -219,6 +219,8 @@ def check_input_files(cfg: NesyConfig) -> None:
             raise GediError(f"{flag} {path}: no such file")
     if Path(cfg.program).is_file():
         read_text_file(cfg.program, "ProbLog program (.pl)")
+    from gedi_nesy.query_file import parse_query_file  # ProbLog's parser: imported only when needed
+
     for flag, path in (("--queries", cfg.data.queries), ("--test-queries", cfg.data.test_queries)):
         if path is not None:
             parse_query_file(path, flag)
