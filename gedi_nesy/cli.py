@@ -97,10 +97,14 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
     from gedi_nesy.data import TASK_PREDICATES, has_proof, load_pools, read_query_file, resolve_task, task_queries
     from gedi_nesy.engine import is_batched
     from gedi_nesy.network import gedi_network
-    from gedi_nesy.program import build_nesy_model, inspect_program
+    from gedi_nesy.compile_cache import check_compile_cache
+    from gedi_nesy.program import build_nesy_model, check_supported, inspect_program
 
     cfg.program = _resolve_path(cfg.program) or cfg.program
     known = inspect_program(cfg.program).predicates
+    check_supported(cfg.program)
+    if cfg.compile_cache is not None:
+        check_compile_cache(cfg.compile_cache)
     seed_everything(cfg.seed)
     pools = load_pools(cfg.data, cfg.seed)
     networks = [gedi_network(name, cfg.model, pools.input_shape) for name in cfg.network_names()]
@@ -111,7 +115,7 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
     provable = has_proof(model)
     notes = [f"data: {pools.note}"] if pools.note else []
     if cfg.data.queries is not None:
-        train_q = read_query_file(cfg.data.queries, sizes, known, provable)
+        train_q = read_query_file(cfg.data.queries, sizes, known, provable, held_out=("test", "val"))
         task = None
     else:
         task = resolve_task(cfg.data.task, cfg.program)
@@ -155,6 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     info, device = init_distributed(cfg.device)
+    run = None
     try:
         cfg.device = str(device)  # cuda:LOCAL_RANK under torchrun
         run = RunFolder(args.out, {}, args.resume, info.is_main).open() if args.out is not None else None
@@ -163,6 +168,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run, resume=args.resume,
                              progress=not args.no_progress and info.is_main, dist=info)
     finally:
+        if run is not None:
+            run.unlock()
         cleanup(info)
     if metrics:
         print(json.dumps(metrics, sort_keys=True))
@@ -171,14 +178,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from gedi_nesy.evaluation import evaluate_nesy
-    from gedi_nesy.predict import run_config
+    from gedi_nesy.predict import load_weights, run_config
     from gedi_nesy.program import inspect_program, network_domains
 
     run = Path(args.run)
     cfg, state = run_config(run)
     pools, model, _, test_q = prepare(cfg)
+    saved = state["step"]["model"]["networks"]
     for name, net in model.networks.items():
-        net.network_module.load_state_dict(state["step"]["model"]["networks"][name])
+        if name not in saved:
+            raise GediError(f"--run {run}: the checkpoint holds no weights of network '{name}'")
+        load_weights(net.network_module, saved[name], f"{run / 'checkpoint.pt'}: network '{name}'")
     domains = network_domains(inspect_program(cfg.program))
     metrics = {**evaluate_nesy(model, pools, domains, test_q), "epoch": state["loop"]["epoch"], "run": str(run)}
     print(json.dumps(metrics, sort_keys=True))

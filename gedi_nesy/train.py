@@ -132,6 +132,7 @@ def train_nesy(
     run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, resume, dist.is_main).open()
     if run is not None:
         run.config, run.defaults = to_dict(cfg), to_dict(NesyConfig())
+        run.inputs = {"program": cfg.program, "queries": cfg.data.queries, "test_queries": cfg.data.test_queries}
 
     weights = cfg.active_weights()
     params = [p for net in model.networks.values() for p in net.network_module.parameters()]

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from gedi_core.data import load_dataset
 from gedi_core.errors import GediError
-from gedi_core.runfolder import write_json
+from gedi_core.runfolder import check_output_folder, write_json
 
 KNOWN = ("nmi", "probe", "ood", "fid", "samples")
 
@@ -37,14 +37,16 @@ def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"),
     for w in what:
         if w not in KNOWN:
             raise GediError(f"--what: unknown evaluation '{w}' (known: {', '.join(KNOWN)})")
+    # the outputs are checked before any work: eval.json is this command's own (merged), the rest fresh
+    pngs = ("samples.png", "samples_buffer.png") if "samples" in what else ()
+    out_dir = check_output_folder(out if out is not None else run, ("eval.json", *pngs), owned=("eval.json",))
     method, data, cfg = load_run(run, device=device, data_overrides=data_overrides)
     fid_metric = None
     if "fid" in what:  # fail fast, before the other evaluations, when FID cannot run
         from gedi_core.evaluation.fid import make_fid_metric
 
         fid_metric = make_fid_metric(fid_features, tuple(data.input_shape[-2:]))
-    out_dir = Path(out) if out is not None else Path(run)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(exist_ok=True)
     result: dict[str, Any] = {"run": str(run), "method": cfg.method, "dataset": cfg.data.name, "seed": cfg.seed,
                               "evaluated_on": data.evaluated_on}
 
