@@ -12,8 +12,8 @@ Rules, kept here once for every command of the project:
 - a run folder has one writer: the first write takes an exclusive lock file (``.lock``, holding
   the writer's PID and host); a second writer is refused, a lock whose process is dead is taken
   over with a warning;
-- a run keeps the input files it trained on (``program.pl``, with the SHA-256 of each input in its
-  checkpoint), so that ``--resume`` refuses a changed input and the run works after it is moved;
+- a run keeps the input files it trained on (``program.pl``; the SHA-256 of each input in
+  ``inputs.json``, its checkpoint and ``metrics.json``), so that ``--resume`` refuses a changed input and the run works after it is moved;
 - other commands' outputs (:func:`check_output_file`, :func:`check_output_folder`) never write
   over an existing file or a file a run folder owns, checked before any long work;
 - a write that fails (disk full, read-only folder) is one line naming the folder and its free
@@ -47,8 +47,9 @@ METRICS = "metrics.json"
 CONFIG = "config.yaml"
 LOCK = ".lock"  # the writer's PID and host while a run is being written
 PROGRAM = "program.pl"  # the program text a gedi-nesy run trained on
+INPUTS = "inputs.json"  # the path and SHA-256 of each input file of the run
 #: the files a run folder owns whether or not they exist yet: no other command writes them
-RUN_FILES = (CHECKPOINT, METRICS, CONFIG, LOCK, PROGRAM, "log.csv", "epochs.csv", "losses.png", "clusters.png",
+RUN_FILES = (CHECKPOINT, METRICS, CONFIG, LOCK, PROGRAM, INPUTS, "log.csv", "epochs.csv", "losses.png", "clusters.png",
              "density.png", "buffer.png", "classes.png", "confusion.png")
 #: the version of the checkpoint's layout (the keys ``resume_state`` needs); 1: no ``layout`` key
 CHECKPOINT_LAYOUT = 2
@@ -327,6 +328,12 @@ class RunFolder:
             raise GediError(f"--out {p}: holds a finished run ({METRICS}); it is never overwritten: "
                             "choose a fresh --out")
         self._check_state()
+        if self.resume and self.inputs and (p / INPUTS).is_file():  # early, before any data is loaded
+            try:
+                saved = json.loads((p / INPUTS).read_text())
+            except (OSError, ValueError):
+                saved = {}  # the checkpoint's copy is checked when it is loaded
+            self.check_inputs({"inputs": saved})
         # a folder with a config but no checkpoint holds no work: the run starts afresh
         parent = p
         while not parent.exists():
@@ -406,6 +413,8 @@ class RunFolder:
             self.input_digests[name] = {"path": str(path), "sha256": file_digest(path)}
             if name == "program" and self.is_main:
                 write_text(self.path / PROGRAM, Path(path).read_text())
+        if self.input_digests and self.is_main:
+            write_json(self.path / INPUTS, self.input_digests)
 
     def check_inputs(self, state: Mapping[str, Any]) -> None:
         """``--resume``: every input file the checkpoint recorded still has its digest."""

@@ -155,14 +155,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     is one rank (gloo on CPU, NCCL on GPUs) and only rank 0 prints the metrics."""
     from gedi_core.distributed import barrier, cleanup, init_distributed
     from gedi_core.runfolder import RunFolder
-    from gedi_nesy.train import train_nesy
+    from dataclasses import replace
+
+    from gedi_nesy.train import input_files, train_nesy
 
     cfg = resolve_config(args)
     info, device = init_distributed(cfg.device)
     run = None
     try:
         cfg.device = str(device)  # cuda:LOCAL_RANK under torchrun
-        run = RunFolder(args.out, {}, args.resume, info.is_main).open() if args.out is not None else None
+        if args.out is not None:
+            run = RunFolder(args.out, {}, args.resume, info.is_main)
+            run.inputs = input_files(replace(cfg, program=_resolve_path(cfg.program) or cfg.program))
+            run.open()
         barrier(info)
         pools, model, train_q, test_q = prepare(cfg, quiet=not info.is_main)
         metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run, resume=args.resume,
