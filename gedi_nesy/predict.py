@@ -109,15 +109,16 @@ def load_network(path: str | Path, name: str | None = None, **network_kwargs: An
     return net
 
 
-def run_networks(cfg: NesyConfig, state: dict[str, Any], input_shape: Sequence[int]) -> dict[str, Any]:
+def run_networks(cfg: NesyConfig, state: dict[str, Any], input_shape: Sequence[int],
+                 where: str = CHECKPOINT) -> dict[str, Any]:
     """The trained networks of a run (``cfg, state`` from :func:`run_config`), as DeepProbLog
     ``Network`` objects taking images of ``input_shape``."""
     networks = {name: gedi_network(name, cfg.model, tuple(input_shape)) for name in cfg.network_names()}
     saved = state["step"]["model"]["networks"]
     for name, net in networks.items():
         if name not in saved:
-            raise GediError(f"the run's checkpoint holds no weights of network '{name}' (has: {', '.join(saved)})")
-        load_weights(net.network_module, saved[name], f"{CHECKPOINT}: network '{name}'")
+            raise GediError(f"{where}: no weights of network '{name}' (has: {', '.join(saved)})")
+        load_weights(net.network_module, saved[name], f"{where}: network '{name}'")
     return networks
 
 
@@ -184,7 +185,7 @@ def predict(run: str | Path, images_path: str | Path, queries_path: str | Path |
     images = npz_image_array(images_path)
     info = inspect_program(cfg.program)
     domains = network_domains(info)
-    networks = run_networks(cfg, state, images.shape[1:])
+    networks = run_networks(cfg, state, images.shape[1:], str(run / CHECKPOINT))
     queries, model = [], None
     if queries_path is not None:
         model = build_nesy_model(cfg.program, list(networks.values()), None, engine=cfg.engine)

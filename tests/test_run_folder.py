@@ -510,3 +510,10 @@ def test_a_damaged_compile_cache_file_is_rebuilt_with_a_warning(tmp_path, capsys
     err = [line for line in capsys.readouterr().err.splitlines() if "compile-cache" in line]
     assert len(err) == 1 and f"warning: --compile-cache {cache_file}: damaged" in err[0], err
     assert isinstance(pickle.loads(cache_file.read_bytes()), dict)  # rebuilt
+
+
+def test_run_folder_catalogue_is_listed_in_docs():
+    """docs/errors.md lists every case of both tables of this file."""
+    doc = (ROOT / "docs" / "errors.md").read_text()
+    missing = [c[0] for c in CASES + OUTPUT_CASES if f"`{c[0]}`" not in doc]
+    assert not missing, missing
