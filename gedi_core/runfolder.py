@@ -275,6 +275,25 @@ def _stale(path: Path, holder: tuple[int, str] | None) -> bool:
     return host == socket.gethostname() and not _pid_alive(pid)
 
 
+def _create_with(path: Path, text: str) -> None:
+    """Create ``path`` holding ``text`` in one step (a hard link of a written temporary file, so
+    that no reader ever sees it empty); FileExistsError if it exists. Where the file system has
+    no hard links, ``O_EXCL`` creation, then the write."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(text)}.tmp")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def _release_lock(path: Path, pid: int) -> None:
     """Remove lock file ``path`` if process ``pid`` holds it."""
     holder = _read_lock(path)
@@ -369,7 +388,7 @@ class RunFolder:
         path = self.path / LOCK
         for _ in range(3):
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                _create_with(path, f"{os.getpid()} {socket.gethostname()}\n")
             except FileExistsError:
                 holder = _read_lock(path)
                 if not _stale(path, holder):
@@ -384,8 +403,6 @@ class RunFolder:
                 continue
             except OSError as exc:
                 raise write_error(path, exc) from None
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()} {socket.gethostname()}\n")
             self.locked = True
             # released by unlock() (finish, or the command's finally), else when this object goes
             self._release = weakref.finalize(self, _release_lock, path, os.getpid())
