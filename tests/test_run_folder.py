@@ -312,6 +312,8 @@ def finished_runs(tmp_path_factory) -> dict[str, Path]:
     (root / "a_file").write_text("x")
     (root / "pred").mkdir()
     (root / "pred" / "predictions.csv").write_text("earlier predictions\n")
+    (root / "ev").mkdir()
+    (root / "ev" / "samples.png").write_bytes(b"a figure an evaluation did not write")
     return {"root": root, "nesy": root / "nesy", "core": root / "core"}
 
 
@@ -338,6 +340,8 @@ OUTPUT_CASES = [
     ("sample-none", "core", ["sample", "--run", "{core}", "--n", "0"], "--n must be >= 1, got 0"),
     ("eval-out-a-file", "core", ["eval", "--run", "{core}", "--out", "{core}/metrics.json"],
      "--out {core}/metrics.json: exists and is not a folder"),
+    ("eval-over-samples", "core", ["eval", "--run", "{core}", "--what", "samples", "--out", "{root}/ev"],
+     "{root}/ev/samples.png exists; it is never overwritten"),
     ("eval-missing-folder", "core", ["eval", "--run", "{core}", "--out", "{root}/none/ev"],
      "the folder {root}/none does not exist"),
 ]
@@ -363,6 +367,14 @@ def test_output_path_case_is_one_line_and_keeps_every_file(case_id, which, argv,
     line = run_one_line(main, [fill(a) for a in argv], prog, capsys)
     assert fill(expected) in line, line
     assert digest(root) == before  # nothing written, nothing replaced (predictions.csv neither)
+
+
+def test_eval_updates_its_own_eval_json(finished_runs, tmp_path, capsys):
+    out = tmp_path / "ev"
+    for what in ("nmi", "nmi,probe"):
+        assert core_cli.main(["eval", "--run", str(finished_runs["core"]), "--what", what, "--out", str(out),
+                              "--no-progress"]) == 0, capsys.readouterr().err
+    assert {"nmi", "probe_test_acc"} <= set(json.loads((out / "eval.json").read_text()))
 
 
 def test_outputs_in_a_read_only_folder_are_refused_before_any_work(finished_runs, capsys, monkeypatch):
