@@ -56,6 +56,14 @@ def nesy_fast_sgld() -> SGLDConfig:
     return dataclasses.replace(nesy_sgld(), chains=60, every=2, buffer_size=3333)
 
 
+def plugin_sgld() -> SGLDConfig:
+    """SGLD of the plugin's ``GEDILoss`` (DeepProbLog's ``train_model``, any batch size):
+    :func:`nesy_sgld` with 16 chains on every optimizer step from a buffer of 1000, so that the cost
+    and the number of samples per step do not follow the batch size (DeepProbLog's scripts train
+    with batches of 2 queries) and each chain is revisited often within a short training."""
+    return dataclasses.replace(nesy_sgld(), chains=16, every=1, buffer_size=1000)
+
+
 @dataclass
 class NesyWeights:
     """``w_nesy L_NESY + w_gen L_GEN + w_prior L_PRIOR + w_inv L_INV``; the arm masks some of them.
