@@ -149,3 +149,17 @@ def test_load_network_of_an_intact_export_gives_the_same_weights(exported):
     net = load_network(doctor(path, payload, lambda p: None))
     for k, v in net.network_module.state_dict().items():
         assert torch.equal(v, payload["networks"]["small_net"]["state_dict"][k]), k
+
+
+@pytest.mark.parametrize("gedi, message", [
+    (3.0, r"train_model\(\.\.\., gedi=\.\.\.\): expected a GEDILoss or a mapping of network name to GEDILoss, got float"),
+    ({"other_net": None}, r"no objective for network\(s\) gedi_net"),
+])
+def test_train_model_checks_its_gedi_argument(gedi, message):
+    from deepproblog.model import Model
+
+    from gedi_nesy import train_model
+
+    model = Model(str(ROOT / "programs" / "sum.pl"), [gedi_network("gedi_net")])
+    with pytest.raises(GediError, match=message):
+        train_model(model, [], 1, gedi=gedi)
