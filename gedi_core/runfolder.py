@@ -13,7 +13,8 @@ Rules, kept here once for every command of the project:
   the writer's PID and host); a second writer is refused, a lock whose process is dead is taken
   over with a warning;
 - a run keeps the input files it trained on (``program.pl``; the SHA-256 of each input in
-  ``inputs.json``, its checkpoint and ``metrics.json``), so that ``--resume`` refuses a changed input and the run works after it is moved;
+  ``inputs.json``, its checkpoint and ``metrics.json``), so that ``--resume`` refuses a changed
+  input and the run works after it is moved;
 - other commands' outputs (:func:`check_output_file`, :func:`check_output_folder`) never write
   over an existing file or a file a run folder owns, checked before any long work;
 - a write that fails (disk full, read-only folder) is one line naming the folder and its free
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import errno
 import hashlib
 import io
 import json
@@ -103,7 +103,7 @@ def free_space(folder: Path) -> str:
 def write_error(path: Path, exc: BaseException) -> GediError:
     """One line for a failed write of ``path``: the reason, the folder and its free space."""
     if isinstance(exc, OSError):
-        reason = exc.strerror or os.strerror(exc.errno) if exc.errno else str(exc)
+        reason = (exc.strerror or os.strerror(exc.errno)) if exc.errno else str(exc)
     else:
         reason = "the write failed (disk full?)"
     kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
@@ -398,8 +398,9 @@ class RunFolder:
                 gone = f"process {holder[0]} on {holder[1]}" if holder else "a process"
                 print(f"warning: --out {self.path}: taking over the lock of {gone}, which is no longer running",
                       file=sys.stderr)
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+                if _read_lock(path) == holder:  # not meanwhile taken over by another process
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
                 continue
             except OSError as exc:
                 raise write_error(path, exc) from None

@@ -57,9 +57,9 @@ def load_weights(module: torch.nn.Module, state_dict: Any, where: str) -> None:
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     if missing or unexpected:
-        raise GediError(f"{where}: the weights do not fit the network built from its config "
-                        f"({'missing tensor ' + repr(missing[0]) if missing else 'unexpected tensor ' + repr(unexpected[0])}"
-                        f", {len(missing)} missing, {len(unexpected)} unexpected)")
+        first = f"missing tensor {missing[0]!r}" if missing else f"unexpected tensor {unexpected[0]!r}"
+        raise GediError(f"{where}: the weights do not fit the network built from its config ({first}, "
+                        f"{len(missing)} missing, {len(unexpected)} unexpected)")
     for k, v in state_dict.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise GediError(f"{where}: tensor '{k}' has shape {tuple(v.shape)}, but the network built from its "
