@@ -40,6 +40,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 import yaml
 
+from gedi_core import __version__
 from gedi_core.errors import GediError
 
 CHECKPOINT = "checkpoint.pt"  # the checkpoint's file name inside a run folder
@@ -456,8 +457,10 @@ class RunFolder:
         if missing or layout > CHECKPOINT_LAYOUT:
             which = "a newer" if layout > CHECKPOINT_LAYOUT else "an older"
             lacks = f"; it lacks {', '.join(missing)}" if missing else ""
-            raise GediError(f"{self.checkpoint_path}: written by {which} version of this project (checkpoint layout "
-                            f"{layout}{lacks}); this version resumes layout {CHECKPOINT_LAYOUT}: choose a fresh --out")
+            version = f"gedi {state['version']}, " if "version" in state else ""
+            raise GediError(f"{self.checkpoint_path}: written by {which} version of this project ({version}checkpoint "
+                            f"layout {layout}{lacks}); this version ({__version__}) resumes layout {CHECKPOINT_LAYOUT}: "
+                            "choose a fresh --out")
 
     def resume_state(self, rank: int = 0) -> dict[str, Any] | None:
         """The checkpoint to continue (None for a fresh run), after checking that it was written
@@ -498,7 +501,7 @@ class RunFolder:
         """A checkpoint (``config`` added); rank > 0 writes its own file of per-rank state."""
         if rank == 0:
             save_checkpoint(self.checkpoint_path, {**state, "config": self.config, "layout": CHECKPOINT_LAYOUT,
-                                                   "inputs": self.input_digests})
+                                                   "version": __version__, "inputs": self.input_digests})
         else:
             save_checkpoint(self.rank_checkpoint_path(rank), state)
 

@@ -73,7 +73,7 @@ def older_layout(out: Path, interrupt_after) -> None:
     """An unfinished run whose checkpoint lacks a key a later version added (``loop.monitor_seen``)."""
     interrupted(out, interrupt_after)
     state = load_checkpoint(out / "checkpoint.pt")
-    del state["loop"]["monitor_seen"], state["layout"]
+    del state["loop"]["monitor_seen"], state["layout"], state["version"]
     torch.save(state, out / "checkpoint.pt")
 
 
