@@ -77,12 +77,22 @@ def older_layout(out: Path, interrupt_after) -> None:
     torch.save(state, out / "checkpoint.pt")
 
 
+def newer_layout(out: Path, interrupt_after) -> None:
+    """An unfinished run whose checkpoint says a later layout wrote it."""
+    interrupted(out, interrupt_after)
+    state = load_checkpoint(out / "checkpoint.pt")
+    state["layout"], state["version"] = 99, "9.9"
+    torch.save(state, out / "checkpoint.pt")
+
+
 CASES = [
     ("out-empty", lambda out, _: None, ["--out", ""], "--out '': an empty path"),
     ("locked", locked(False), [], "process 1 on "),
     ("locked-resume", locked(True), ["--resume"], "is writing this run folder"),
     ("resume-older-layout", older_layout, ["--resume"],
      "written by an older version of this project (checkpoint layout 1; it lacks loop.monitor_seen)"),
+    ("resume-newer-layout", newer_layout, ["--resume"],
+     "written by a newer version of this project (gedi 9.9, checkpoint layout 99)"),
     ("out-is-a-file", lambda out, _: out.write_text("not a folder"), [], "exists and is not a folder"),
     ("finished-run", finished, [], "holds a finished run"),
     ("finished-run-resume", finished, ["--resume"], "holds a finished run"),
