@@ -7,6 +7,7 @@ again (the cache only saves time, it holds nothing a run needs).
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -17,13 +18,16 @@ CACHE_FILES = "shapes-v*.pkl"  # the engine's file names (gedi_nesy.engine.Batch
 
 
 def check_compile_cache(folder: str | Path, prog: str = "gedi-nesy") -> None:
-    """``folder`` is a folder or can be made one; every cache file in it can be read (a damaged one
+    """``folder`` is a writable folder or can be made one; every cache file in it can be read (a damaged one
     is removed with a warning on stderr, to be rebuilt)."""
     path = Path(folder)
     if not str(folder).strip():
         raise GediError("--compile-cache '': an empty path; give a folder")
     if path.exists() and not path.is_dir():
         raise GediError(f"--compile-cache {path}: exists and is not a folder")
+    folder_or_parent = path if path.is_dir() else next((q for q in path.parents if q.exists()), Path("."))
+    if not folder_or_parent.is_dir() or not os.access(folder_or_parent, os.W_OK | os.X_OK):
+        raise GediError(f"--compile-cache {path}: cannot write there ({folder_or_parent} is not a writable folder)")
     if not path.is_dir():
         return
     for cache_file in sorted(path.glob(CACHE_FILES)):
