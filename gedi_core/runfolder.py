@@ -161,6 +161,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+@contextlib.contextmanager
+def resume_errors(path: Path) -> Iterator[None]:
+    """Loading a checkpoint's state into the model, optimizer and batches: a tensor of another
+    shape, a missing or unexpected key is one line naming it (torch's message, its telling line)."""
+    try:
+        yield
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        telling = [line for line in lines if line.startswith(("size mismatch", "Missing key", "Unexpected key"))]
+        reason = (telling or lines or [type(exc).__name__])[0]
+        if isinstance(exc, KeyError):
+            reason = f"it lacks {exc}"
+        raise GediError(f"{path}: cannot resume from it ({reason}); was it written for another model?") from None
+
+
 # ----------------------------------------------------------------------------- config comparison
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``."""

@@ -85,6 +85,16 @@ def newer_layout(out: Path, interrupt_after) -> None:
     torch.save(state, out / "checkpoint.pt")
 
 
+def another_head(out: Path, interrupt_after) -> None:
+    """An unfinished run whose checkpoint's cluster head was cut to 1 of its 2 rows."""
+    interrupted(out, interrupt_after)
+    state = load_checkpoint(out / "checkpoint.pt")
+    model = state["step"]["model"]
+    key = next(k for k in model if k.endswith("head.weight"))
+    model[key] = model[key][:1]
+    torch.save(state, out / "checkpoint.pt")
+
+
 CASES = [
     ("out-empty", lambda out, _: None, ["--out", ""], "--out '': an empty path"),
     ("locked", locked(False), [], "process 1 on "),
@@ -93,6 +103,7 @@ CASES = [
      "written by an older version of this project (checkpoint layout 1; it lacks loop.monitor_seen)"),
     ("resume-newer-layout", newer_layout, ["--resume"],
      "written by a newer version of this project (gedi 9.9, checkpoint layout 99)"),
+    ("resume-another-head", another_head, ["--resume"], "cannot resume from it (size mismatch for "),
     ("out-is-a-file", lambda out, _: out.write_text("not a folder"), [], "exists and is not a folder"),
     ("finished-run", finished, [], "holds a finished run"),
     ("finished-run-resume", finished, ["--resume"], "holds a finished run"),
