@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "N = 1": "N = {digits}",
     'train_set = addition(N, "train")': 'train_set = addition(N, "train"){subset}',
+    'test_set = addition(N, "test")': 'test_set = addition(N, "test"){test_subset}',
     "loader = DataLoader(train_set, 2, False)": "loader = DataLoader(train_set, {batch}, False)",
     "train = train_model(model, loader, 1, log_iter=100, profile=0)":
         "train = train_model(model, loader, {epochs}, log_iter=100, profile=0{gedi_arg})",
@@ -89,9 +90,11 @@ def gedi_arg(port: str, gedi_kwargs: str) -> str:
     return ""
 
 
-def script_source(digits: int, pairs: int, batch: int, epochs: int, port: str, gedi_kwargs: str = "") -> str:
+def script_source(digits: int, pairs: int, batch: int, epochs: int, port: str, gedi_kwargs: str = "",
+                  test_pairs: int = 0) -> str:
     source = deepproblog_file("examples", "MNIST", "addition.py").read_text()
     settings = {old: new.format(digits=digits, subset=f".subset({pairs})" if pairs > 0 else "", batch=batch,
+                                test_subset=f".subset({test_pairs})" if test_pairs > 0 else "",
                                 epochs=epochs, gedi_arg=gedi_arg(port, gedi_kwargs))
                 for old, new in SETTINGS.items()}
     source = replace_lines(source, settings, "settings")
@@ -157,7 +160,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.validation > 0:
         pools = carve_validation(pools, args.validation, args.seed)
     held_out = (pools.eval_x, pools.eval_y)
-    source = script_source(args.digits, args.pairs, args.batch_size, args.epochs, args.port, args.gedi)
+    source = script_source(args.digits, args.pairs, args.batch_size, args.epochs, args.port, args.gedi,
+                           args.test_pairs)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         offline_data_module(work / "data", (pools.train_x, pools.train_y), held_out)
@@ -178,7 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seconds = time.time() - t0
     comments = scope["train"].logger.comments
     accuracy = next(float(c.split()[1]) for c in comments if c.startswith("Accuracy"))
-    result = {"port": args.port, "gedi": args.gedi, "digits": args.digits, "pairs": len(scope["train_set"]), "batch": args.batch_size,
+    result = {"port": args.port, "gedi": args.gedi, "digits": args.digits, "pairs": len(scope["train_set"]), "test_pairs": len(scope["test_set"]), "batch": args.batch_size,
               "epochs": args.epochs, "seed": args.seed, "split_seed": args.split_seed,
               "evaluated_on": pools.evaluated_on, "sum_acc": round(accuracy, 4),
               **digit_report(scope["net"], *held_out), "seconds": round(seconds, 1),
@@ -195,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--port", choices=PORTS, default="none", help="none: DeepProbLog as shipped (default)")
     ap.add_argument("--digits", type=int, default=1, help="N, digits per number (the script's N)")
     ap.add_argument("--pairs", type=int, default=0, help="training queries (0: all the pool gives)")
+    ap.add_argument("--test-pairs", type=int, default=0,
+                    help="test queries the script's get_confusion_matrix scores (0: all the held-out pool gives)")
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)

@@ -49,7 +49,8 @@ def run_one(args: argparse.Namespace, port: str, budget: tuple[int, int, int, in
     n, pairs, batch, epochs = budget
     cmd = [sys.executable, str(SCRIPT), "--data-root", args.data_root, "--port", port, "--digits", str(n),
            "--pairs", str(pairs), "--batch-size", str(batch), "--epochs", str(epochs), "--seed", str(seed),
-           "--split-seed", str(args.split_seed), "--validation", str(args.validation)]
+           "--split-seed", str(args.split_seed), "--validation", str(args.validation),
+           "--test-pairs", str(args.test_pairs)]
     if port == "gedi" and args.gedi:
         cmd += ["--gedi", args.gedi]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
@@ -101,7 +102,8 @@ def write_table(args: argparse.Namespace, results: list[dict], argv: list[str]) 
               f"Data: MNIST test split t10k from `{shown_path(args.data_root)}`, split (seed {args.split_seed}) into "
               f"8000 training and 2000 test images; evaluated on the {pool}. Seeds: {args.seeds}. "
               f"Each cell: median (mean ± sample std) over the seeds; digit accuracy of the trained network on "
-              f"every held-out image, sum accuracy of the script's own get_confusion_matrix on its test queries. "
+              f"every held-out image, sum accuracy of the script's own get_confusion_matrix on its first "
+              f"{args.test_pairs or 'all'} test queries. "
               f"One thread per run.", ""]
     (out / "table.md").write_text("\n".join(header + markdown_table(rows)) + "\n")
     print("\n".join(markdown_table(rows)))
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--validation", type=float, default=0.0)
     ap.add_argument("--gedi", default="", help="GEDILoss arguments for the gedi port (default: its defaults)")
+    ap.add_argument("--test-pairs", type=int, default=0, help="test queries of the sum accuracy (0: all)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)

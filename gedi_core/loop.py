@@ -68,6 +68,9 @@ class FitOptions:
     label: str = ""  # prefix of the monitor's warnings, e.g. "gedi/moons seed 3"
     item_name: str = "images"  # epochs.csv reports <item_name>_per_s
     head_modes: bool = True  # whether the monitor checks cluster collapse / label inconsistency
+    # the progress bar's fields: label shown -> key of the log row (those the row has are shown)
+    bar_fields: dict[str, str] = field(default_factory=lambda: {"loss": "loss", "prior_gap": "prior_gap",
+                                                                "inv_gap": "inv_gap"})
 
 
 @dataclass
@@ -218,7 +221,7 @@ def fit(
                     for message in monitor.check(diag, head_modes=options.head_modes):
                         res.warnings.append(f"{where}: {message}")
                         tqdm.write(f"warning [{options.label}] {where}: {message}")
-                bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "prior_gap", "inv_gap") if k in row})
+                bar.set_postfix({label: f"{row[k]:.3f}" for label, k in options.bar_fields.items() if k in row})
             if options.ckpt_every and res.steps % options.ckpt_every == 0 and not last_of_epoch:
                 dt = time.time() - t_seg
                 elapsed += dt

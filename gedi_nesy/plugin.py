@@ -30,12 +30,16 @@ from gedi_nesy.step import batch_inputs, forward_batch, gedi_networks, gedi_term
 # the images over which the plugin's L_PRIOR estimates the class marginal (GEDILoss(prior_window=...)):
 # DeepProbLog's scripts train with batches of 2 queries, whose few images say little about it
 PLUGIN_PRIOR_WINDOW = 256
+# L_PRIOR's weight next to DeepProbLog's L_NESY: 1, chosen on the MNIST validation split with
+# DeepProbLog's own script (experiments/nesy_trials.md, "DeepProbLog's own script"); the CLI's 25
+# (batches of 60, hundreds of epochs) makes DeepProbLog's one epoch of batches of 2 collapse
+PLUGIN_PRIOR_WEIGHT = 1.0
 
 
 class GEDILoss(CoreGEDILoss):
     """:class:`gedi_core.objective.GEDILoss` with the plugin's defaults, for DeepProbLog's loop.
 
-    ``GEDILoss()`` = ``0.04 L_GEN + 25 L_PRIOR`` (entropy form, paper appendix O) relative to
+    ``GEDILoss()`` = ``0.04 L_GEN + 1 L_PRIOR`` (entropy form, paper appendix O) relative to
     DeepProbLog's ``L_NESY``, no ``L_INV`` (set ``inv`` > 0 to add it, with Gaussian noise of sigma
     ``aug_noise`` as the augmentation). Two defaults make it work at any batch size, DeepProbLog's
     batch of 2 included: the class marginal of ``L_PRIOR`` is estimated over the last
@@ -43,7 +47,7 @@ class GEDILoss(CoreGEDILoss):
     number of chains per step, whatever the batch size. ``train_model`` sets the prior to the
     class marginal the training queries imply (:func:`program_prior`) unless one is given."""
 
-    def __init__(self, gen: float = NesyWeights.gen, inv: float = NesyWeights.inv, prior: float = NesyWeights.prior,
+    def __init__(self, gen: float = NesyWeights.gen, inv: float = NesyWeights.inv, prior: float = PLUGIN_PRIOR_WEIGHT,
                  *, prior_form: str = "entropy", sgld: SGLDConfig | None = None,
                  aug_noise: float = NesyDataConfig.aug_noise, seed: int = 0,
                  prior_window: float = PLUGIN_PRIOR_WINDOW, **kwargs: Any) -> None:

@@ -113,6 +113,10 @@ def check_program(info: ProgramInfo, networks: Sequence) -> None:
                             f"'{npred.network}', which is not registered (registered: {', '.join(by_name) or 'none'})")
         module = by_name[npred.network].network_module
         k = getattr(module, "num_clusters", None)
+        if k is not None and len(npred.domain) < 2:
+            raise GediError(f"{info.path}:{npred.line}: neural predicate {npred.predicate}/{npred.arity} has a "
+                            f"domain of {len(npred.domain)} value(s); a GEDI network clusters into >= 2 values, "
+                            "so its domain needs >= 2 values")
         if k is not None and k != len(npred.domain):
             raise GediError(f"{info.path}:{npred.line}: neural predicate {npred.predicate}/{npred.arity} has a domain of "
                             f"{len(npred.domain)} values but network '{npred.network}' has {k} clusters "
