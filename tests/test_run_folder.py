@@ -558,3 +558,17 @@ def test_run_folder_catalogue_is_listed_in_docs():
     doc = (ROOT / "docs" / "errors.md").read_text()
     missing = [c[0] for c in CASES + OUTPUT_CASES if f"`{c[0]}`" not in doc]
     assert not missing, missing
+
+
+def test_an_older_run_without_its_program_reads_the_programs_path(finished_runs, tmp_path, capsys, monkeypatch):
+    """A run folder written before runs kept their program (no program.pl) works as before: the
+    program is read from its path (relative to the current folder), and is one line when missing."""
+    old = tmp_path / "old"
+    shutil.copytree(finished_runs["nesy"], old)
+    (old / "program.pl").unlink()
+    argv = ["predict", "--run", str(old), "--images", str(finished_runs["root"] / "imgs.npz")]
+    monkeypatch.chdir(finished_runs["root"])  # where prog/sum.pl is
+    assert nesy_cli.main([*argv, "--out", str(tmp_path / "p")]) == 0, capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    line = run_one_line(nesy_cli.main, [*argv, "--out", str(tmp_path / "q")], "gedi-nesy", capsys)
+    assert "program prog/sum.pl: no such file" in line
