@@ -184,7 +184,11 @@ def fit(
         sums: dict[str, float] = dict(acc["sums"])
         t_seg = time.time()
         for pos, batch in enumerate(batches.epoch(epoch, pos0), start=pos0):
-            out = step(batch)
+            try:
+                out = step(batch)
+            except NonFiniteError as exc:  # NaN/inf logits or SGLD samples: say where, as for the loss
+                raise NonFiniteError(f"epoch {epoch + 1} step {res.steps + 1}: {exc}; the last good checkpoint "
+                                     "is kept") from None
             optimizer.zero_grad(set_to_none=True)
             if out.loss is not None:
                 loss_value = float(out.loss.detach())
