@@ -136,7 +136,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import gedi_core.data  # noqa: F401
     from gedi_core.devices import resolve_device
     from gedi_core.evaluation import load_run, save_samples
-
     from gedi_core.runfolder import check_output_file
 
     resolve_device(args.device)

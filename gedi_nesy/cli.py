@@ -186,17 +186,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from gedi_nesy.evaluation import evaluate_nesy
-    from gedi_nesy.predict import load_weights, run_config
+    from gedi_nesy.predict import load_run_weights, run_config
     from gedi_nesy.program import inspect_program, network_domains
 
     run = Path(args.run)
     cfg, state = run_config(run)
     pools, model, _, test_q = prepare(cfg)
-    saved = state["step"]["model"]["networks"]
-    for name, net in model.networks.items():
-        if name not in saved:
-            raise GediError(f"--run {run}: the checkpoint holds no weights of network '{name}'")
-        load_weights(net.network_module, saved[name], f"{run / 'checkpoint.pt'}: network '{name}'")
+    load_run_weights(model.networks, state, str(run / "checkpoint.pt"))
     domains = network_domains(inspect_program(cfg.program))
     metrics = {**evaluate_nesy(model, pools, domains, test_q), "epoch": state["loop"]["epoch"], "run": str(run)}
     print(json_line(metrics))

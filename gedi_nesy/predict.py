@@ -114,12 +114,18 @@ def run_networks(cfg: NesyConfig, state: dict[str, Any], input_shape: Sequence[i
     """The trained networks of a run (``cfg, state`` from :func:`run_config`), as DeepProbLog
     ``Network`` objects taking images of ``input_shape``."""
     networks = {name: gedi_network(name, cfg.model, tuple(input_shape)) for name in cfg.network_names()}
+    load_run_weights(networks, state, where)
+    return networks
+
+
+def load_run_weights(networks: dict[str, Any], state: dict[str, Any], where: str) -> None:
+    """Load a run checkpoint's weights (``state``, read from ``where``) into DeepProbLog ``Network``
+    objects by name; a network it lacks or weights that do not fit are one line."""
     saved = state["step"]["model"]["networks"]
     for name, net in networks.items():
         if name not in saved:
             raise GediError(f"{where}: no weights of network '{name}' (has: {', '.join(saved)})")
         load_weights(net.network_module, saved[name], f"{where}: network '{name}'")
-    return networks
 
 
 @torch.no_grad()
