@@ -136,11 +136,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import gedi_core.data  # noqa: F401
     from gedi_core.devices import resolve_device
     from gedi_core.evaluation import load_run, save_samples
+    from gedi_core.runfolder import check_output_file
 
     resolve_device(args.device)
-    method, _, _ = load_run(args.run, device=args.device, data_overrides=_data_overrides(args))
+    for flag, value, low in (("--n", args.n, 1), ("--steps", args.steps, 0)):
+        if value < low:
+            raise GediError(f"{flag} must be >= {low}, got {value}")
     if args.out is None:
         args.out = str(Path(args.run) / f"samples_{args.steps}.png")
+    check_output_file(args.out)  # before the run is loaded: never over an existing file or a run's own
+    method, _, _ = load_run(args.run, device=args.device, data_overrides=_data_overrides(args))
     save_samples(method, args.out, n=args.n, steps=args.steps, step_size=args.step_size, noise=args.noise,
                  from_buffer=args.from_buffer, seed=args.seed, sort_by_cluster=not args.unsorted)
     print(json.dumps({"samples": args.out, "n": args.n, "steps": args.steps}))

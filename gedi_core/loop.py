@@ -24,7 +24,7 @@ from gedi_core.errors import GediError
 from gedi_core.monitor import FailureMonitor
 from gedi_core.objective import NonFiniteError
 from gedi_core.rng import rng_state, set_rng_state
-from gedi_core.runfolder import RunFolder
+from gedi_core.runfolder import RunFolder, resume_errors
 
 
 @dataclass
@@ -134,10 +134,11 @@ def fit(
     seen: list[str] = []
     state = run.resume_state(dist.rank) if run is not None else None
     if state is not None:
-        step.load_state_dict(state["step"])
-        optimizer.load_state_dict(state["optimizer"])
-        batches.load_state_dict(state["batches"])
-        set_rng_state(state["rng"])
+        with resume_errors(run.checkpoint_path):
+            step.load_state_dict(state["step"])
+            optimizer.load_state_dict(state["optimizer"])
+            batches.load_state_dict(state["batches"])
+            set_rng_state(state["rng"])
         loop = state["loop"]
         if loop.get("world_size", 1) != dist.world_size:
             raise GediError(f"--resume: the checkpoint was written by {loop.get('world_size', 1)} process(es), "
@@ -183,7 +184,11 @@ def fit(
         sums: dict[str, float] = dict(acc["sums"])
         t_seg = time.time()
         for pos, batch in enumerate(batches.epoch(epoch, pos0), start=pos0):
-            out = step(batch)
+            try:
+                out = step(batch)
+            except NonFiniteError as exc:  # NaN/inf logits or SGLD samples: say where, as for the loss
+                raise NonFiniteError(f"epoch {epoch + 1} step {res.steps + 1}: {exc}; the last good checkpoint "
+                                     "is kept") from None
             optimizer.zero_grad(set_to_none=True)
             if out.loss is not None:
                 loss_value = float(out.loss.detach())

@@ -28,7 +28,7 @@ from gedi_core.errors import GediError
 from gedi_core.losses import (batch_mean_probs, gen_loss, inv_loss, prior_at_marginal, prior_cross_entropy,
                               prior_entropy_loss, prior_loss, prior_neg_entropy, running_marginal)
 from gedi_core.models import energy_from_logits
-from gedi_core.sgld import EnergySampler
+from gedi_core.sgld import EnergySampler, check_sgld
 
 LogitsFn = Callable[[Tensor], Tensor]
 Augment = Callable[[Tensor, "torch.Generator | None"], Tensor]
@@ -43,6 +43,24 @@ class NonFiniteError(GediError):
 def weighted_sum(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor | float:
     """``sum_k weights[k] * terms[k]`` in the order of ``terms`` (0 when there are none)."""
     return sum(weights[k] * v for k, v in terms.items())
+
+
+def check_logits(x: Tensor, logits: Tensor) -> None:
+    """``logits`` are ``net(x)``: a 2-d tensor ``(B, K)``, ``B = len(x)``, ``K >= 2``, finite;
+    else a :class:`GediError` naming the argument (:class:`NonFiniteError` for NaN/inf)."""
+    if not isinstance(x, Tensor) or x.dim() < 1:
+        raise GediError(f"GEDILoss: x must be a tensor of inputs (B, ...), got {type(x).__name__}"
+                        + (f" of shape {tuple(x.shape)}" if isinstance(x, Tensor) else ""))
+    if not isinstance(logits, Tensor):
+        raise GediError(f"GEDILoss: logits must be a tensor (B, K), got {type(logits).__name__}")
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise GediError(f"GEDILoss: logits must be 2-d (B, K) with K >= 2 clusters, got shape {tuple(logits.shape)}")
+    if logits.shape[0] != x.shape[0]:
+        raise GediError(f"GEDILoss: logits has {logits.shape[0]} rows but x has {x.shape[0]} inputs; "
+                        "pass logits = net(x)")
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteError(f"GEDILoss: logits hold {int((~torch.isfinite(logits)).sum())} NaN/inf value(s) "
+                             "(the network's outputs are no longer finite: learning rate too large?)")
 
 
 class GEDILoss(nn.Module):
@@ -108,6 +126,8 @@ class GEDILoss(nn.Module):
         if prior_target is not None:
             self.set_prior(prior_target)
         self.sgld = sgld if sgld is not None else SGLDConfig()
+        if weights["gen"] > 0:
+            check_sgld(self.sgld, "GEDILoss")
         self.augment = augment
         self.seed = seed
         self.generator = generator if generator is not None else torch.Generator().manual_seed(seed + 1)
@@ -167,6 +187,7 @@ class GEDILoss(nn.Module):
         ``net`` maps inputs to cluster logits; ``logits`` are ``net(x)`` if already computed."""
         if logits is None:
             logits = net(x)
+        check_logits(x, logits)
         w = self.weights
         out: dict[str, Tensor] = {}
         if w["gen"] > 0:

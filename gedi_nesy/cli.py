@@ -99,10 +99,14 @@ def prepare(cfg: NesyConfig, quiet: bool = False, ground_timeout: float = DEFAUL
     from gedi_nesy.data import TASK_PREDICATES, has_proof, load_pools, read_query_file, resolve_task, task_queries
     from gedi_nesy.engine import is_batched
     from gedi_nesy.network import gedi_network
-    from gedi_nesy.program import build_nesy_model, inspect_program
+    from gedi_nesy.compile_cache import check_compile_cache
+    from gedi_nesy.program import build_nesy_model, check_supported, inspect_program
 
     cfg.program = _resolve_path(cfg.program) or cfg.program
     known = inspect_program(cfg.program).predicates
+    check_supported(cfg.program)
+    if cfg.compile_cache is not None:
+        check_compile_cache(cfg.compile_cache)
     seed_everything(cfg.seed)
     pools = load_pools(cfg.data, cfg.seed)
     networks = [gedi_network(name, cfg.model, pools.input_shape) for name in cfg.network_names()]
@@ -113,7 +117,7 @@ def prepare(cfg: NesyConfig, quiet: bool = False, ground_timeout: float = DEFAUL
     provable = has_proof(model)
     notes = [f"data: {pools.note}"] if pools.note else []
     if cfg.data.queries is not None:
-        train_q = read_query_file(cfg.data.queries, sizes, known, provable)
+        train_q = read_query_file(cfg.data.queries, sizes, known, provable, held_out=("test", "val"))
         task = None
     else:
         task = resolve_task(cfg.data.task, cfg.program)
@@ -153,19 +157,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train one run; under ``torchrun --nproc_per_node=N -m gedi_nesy train ...`` each process
     is one rank (gloo on CPU, NCCL on GPUs) and only rank 0 prints the metrics."""
     cfg = resolve_config(args)  # first: a bad flag is reported before torch is imported
+    from dataclasses import replace
+
     from gedi_core.distributed import barrier, cleanup, init_distributed
     from gedi_core.runfolder import RunFolder
-    from gedi_nesy.train import train_nesy
+    from gedi_nesy.train import input_files, train_nesy
 
     info, device = init_distributed(cfg.device)
+    run = None
     try:
         cfg.device = str(device)  # cuda:LOCAL_RANK under torchrun
-        run = RunFolder(args.out, {}, args.resume, info.is_main).open() if args.out is not None else None
+        if args.out is not None:
+            run = RunFolder(args.out, {}, args.resume, info.is_main)
+            run.inputs = input_files(replace(cfg, program=_resolve_path(cfg.program) or cfg.program))
+            run.open()
         barrier(info)
         pools, model, train_q, test_q = prepare(cfg, quiet=not info.is_main, ground_timeout=args.ground_timeout)
         metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run, resume=args.resume,
                              progress=not args.no_progress and info.is_main, dist=info)
     finally:
+        if run is not None:
+            run.unlock()
         cleanup(info)
     if metrics:
         print(json_line(metrics))
@@ -174,14 +186,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from gedi_nesy.evaluation import evaluate_nesy
-    from gedi_nesy.predict import run_config
+    from gedi_nesy.predict import load_run_weights, run_config
     from gedi_nesy.program import inspect_program, network_domains
 
     run = Path(args.run)
     cfg, state = run_config(run)
     pools, model, _, test_q = prepare(cfg)
-    for name, net in model.networks.items():
-        net.network_module.load_state_dict(state["step"]["model"]["networks"][name])
+    load_run_weights(model.networks, state, str(run / "checkpoint.pt"))
     domains = network_domains(inspect_program(cfg.program))
     metrics = {**evaluate_nesy(model, pools, domains, test_q), "epoch": state["loop"]["epoch"], "run": str(run)}
     print(json_line(metrics))

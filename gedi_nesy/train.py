@@ -132,6 +132,7 @@ def train_nesy(
     run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, resume, dist.is_main).open()
     if run is not None:
         run.config, run.defaults = to_dict(cfg), to_dict(NesyConfig())
+        run.inputs = input_files(cfg)
 
     weights = cfg.active_weights()
     params = [p for net in model.networks.values() for p in net.network_module.parameters()]
@@ -209,6 +210,11 @@ def train_nesy(
         run.finish(metrics)
     barrier(dist)
     return metrics
+
+
+def input_files(cfg: NesyConfig) -> dict[str, str | None]:
+    """The input files a run depends on (the run folder keeps their digests, and the program)."""
+    return {"program": cfg.program, "queries": cfg.data.queries, "test_queries": cfg.data.test_queries}
 
 
 # the progress bar: the weighted total loss (with the entropy-form L_PRIOR, optimum -ln c, it is

@@ -299,6 +299,7 @@ def test_fid_features_command_writes_an_extractor_eval_can_load(fashion_root, tm
     assert extractor(torch.rand(3, 3, 28, 28)).shape == (3, summary["feature_dim"])
     before = out.read_bytes()
     assert core_cli.main(argv) == 2  # never overwritten
-    assert "exists; choose a fresh path" in one_error_line(capsys, "gedi-core") and out.read_bytes() == before
+    assert "exists; it is never overwritten: choose a fresh path" in one_error_line(capsys, "gedi-core")
+    assert out.read_bytes() == before
     assert core_cli.main(["fid-features", "--dataset", "moons", "--out", str(tmp_path / "x.pt")]) == 2
     assert "--dataset moons: not an image data set" in one_error_line(capsys, "gedi-core")

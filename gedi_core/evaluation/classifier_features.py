@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gedi_core.runfolder import atomic_path
+from gedi_core.runfolder import atomic_path, check_output_file
 
 
 class FeatureClassifier(nn.Module):
@@ -109,11 +109,7 @@ def feature_extractor_file(dataset: str, out: str | Path, data_root: str | None 
     if epochs < 1 or train_subset < 0 or test_subset < 0:
         raise GediError(f"--epochs must be >= 1 and --train-subset/--test-subset >= 0, got {epochs}, "
                         f"{train_subset}, {test_subset}")
-    out = Path(out)
-    if out.exists():
-        raise GediError(f"--out {out}: exists; choose a fresh path (an extractor file is never overwritten)")
-    if not out.parent.is_dir():
-        raise GediError(f"--out {out}: the folder {out.parent} does not exist")
+    out = check_output_file(out)
     cfg = DataConfig(name=dataset, data_root=data_root, download=download, train_subset=train_subset,
                      test_subset=test_subset)
     return build_feature_extractor(load_dataset(cfg, seed), out, epochs=epochs, seed=seed)

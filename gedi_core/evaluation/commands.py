@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
 from gedi_core.errors import GediError
-from gedi_core.runfolder import write_json
+from gedi_core.runfolder import check_output_folder, write_json
 
 KNOWN = ("nmi", "probe", "ood", "fid", "samples")
+
+
+SAMPLE_KEYS = ("samples_png", "samples_buffer_png")  # the grids an evaluation wrote, recorded in eval.json
+
+
+def previous_eval(folder: Path) -> dict[str, Any]:
+    """The ``eval.json`` an earlier evaluation wrote in ``folder`` ({} when there is none)."""
+    path = folder / "eval.json"
+    if not path.is_file():
+        return {}
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise GediError(f"{path}: cannot read it ({exc}); move it away to evaluate again") from None
+    if not isinstance(found, dict):
+        raise GediError(f"{path}: holds a {type(found).__name__}, not the metrics of an evaluation")
+    return found
 
 
 def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"), device: str = "cpu",
@@ -38,14 +56,19 @@ def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"),
     for w in what:
         if w not in KNOWN:
             raise GediError(f"--what: unknown evaluation '{w}' (known: {', '.join(KNOWN)})")
+    # the outputs are checked before any work: eval.json and what it records are this command's own
+    out_dir = Path(out if out is not None else run)
+    previous = previous_eval(out_dir)
+    owned = ("eval.json", *(Path(previous[k]).name for k in SAMPLE_KEYS if isinstance(previous.get(k), str)))
+    pngs = ("samples.png", "samples_buffer.png") if "samples" in what else ()
+    out_dir = check_output_folder(out_dir, ("eval.json", *pngs), owned=owned)
     method, data, cfg = load_run(run, device=device, data_overrides=data_overrides)
     fid_metric = None
     if "fid" in what:  # fail fast, before the other evaluations, when FID cannot run
         from gedi_core.evaluation.fid import make_fid_metric
 
         fid_metric = make_fid_metric(fid_features, tuple(data.input_shape[-2:]))
-    out_dir = Path(out) if out is not None else Path(run)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(exist_ok=True)
     result: dict[str, Any] = {"run": str(run), "method": cfg.method, "dataset": cfg.data.name, "seed": cfg.seed,
                               "evaluated_on": data.evaluated_on}
 
@@ -94,10 +117,5 @@ def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"),
             result["samples_buffer_png"] = str(out_dir / "samples_buffer.png")
         say(f"samples -> {out_dir / 'samples.png'}")
     result["eval_seconds"] = round(time.time() - t0, 2)
-    previous = {}
-    if (out_dir / "eval.json").is_file():
-        import json
-
-        previous = json.loads((out_dir / "eval.json").read_text())
-    write_json(out_dir / "eval.json", {**previous, **result})
+    write_json(out_dir / "eval.json", {**previous_eval(out_dir), **result})
     return result
