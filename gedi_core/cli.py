@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from gedi_core import jsonsafe
 from gedi_core.config import TrainConfig, dotted_to_nested, parse_set, read_config_file
 from gedi_core.errors import GediError
 
@@ -219,21 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def finite_or_null(value: Any) -> Any:
-    """``value`` with every NaN or infinite float (in nested dicts, lists, tuples) replaced by
-    ``None``, so that it is valid JSON (``null``)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_null(v) for v in value]
-    return value
-
-
 def json_line(value: Any) -> str:
     """The one JSON line a command prints (sorted keys; NaN and infinities as ``null``)."""
-    return json.dumps(finite_or_null(value), sort_keys=True, allow_nan=False)
+    return jsonsafe.dumps(value)
 
 
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:

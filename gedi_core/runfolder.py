@@ -40,7 +40,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 import yaml
 
-from gedi_core import __version__
+from gedi_core import __version__, jsonsafe
 from gedi_core.errors import GediError
 
 CHECKPOINT = "checkpoint.pt"  # the checkpoint's file name inside a run folder
@@ -117,7 +117,7 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_text(path, jsonsafe.dumps(data, indent=2) + "\n")
 
 
 def write_yaml(path: str | Path, data: Any) -> None:
