@@ -97,13 +97,14 @@ def sum_accuracy(model, queries: Sequence, network: str = "gedi_net", batch_size
     module = model.networks[network].network_module
     parsed = [query_numbers(q) for q in queries]
     images = list(dict.fromkeys(t for xs, ys, _ in parsed for t in xs + ys))
+    device = next(module.parameters(), torch.zeros(0)).device
     was_training = module.training
     module.eval()
     try:
         digit = {}
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            x = torch.stack([model.get_tensor(t) for t in chunk]).to(next(module.parameters()).device)
+            x = torch.stack([model.get_tensor(t) for t in chunk]).to(device)
             for t, d in zip(chunk, module(x).argmax(-1).tolist()):
                 digit[t] = d
     finally:
