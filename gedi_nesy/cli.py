@@ -36,9 +36,9 @@ NESY_FLAGS: dict[str, tuple[str, type, str]] = {
     "--test-queries": ("data.test_queries", str, "test queries for query_acc (same syntax)"),
     "--task": ("data.task", str, "example generator: auto | addition | sum | multi_addition"),
     "--examples": ("data.examples", int, "number of training examples"),
-    "--digits": ("data.digits", int, "multi_addition: digits per number (default 2); N != 2 cuts seeded "
-                 "permutations of the pool into queries of 2N distinct images, reusing images in later "
-                 "permutations when more queries are asked than pool / 2N"),
+    "--digits": ("data.digits", int, "multi_addition: digits per number (default 2); queries are cut from seeded "
+                 "permutations of the training pool, 2N distinct images each: pool / 2N queries use each image "
+                 "once, more queries reuse images in further permutations"),
     "--test-examples": ("data.test_examples", int, "number of generated test queries (validation queries with --validation)"),
     "--seed": ("seed", int, "random seed (data split, examples, initialisation)"),
     "--split-seed": ("data.split_seed", int, "seed of the train/test split of a single image set (-1: --seed)"),

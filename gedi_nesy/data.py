@@ -373,9 +373,6 @@ def _digits(task: str, rng: random.Random) -> tuple[list[int], int | None]:
     if task == "sum":
         a, b = rng.randrange(10), rng.randrange(10)
         return [a, b], a + b
-    if task == "multi_addition":
-        d = [rng.randrange(10) for _ in range(4)]
-        return d, 10 * d[0] + d[1] + 10 * d[2] + d[3]
     raise GediError(f"unknown task '{task}' (known: addition, sum, multi_addition)")
 
 
@@ -388,16 +385,16 @@ def task_examples(task: str, labels: Tensor, n: int, seed: int, strict: bool = T
     """``n`` examples of ``task``: image indices with the digits it needs and the label of the
     query (None for the three-image form).
 
-    ``addition``, ``sum`` and ``multi_addition`` with ``digits == 2``: the digits are drawn first,
-    then images of them without replacement from the pool; when the pool runs out of a digit, an
-    error if ``strict``, else the examples so far.  ``multi_addition`` with other ``digits`` N:
-    see :func:`image_rounds` (DeepProbLog's ``MNISTOperator`` likewise cuts a permutation of the
-    images into queries), the label is the sum of the two N-digit numbers."""
+    ``addition`` and ``sum``: the digits are drawn first, then images of them without replacement
+    from the pool; when the pool runs out of a digit, an error if ``strict``, else the examples so
+    far.  ``multi_addition`` (two numbers of ``digits`` digits each): the images are drawn as
+    DeepProbLog's ``MNISTOperator`` draws them, a permutation of the pool cut into queries
+    (:func:`image_rounds`, never running out), and the label is the sum of the two numbers."""
     _check_labels(labels, f"{task} examples")
     if digits < 1:
         raise GediError(f"data.digits must be at least 1, got {digits}")
     rng = random.Random(seed)
-    if task == "multi_addition" and digits != 2:
+    if task == "multi_addition":
         values = labels.tolist()
         examples = []
         for images in image_rounds(len(values), n, 2 * digits, rng):

@@ -162,11 +162,12 @@ def test_image_rounds_refuses_a_pool_smaller_than_one_query():
         image_rounds(7, 1, 8, random.Random(0))
 
 
-def test_two_digits_keep_the_class_balanced_draw():
+def test_every_length_draws_images_in_rounds_and_never_runs_out():
     labels = torch.arange(40) % 10
-    with pytest.raises(Exception, match="runs out of images"):
-        task_queries("multi_addition", labels, 11, seed=0)  # 4 images per digit, drawn without replacement
-    assert len(task_queries("multi_addition", labels, 11, seed=0, digits=3)) == 11  # rounds: never runs out
+    for n_digits in (1, 2, 3):
+        queries = task_queries("multi_addition", labels, 25, seed=0, digits=n_digits)
+        assert len(queries) == 25 and len({q.query for q in queries}) > 1  # the constant sum: shapes per sum
+        assert all(query_numbers(q)[2] < 2 * 10**n_digits for q in queries)
 
 
 def test_sum_accuracy_reads_the_networks_most_likely_digits():
