@@ -36,6 +36,9 @@ NESY_FLAGS: dict[str, tuple[str, type, str]] = {
     "--test-queries": ("data.test_queries", str, "test queries for query_acc (same syntax)"),
     "--task": ("data.task", str, "example generator: auto | addition | sum | multi_addition"),
     "--examples": ("data.examples", int, "number of training examples"),
+    "--digits": ("data.digits", int, "multi_addition: digits per number (default 2); queries are cut from seeded "
+                 "permutations of the training pool, 2N distinct images each: pool / 2N queries use each image "
+                 "once, more queries reuse images in further permutations"),
     "--test-examples": ("data.test_examples", int, "number of generated test queries (validation queries with --validation)"),
     "--seed": ("seed", int, "random seed (data split, examples, initialisation)"),
     "--split-seed": ("data.split_seed", int, "seed of the train/test split of a single image set (-1: --seed)"),
@@ -96,7 +99,8 @@ def prepare(cfg: NesyConfig, quiet: bool = False, ground_timeout: float = DEFAUL
     from problog.errors import ProbLogError
 
     from gedi_core.rng import seed_everything
-    from gedi_nesy.data import TASK_PREDICATES, has_proof, load_pools, read_query_file, resolve_task, task_queries
+    from gedi_nesy.data import (TASK_PREDICATES, has_proof, load_pools, read_query_file, resolve_task, task_options,
+                                 task_queries)
     from gedi_nesy.engine import is_batched
     from gedi_nesy.network import gedi_network
     from gedi_nesy.compile_cache import check_compile_cache
@@ -127,12 +131,13 @@ def prepare(cfg: NesyConfig, quiet: bool = False, ground_timeout: float = DEFAUL
         if pools.train_y is None:
             raise GediError(f"{cfg.data.images}: generating '{task}' examples needs train_labels; "
                             "add them or pass --queries FILE")
-        train_q = task_queries(task, pools.train_y, cfg.data.examples, cfg.seed, "train")
+        options = task_options(cfg.data.digits, cfg.program)
+        train_q = task_queries(task, pools.train_y, cfg.data.examples, cfg.seed, "train", **options)
     if cfg.data.test_queries is not None:
         test_q = read_query_file(cfg.data.test_queries, sizes, known, provable)
     elif task is not None:  # on the validation pool with data.validation, else the test pool
         test_q = task_queries(task, pools.eval_y, cfg.data.test_examples, cfg.seed + 1000, pools.eval_source,
-                              strict=False)
+                              strict=False, **options)
     else:
         test_q = train_q  # only training queries were given: query_acc is measured on them
         notes.append("no --test-queries: query_acc is measured on the training queries")

@@ -25,6 +25,7 @@ from torch import Tensor
 from gedi_core.data.idx import find_idx_files, read_idx_files
 from gedi_core.errors import GediError
 from gedi_nesy.config import NesyDataConfig
+from gedi_nesy.long_addition import number, sum_terms
 from gedi_nesy.query_file import parse_query_file
 
 PLACEHOLDER = "gedi_img{}"
@@ -381,22 +382,34 @@ def _digits(task: str, rng: random.Random) -> tuple[list[int], int | None]:
     if task == "sum":
         a, b = rng.randrange(10), rng.randrange(10)
         return [a, b], a + b
-    if task == "multi_addition":
-        d = [rng.randrange(10) for _ in range(4)]
-        return d, 10 * d[0] + d[1] + 10 * d[2] + d[3]
     raise GediError(f"unknown task '{task}' (known: addition, sum, multi_addition)")
 
 
 TASK_PREDICATES = {"addition": ("addition", 3), "sum": ("sum", 3), "multi_addition": ("multi_addition", 3)}
+PROGRAM_TASKS = {"long_addition": "multi_addition"}  # --task auto: program file stem -> task
 
 
-def task_examples(task: str, labels: Tensor, n: int, seed: int, strict: bool = True) -> list[tuple[list[int], int | None]]:
-    """``n`` examples of ``task``: image indices with the digits it needs, drawn without
-    replacement from the pool, and the label of the query (None for the three-image form).
+def task_examples(task: str, labels: Tensor, n: int, seed: int, strict: bool = True,
+                  digits: int = 2) -> list[tuple[list[int], int | None]]:
+    """``n`` examples of ``task``: image indices with the digits it needs and the label of the
+    query (None for the three-image form).
 
-    When the pool runs out of a digit: an error if ``strict``, else the examples so far."""
+    ``addition`` and ``sum``: the digits are drawn first, then images of them without replacement
+    from the pool; when the pool runs out of a digit, an error if ``strict``, else the examples so
+    far.  ``multi_addition`` (two numbers of ``digits`` digits each): the images are drawn as
+    DeepProbLog's ``MNISTOperator`` draws them, a permutation of the pool cut into queries
+    (:func:`image_rounds`, never running out), and the label is the sum of the two numbers."""
     _check_labels(labels, f"{task} examples")
+    if digits < 1:
+        raise GediError(f"data.digits must be at least 1, got {digits}")
     rng = random.Random(seed)
+    if task == "multi_addition":
+        values = labels.tolist()
+        examples = []
+        for images in image_rounds(len(values), n, 2 * digits, rng):
+            d = [values[i] for i in images]
+            examples.append((images, number(d[:digits]) + number(d[digits:])))
+        return examples
     by_class: dict[int, list[int]] = {c: [] for c in DIGITS}
     for i, y in enumerate(labels.tolist()):
         by_class[y].append(i)
@@ -404,9 +417,9 @@ def task_examples(task: str, labels: Tensor, n: int, seed: int, strict: bool = T
         rng.shuffle(idx)
     examples = []
     for k in range(n):
-        digits, label = _digits(task, rng)
+        digits_k, label = _digits(task, rng)
         chosen = []
-        for d in digits:
+        for d in digits_k:
             if not by_class[d]:
                 if not strict:
                     return examples
@@ -417,8 +430,29 @@ def task_examples(task: str, labels: Tensor, n: int, seed: int, strict: bool = T
     return examples
 
 
-def example_query(task: str, images: Sequence[int], label: int | None, source: str):
-    """The DeepProbLog query of one example (see programs/*.pl for the predicates)."""
+def image_rounds(n_images: int, n: int, size: int, rng: random.Random) -> list[list[int]]:
+    """``n`` queries of ``size`` distinct image indices out of ``n_images``, in rounds: each round
+    is a fresh seeded permutation of the pool cut into ``n_images // size`` disjoint queries (the
+    rest of the permutation unused).  The first round's queries use each image at most once; with
+    more queries, later rounds reuse images (each image at most once per round, never twice in
+    one query, so every query has the same shape)."""
+    per_round = n_images // size
+    if per_round == 0:
+        raise GediError(f"a query needs {size} distinct images, but the pool has only {n_images}")
+    queries: list[list[int]] = []
+    while len(queries) < n:
+        perm = list(range(n_images))
+        rng.shuffle(perm)
+        queries += [perm[k * size : (k + 1) * size] for k in range(min(per_round, n - len(queries)))]
+    return queries
+
+
+def example_query(task: str, images: Sequence[int], label: int | None, source: str, sum_digits: bool = False):
+    """The DeepProbLog query of one example (see programs/*.pl for the predicates).
+
+    ``multi_addition``: the first half of ``images`` is the first number, the second half the
+    second (most significant first); the sum is the constant ``label``, or with ``sum_digits``
+    its digits as ``tensor(sum_digit(K, V))`` terms (programs/long_addition.pl)."""
     from problog.logic import list2term
 
     terms = [image_term(source, i) for i in images]
@@ -427,16 +461,31 @@ def example_query(task: str, images: Sequence[int], label: int | None, source: s
     elif task == "sum":
         term = Term("sum", terms[0], terms[1], Constant(label))
     elif task == "multi_addition":
-        term = Term("multi_addition", list2term(terms[:2]), list2term(terms[2:]), Constant(label))
+        half = len(terms) // 2
+        total = list2term(sum_terms(label, half)) if sum_digits else Constant(label)
+        term = Term("multi_addition", list2term(terms[:half]), list2term(terms[half:]), total)
     else:
         raise GediError(f"unknown task '{task}'")
     return abstract_query(term)
 
 
-def task_queries(task: str, labels: Tensor, n: int, seed: int, source: str = "train", strict: bool = True) -> list:
+def task_queries(task: str, labels: Tensor, n: int, seed: int, source: str = "train", strict: bool = True,
+                 digits: int = 2, sum_digits: bool = False) -> list:
     """``n`` queries of ``task`` over the pool ``source`` whose labels are ``labels``
-    (fewer, when ``strict`` is False and the pool runs out of a digit)."""
-    return [example_query(task, imgs, label, source) for imgs, label in task_examples(task, labels, n, seed, strict)]
+    (fewer, when ``strict`` is False and the pool runs out of a digit).  ``digits``: the numbers'
+    length for ``multi_addition``; ``sum_digits``: its sum given digit by digit (for programs that
+    read the fixed network ``sum_digit``, :func:`gedi_nesy.long_addition.uses_sum_digits`)."""
+    return [example_query(task, imgs, label, source, sum_digits)
+            for imgs, label in task_examples(task, labels, n, seed, strict, digits)]
+
+
+def task_options(digits: int, program: str | Path) -> dict:
+    """The keyword arguments of :func:`task_queries` for a run of ``program``: the numbers'
+    length and whether the program reads the sum digit by digit."""
+    from gedi_nesy.long_addition import uses_sum_digits
+    from gedi_nesy.program import inspect_program
+
+    return {"digits": digits, "sum_digits": uses_sum_digits(inspect_program(program))}
 
 
 def resolve_task(task: str, program: str | Path) -> str:
@@ -444,6 +493,7 @@ def resolve_task(task: str, program: str | Path) -> str:
     if task != "auto":
         return task
     stem = Path(program).stem
+    stem = PROGRAM_TASKS.get(stem, stem)
     if stem in TASK_PREDICATES:
         return stem
     raise GediError(f"{program}: cannot tell which examples to generate for this program; "

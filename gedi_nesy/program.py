@@ -140,17 +140,27 @@ def build_nesy_model(program: str | Path, networks: Sequence, pools=None, cache:
     ``engine``: ``batched`` (gedi_nesy.engine: each query shape compiled once to an SDD by
     DeepProbLog, evaluated as a tensorised circuit for the whole batch) or ``exact``
     (DeepProbLog's ``ExactEngine``, circuits cached per query shape).  ``compile_cache``: a
-    folder where the batched engine keeps compiled shapes across runs.
+    folder where the batched engine keeps compiled shapes across runs.  A program that reads the
+    fixed network ``sum_digit`` (programs/long_addition.pl) gets it and its tensor source added
+    (:mod:`gedi_nesy.long_addition`).
 
     All checks (parse, network names, domain sizes) run here, before any training."""
     from deepproblog.model import Model
 
     from gedi_nesy.data import ImagePool
     from gedi_nesy.engine import set_engine
+    from gedi_nesy.long_addition import SUM_DIGIT, SumDigits, sum_digit_network, uses_sum_digits
 
-    check_program(inspect_program(program), networks)
-    model = Model(str(program), list(networks))
+    info = inspect_program(program)
+    networks = list(networks)
+    fixed = uses_sum_digits(info) and all(net.name != SUM_DIGIT for net in networks)
+    if fixed:  # programs/long_addition.pl: the sum's digits are read through a fixed network
+        networks.append(sum_digit_network())
+    check_program(info, networks)
+    model = Model(str(program), networks)
     set_engine(model, engine, cache=cache, disk_cache=compile_cache)
+    if fixed:
+        model.add_tensor_source(SUM_DIGIT, SumDigits())
     if pools is not None:  # train and test, or train and val (validation split: no test pool)
         for source, images in pools.sources().items():
             model.add_tensor_source(source, ImagePool(images, source))

@@ -1,0 +1,194 @@
+"""Multi-digit MNIST addition (two N-digit numbers of images and their sum) for N = 1 .. 100.
+
+For each N, program and arm, one gedi-nesy run (``--task multi_addition --digits N``, the batched
+engine) in its own process, and one table row: compile seconds and circuit size (KLay edges),
+training queries/s, the process's peak memory, digit accuracy (test images), sum accuracy (test
+queries of the same N: the sum of the numbers read off the network's most likely digits against
+the label), minutes for the whole run.
+
+Programs: ``long`` = programs/long_addition.pl (column-wise addition with carries, one circuit
+per N for every sum); ``deepproblog`` = programs/multi_addition.pl (DeepProbLog's ``number/3``
+form, one circuit per distinct sum whose grounding grows as 10^N: run only up to
+``--deepproblog-max-digits``, larger N are reported as skipped).
+
+Training queries: by default one permutation of the training pool cut into pool / (2N) queries
+(each image used once: 8000 / (2N) with MNIST t10k's 8000 training images); ``--examples K``
+draws K queries, in further permutations when K is larger (images reused, never twice in one
+query; ``gedi-nesy train --digits`` help).
+
+    python experiments/nesy_multi_digit.py --data mnist --data-root ../shared/data/MNIST/raw \\
+        --digits 1,2,4,15,100 --arms nesy,gedi+nesy --epochs 10 --out runs/multi_digit
+
+Resumable: every run is a run folder under ``--out``; a finished one (``multi_digit.json``) is
+reused, an interrupted one resumes from its checkpoint.  The table goes to ``--out``/table.md and
+table.csv (one row per run), and is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from reporting import markdown_table, shown_command  # noqa: E402
+
+from gedi_core.config import dotted_to_nested, parse_set  # noqa: E402
+from gedi_core.errors import GediError  # noqa: E402
+from gedi_core.runfolder import write_csv, write_text  # noqa: E402
+
+PROGRAMS = {"long": "programs/long_addition.pl", "deepproblog": "programs/multi_addition.pl"}
+COLUMNS = ["N", "program", "arm", "seed", "examples", "epochs", "compile s", "circuit edges", "queries/s",
+           "peak MB", "digit acc", "sum acc", "minutes"]
+# Published sum accuracy / training time on the standard benchmark (60k MNIST training images), as
+# gathered in the project's issue 19 (DeepProofLog, AAAI 2026; A-NeSI; Scallop; DeepSoftLog; PLIA).
+ANCHORS = [
+    ("DeepProbLog (exact)", "95.2 %", "timeout", "-", "-"),
+    ("Scallop", "-", "92.3 % (74 min)", "timeout", "-"),
+    ("A-NeSI", "-", "92.6 % (70 min)", "75.9 % (917 min)", "-"),
+    ("DeepSoftLog", "-", "-", "77.1 % (1,325 min)", "-"),
+    ("PLIA", "-", "-", "79.0 %", "-"),
+    ("DeepProofLog (exact DP)", "-", "94.0 % (25 min)", "80.8 % (42 min)", "37.8 % (106 min)"),
+    ("perfect reasoner, digits 0.9907", "-", "92.9 %", "75.8 %", "15.4 %"),
+]
+
+
+def run_name(n: int, program: str, arm: str, seed: int) -> str:
+    return f"n{n}_{program}_{arm.replace('+', '_')}_s{seed}"
+
+
+def cell_config(n: int, program: str, arm: str, seed: int, settings: dict):
+    from gedi_nesy.config import build_nesy_config
+
+    flags = {"program": str(REPO / PROGRAMS[program]), "arm": arm, "seed": seed, "epochs": settings["epochs"],
+             "batch_size": settings["batch_size"],
+             "data": {"name": settings["data"], "data_root": settings["data_root"], "task": "multi_addition",
+                      "digits": n, "examples": settings["examples"] or 1, "test_examples": settings["test_examples"]}}
+    return build_nesy_config([("flags", flags), ("--set", dotted_to_nested(parse_set(settings["sets"])))])
+
+
+def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
+    """Train (or reuse / resume) one run in this process; return its table row."""
+    import torch
+
+    from gedi_nesy.cli import prepare
+    from gedi_nesy.data import load_pools
+    from gedi_nesy.long_addition import sum_accuracy
+    from gedi_nesy.train import train_nesy
+
+    torch.set_num_threads(settings["threads"])
+    run_dir = Path(settings["out"]) / run_name(n, program, arm, seed)
+    done = run_dir / "multi_digit.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    t0 = time.time()
+    cfg = cell_config(n, program, arm, seed, settings)
+    if not settings["examples"]:  # one permutation of the training pool: each image once
+        cfg.data.examples = max(1, int(load_pools(cfg.data, cfg.seed).train_x.shape[0]) // (2 * n))
+    pools, model, train_q, test_q = prepare(cfg, quiet=True)
+    if (run_dir / "metrics.json").is_file():  # trained, interrupted before its row: read the weights back
+        state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+        for name, net in model.networks.items():
+            net.network_module.load_state_dict(state["step"]["model"]["networks"][name])
+        metrics, peak = json.loads((run_dir / "metrics.json").read_text()), None
+    else:
+        metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run_dir,
+                             resume=(run_dir / "checkpoint.pt").is_file(), progress=False)
+        peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    row = {"N": n, "program": program, "arm": arm, "seed": seed, "examples": len(train_q),
+           "epochs": metrics["epochs"], "compile s": round(metrics.get("compile_seconds", float("nan")), 2),
+           "circuit edges": model.solver.stats.get("circuit_nodes") if hasattr(model.solver, "stats") else None,
+           "queries/s": metrics.get("queries_per_s"), "peak MB": peak,
+           "digit acc": round(metrics["digit_acc"], 4), "sum acc": round(sum_accuracy(model, test_q), 4),
+           "minutes": round((time.time() - t0) / 60, 2), "test queries": len(test_q)}
+    write_text(done, json.dumps(row, indent=1))
+    return row
+
+
+def run_in_child(job: tuple, settings: dict) -> dict:
+    """One run in a fresh process (its own peak memory, no circuits left from other N)."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(run_cell, *job, settings).result()
+
+
+def skipped_row(n: int, program: str, arm: str, seed: int, why: str) -> dict:
+    return {"N": n, "program": program, "arm": arm, "seed": seed, "skipped": why}
+
+
+def report(rows: list[dict], out: Path, command: str) -> str:
+    lines = ["# Multi-digit addition", "", f"Command: `{command}`", "",
+             *markdown_table([{k: r.get(k, "") for k in COLUMNS + ["skipped"]} for r in rows]), "",
+             "Published sum accuracy (minutes), 60k MNIST training images:", "",
+             *markdown_table([dict(zip(["method", "N=2", "N=4", "N=15", "N=100"], a)) for a in ANCHORS]), ""]
+    text = "\n".join(lines)
+    write_text(out / "table.md", text)
+    write_csv(out / "table.csv", rows)
+    return text
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="mnist", help="mnist | digits")
+    ap.add_argument("--data-root", default=None, help="MNIST raw files (t10k only: 8000 training images)")
+    ap.add_argument("--digits", default="1,2,4,15,100", help="N, comma-separated")
+    ap.add_argument("--programs", default="long,deepproblog", help="long | deepproblog, comma-separated")
+    ap.add_argument("--deepproblog-max-digits", type=int, default=2,
+                    help="largest N run with DeepProbLog's number/3 program (its grounding grows as 10^N per sum)")
+    ap.add_argument("--arms", default="nesy,gedi+nesy")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--examples", type=int, default=0,
+                    help="training queries per run (0: pool / 2N, one permutation of the training pool)")
+    ap.add_argument("--test-examples", type=int, default=200, help="test queries per run (sum accuracy)")
+    ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument("--out", default="runs/multi_digit")
+    command = shown_command("experiments/nesy_multi_digit.py", list(sys.argv[1:] if argv is None else argv))
+    args = ap.parse_args(argv)
+    try:
+        digits = [int(x) for x in args.digits.split(",") if x.strip()]
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        ap.error("--digits and --seeds take comma-separated integers")
+    programs = [p for p in args.programs.split(",") if p.strip()]
+    unknown = [p for p in programs if p not in PROGRAMS]
+    if unknown:
+        ap.error(f"--programs: unknown {', '.join(unknown)} (known: {', '.join(PROGRAMS)})")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = dict(data=args.data, data_root=args.data_root, epochs=args.epochs, batch_size=args.batch_size,
+                    examples=args.examples, test_examples=args.test_examples, sets=args.set, threads=args.threads,
+                    out=str(out))
+    jobs = [(n, p, arm, s) for n in digits for p in programs for arm in args.arms.split(",") for s in seeds]
+    try:  # a bad flag or --set before any run
+        cell_config(*jobs[0], settings) if jobs else None
+    except GediError as exc:
+        ap.error(str(exc))
+    rows: list[dict] = []
+    for job in jobs:
+        n, program = job[0], job[1]
+        if program == "deepproblog" and n > args.deepproblog_max_digits:
+            row = skipped_row(*job, f"N > --deepproblog-max-digits {args.deepproblog_max_digits}")
+        else:
+            done = out / run_name(*job) / "multi_digit.json"
+            try:
+                row = json.loads(done.read_text()) if done.is_file() else run_in_child(job, settings)
+            except GediError as exc:
+                row = skipped_row(*job, str(exc))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        report(rows, out, command)
+    print(report(rows, out, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
