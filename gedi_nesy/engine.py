@@ -23,17 +23,19 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from problog.formula import LogicFormula
 from problog.logic import Constant, Term, Var, term2list
 from torch import Tensor
 
 from gedi_core.errors import GediError
 from gedi_nesy.circuit_batch import evaluate_batch, network_table
-from gedi_nesy.circuits import SHAPES_FORMAT, CompiledShape, compile_shape
+from gedi_nesy.circuits import SHAPES_FORMAT, CompiledShape, Unbatchable, compile_shape
 from gedi_nesy.semiring import BatchedGraphSemiring, BatchGradient
 
 with warnings.catch_warnings():  # DeepProbLog warns on import when PySwip is missing
     warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
     from deepproblog.engines import ExactEngine
+    from deepproblog.arithmetic_circuit import ArithmeticCircuit
     from deepproblog.semiring import Result
     from deepproblog.semiring.graph_semiring import GraphSemiring
     from deepproblog.solver import Solver
@@ -48,12 +50,18 @@ class _Evaluation:
     shapes: list[CompiledShape]
     circuit_logp: Tensor  # log p of the batch's circuit answers, query after query
     first: list[int]  # per query: index of its first circuit answer in circuit_logp
+    fallback: dict[int, Result]  # queries evaluated by DeepProbLog's Solver: their Results
 
 
 class BatchedSolver(Solver):
     """A DeepProbLog ``Solver`` that evaluates a whole batch of queries with tensorised
     circuits (see the README's "Batched engine").  ``disk_cache``: folder where compiled
-    shapes are kept across runs (keyed by the program text)."""
+    shapes are kept across runs (keyed by the program text).
+
+    A query whose circuit the KLay path does not take (learnable ``t(_)`` or tensor-valued
+    probabilities, deterministic nn/3 or top-k networks, ...) is evaluated as DeepProbLog's
+    ``Solver`` evaluates it, in the same batch; the program's ``evidence/1,2`` conditions
+    every query (DeepProbLog's ``ExactEngine`` grounds the query alone and drops it)."""
 
     def __init__(self, model, engine, cache: bool = True, cache_root: str | None = None,
                  disk_cache: str | Path | None = None, semiring: type = GraphSemiring, **kwargs) -> None:
@@ -61,14 +69,16 @@ class BatchedSolver(Solver):
             semiring = BatchedGraphSemiring
         with contextlib.redirect_stdout(io.StringIO()):  # DeepProbLog prints "Caching ACs"
             super().__init__(model, engine, semiring=semiring, cache=cache, cache_root=cache_root, **kwargs)
-        for name, net in model.networks.items():
-            if net.k is not None:
-                raise GediError(f"batched engine: network '{name}' has k={net.k} (top-k); use --engine exact")
+        db = self.program
+        ground_engine = engine.engine
+        self.evidence = ground_engine.query(db, Term("evidence", None, None)) + ground_engine.query(
+            db, Term("evidence", None))
         self.shapes: dict[Term, CompiledShape] = {}
         self._terms: dict[tuple, tuple] = {}  # query -> its shape, ground neural inputs and answers
         self._args: dict[Term, list[Term]] = {}  # ground input term -> its arguments (term2list)
         # circuit_nodes: KLay edges of the compiled shapes
-        self.stats = {"shapes": 0, "compile_seconds": 0.0, "disk_hits": 0, "circuit_nodes": 0}
+        # fallback_shapes: shapes evaluated as DeepProbLog's Solver does
+        self.stats = {"shapes": 0, "compile_seconds": 0.0, "disk_hits": 0, "circuit_nodes": 0, "fallback_shapes": 0}
         self._pending: list[BatchGradient] = []  # solved batches whose loss gradients wait
         self._hooked: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
         self.disk_path: Path | None = None
@@ -91,6 +101,16 @@ class BatchedSolver(Solver):
                    disk_cache=disk_cache, semiring=solver.semiring, sdd_auto_gc=solver.sdd_auto_gc)
 
     # -- compilation
+    def build_ac(self, q) -> ArithmeticCircuit:
+        """DeepProbLog's ``Solver.build_ac``, with the program's evidence ground beside the
+        query (so that the circuit is conditioned on it, as ProbLog's inference is)."""
+        if not self.evidence:
+            return super().build_ac(q)
+        start = time.time()
+        ground = self.engine.ground(q, label=LogicFormula.LABEL_QUERY)
+        self.engine.engine.ground_evidence(self.program, ground, self.evidence)
+        return ArithmeticCircuit(ground, self.semiring, ground_time=time.time() - start, sdd_auto_gc=self.sdd_auto_gc)
+
     def shape_key(self, q) -> Term:
         """The term a query is compiled for: its abstract term with DeepProbLog's AC cache
         (queries of one shape share a circuit), else the substituted query (as ExactEngine)."""
@@ -105,6 +125,7 @@ class BatchedSolver(Solver):
             self.shapes[key] = shape
             self.stats["shapes"] += 1
             self.stats["circuit_nodes"] += shape.circuit_nodes
+            self.stats["fallback_shapes"] += shape.fallback is not None
         return shape
 
     def _load_or_compile(self, q, key: Term) -> CompiledShape:
@@ -112,10 +133,13 @@ class BatchedSolver(Solver):
         if skey in self._disk:
             self.stats["disk_hits"] += 1
             return self._disk[skey]
-        for net in self.model.networks.values():
-            if net.det:
-                raise GediError(f"batched engine: network '{net.name}' is deterministic (nn/3); use --engine exact")
-        shape = compile_shape(self.cache.get(q), key)
+        top_k = frozenset(name for name, net in self.model.networks.items() if net.k is not None)
+        try:
+            shape = compile_shape(self.cache.get(q), key, top_k)
+        except Unbatchable as e:
+            shape = CompiledShape(key)
+            shape.fallback = str(e)
+            return shape
         self.stats["compile_seconds"] += shape.compile_seconds
         if self.disk_path is not None:
             self._disk[skey] = shape
@@ -197,7 +221,12 @@ class BatchedSolver(Solver):
         ev = self._evaluate_batch(batch, outputs)
         device = ev.circuit_logp.device
         values, decided = [], []
-        for q, shape, first in zip(batch, ev.shapes, ev.first):
+        for i, (q, shape, first) in enumerate(zip(batch, ev.shapes, ev.first)):
+            if i in ev.fallback:
+                value, const = _fallback_log_prob(q, ev.fallback[i], device)
+                values.append(value)
+                decided.append(const)
+                continue
             if len(shape.answers) != 1:
                 raise GediError(f"batched engine: query {q.query} has {len(shape.answers)} answers; "
                                 "log_probs takes queries with one answer (use model.solve)")
@@ -217,7 +246,11 @@ class BatchedSolver(Solver):
         values = probs.unbind()
         eval_time = (time.time() - t0) / max(len(batch), 1)
         results, positions = [], []  # per result: (answer, position) of its answers read off networks
-        for q, shape, first in zip(batch, ev.shapes, ev.first):
+        for i, (q, shape, first) in enumerate(zip(batch, ev.shapes, ev.first)):
+            if i in ev.fallback:
+                results.append(ev.fallback[i])
+                positions.append([])
+                continue
             answers: dict[Term, Any] = {}
             neural: list[tuple[Term, int]] = []
             for term, const, root in zip(self.answer_terms(q), shape.answer_const, shape.answer_root):
@@ -285,10 +318,31 @@ class BatchedSolver(Solver):
             live.append((shape, members, shape.layout(), base))
             pos += len(members) * n_answers
         logp = evaluate_batch(live, flat) if live else flat.new_zeros(0)
-        return _Evaluation(shapes, logp, first)
+        return _Evaluation(shapes, logp, first, self._evaluate_fallback(batch, shapes))
+
+    def _evaluate_fallback(self, batch: Sequence, shapes: list[CompiledShape]) -> dict[int, Result]:
+        """DeepProbLog's own evaluation (``Solver.solve``) of the batch's queries whose shapes
+        the KLay path does not take: ``{position in batch: Result}``."""
+        out = {}
+        for i, (q, shape) in enumerate(zip(batch, shapes)):
+            if shape.fallback is not None:
+                out[i] = self.cache.get(q).evaluate(self.model, q.substitution)
+        return out
 
     def get_hyperparameters(self) -> dict:
         return {"engine": self.engine.get_hyperparameters(), "semiring": "klay-log"}
+
+
+def _fallback_log_prob(q, result: Result, device) -> tuple[Tensor, bool]:
+    """``(log p, decided)`` of a single-answer query from DeepProbLog's ``Result``."""
+    if len(result.result) > 1:
+        raise GediError(f"batched engine: query {q.query} has {len(result.result)} answers; "
+                        "log_probs takes queries with one answer (use model.solve)")
+    p = next(iter(result.result.values()), 0.0)
+    if torch.is_tensor(p) and p.requires_grad:
+        return torch.log(p.to(device).clamp_min(1e-45)).reshape(()), False
+    p = float(p)
+    return torch.tensor(math.log(p) if p > 0 else -math.inf, device=device), True
 
 
 class _NotAtomic(Exception):

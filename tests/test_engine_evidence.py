@@ -1,0 +1,126 @@
+"""The batched engine conditions on the program's ``evidence/1,2`` as ProbLog does
+(``P(q | e)``), on the KLay path and on DeepProbLog's evaluation path alike, where DeepProbLog's
+``ExactEngine`` drops the evidence; and a model holding an nn/3 network keeps its other
+queries on the KLay path (fast, offline)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+from problog import get_evaluatable
+from problog.logic import Constant, Term
+from problog.program import PrologString
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
+    from deepproblog.engines import ExactEngine
+
+from deepproblog.model import Model
+from deepproblog.network import Network
+from deepproblog.query import Query
+
+from gedi_nesy.engine import BatchedEngine, is_batched
+
+TOL = 1e-5
+RULES = """{burglary} :: burglary.
+0.2 :: earthquake.
+alarm :- burglary.
+alarm :- earthquake.
+calls(X) :- alarm, t(X, 1).
+calls(X) :- t(X, 2).
+evidence(calls(a)).
+evidence(calls(b), false).
+"""
+NEURAL = "nn(tri_net, [X], Y, [0, 1, 2]) :: t(X, Y).\n"
+IMAGES = {"a": 0, "b": 1, "c": 2}
+
+
+def tiny_model(engine, burglary: str) -> tuple[Model, nn.Module]:
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 3), nn.Softmax(-1))
+    net = Network(module, "tri_net", batching=True)
+    model = Model(NEURAL + RULES.format(burglary=burglary), [net], load=False)
+    model.set_engine(engine(model), cache=True)
+    model.add_tensor_source("img", {(Constant(i),): torch.randn(4, generator=torch.Generator().manual_seed(i))
+                                    for i in IMAGES.values()})
+    return model, module
+
+
+def queries() -> list[Query]:
+    sub = {Term(k): Term("tensor", Term("img", Constant(i))) for k, i in IMAGES.items()}
+    return [Query(Term("burglary"), sub), Query(Term("alarm"), sub), Query(Term("calls", Term("c")), sub),
+            Query(Term("calls", Term("a")), sub)]
+
+
+def problog_probabilities(model: Model, module: nn.Module, burglary: str) -> list[float]:
+    """ProbLog's own conditional inference on the program with the network's outputs written
+    in as constant annotated disjunctions."""
+    lines = [RULES.format(burglary=burglary.removeprefix("t(").removesuffix(")"))]
+    for name, i in IMAGES.items():
+        p = module(model.get_tensor(Term("tensor", Term("img", Constant(i))))).tolist()
+        lines.append("; ".join(f"{v!r} :: t({name}, {j})" for j, v in enumerate(p)) + ".")
+    lines += [f"query({t})." for t in ("burglary", "alarm", "calls(c)", "calls(a)")]
+    result = get_evaluatable().create_from(PrologString("\n".join(lines))).evaluate()
+    return [result[Term("burglary")], result[Term("alarm")], result[Term("calls", Term("c"))],
+            result[Term("calls", Term("a"))]]
+
+
+@pytest.mark.parametrize("burglary", ["0.3", "t(0.3)"])  # KLay path; DeepProbLog's evaluation path
+def test_evidence_conditions_queries_as_problog_does(burglary):
+    model, module = tiny_model(BatchedEngine, burglary)
+    assert is_batched(model)
+    batch = queries()
+    results = model.solve(batch)
+    got = [float(r.result[q.substitute().query]) for r, q in zip(results, batch)]
+    with torch.no_grad():
+        want = problog_probabilities(model, module, burglary)
+    assert got == pytest.approx(want, abs=TOL) and got[3] == pytest.approx(1.0, abs=TOL)
+    fallback = [model.solver.shape(q).fallback is not None for q in batch]
+    assert fallback == [burglary.startswith("t")] * 4
+    # DeepProbLog's ExactEngine grounds the query alone: the evidence never reaches the circuit
+    exact, _ = tiny_model(ExactEngine, burglary)
+    unconditioned = [float(r.result[q.substitute().query]) for r, q in zip(exact.solve(batch), batch)]
+    assert abs(unconditioned[0] - want[0]) > 0.05 and unconditioned[3] < 0.9
+
+
+def test_evidence_gradients_agree_with_deepproblogs_evaluation_of_the_same_circuit():
+    model, module = tiny_model(BatchedEngine, "0.3")
+    batch = queries()[:3]
+    grads = []
+    for klay in (True, False):
+        module.zero_grad()
+        if klay:
+            probs = [r.result[q.substitute().query] for r, q in zip(model.solve(batch), batch)]
+        else:  # DeepProbLog's evaluation of the evidence-conditioned circuit
+            probs = [model.solver.cache.get(q).evaluate(model, q.substitution).result[q.substitute().query]
+                     for q in batch]
+        sum(torch.log(p) for p in probs).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in module.parameters()]))
+    assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], atol=TOL, rtol=1e-4)
+
+
+DET = """nn(dummy1, [X], Y, [a, b, c]) :: net1(X, Y).
+nn(dummy3, [X], Y) :: net3(X, Y).
+test1(X1, Y1, X2, Y2) :- net1(X1, Y1), net1(X2, Y2).
+test3(X, Y) :- net3(X, Y).
+"""
+
+
+def test_an_nn3_network_sends_only_its_own_queries_to_deepproblogs_evaluation():
+    from deepproblog.utils.standard_networks import DummyNet
+
+    values1 = {Term("i1"): [0.8, 0.15, 0.05], Term("i2"): [0.2, 0.3, 0.5]}
+    values3 = {Term("i1"): [1.0, 2.0], Term("i2"): [-1.0, 0.0]}
+    model = Model(DET, [Network(DummyNet(values1), "dummy1"), Network(DummyNet(values3), "dummy3")], load=False)
+    model.set_engine(BatchedEngine(model), cache=True)
+    from problog.logic import Var
+
+    q1 = Query(Term("test1", Term("i1"), Term("a"), Term("i2"), Term("b")))
+    q3 = Query(Term("test3", Term("i2"), Var("X")))
+    r1, r3 = model.solve([q1, q3])
+    assert float(r1.result[q1.query]) == pytest.approx(0.24)
+    assert model.get_tensor(list(r3.result)[0].args[1]).tolist() == [-1.0, 0.0]
+    assert model.solver.shape(q1).fallback is None and "deterministic" in model.solver.shape(q3).fallback
