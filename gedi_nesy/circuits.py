@@ -242,16 +242,25 @@ class CompiledShape:
         return out
 
 
-def compile_shape(ac, key: Term, per_query_nets: frozenset[str] = frozenset()) -> CompiledShape:
+def compile_shape(ac, key: Term, per_query_nets: frozenset[str] = frozenset(), answers: list[Term] | None = None,
+                  with_ac_seconds: bool = True) -> CompiledShape:
     """A :class:`CompiledShape` from DeepProbLog's ``ArithmeticCircuit`` of one query shape
     (conditioned on the formula's evidence).  Raises :class:`Unbatchable` for a shape the
-    KLay path does not evaluate (``per_query_nets``: see :class:`SymbolicSemiring`)."""
+    KLay path does not evaluate (``per_query_nets``: see :class:`SymbolicSemiring`).
+
+    ``answers``: the answer atoms to compile, each one of the circuit's queries (default: all
+    of them), e.g. one label's answer out of a circuit ground for every label;
+    ``with_ac_seconds``: count the circuit's grounding and SDD time in the shape's."""
     t0 = time.time()
     shape = CompiledShape(key)
     sdd = ac.sdd
     evidence = _evidence_literals(sdd, key)
+    queries = list(sdd.queries())
+    if answers is not None:
+        by_name = dict(queries)
+        queries = [(a, by_name[a]) for a in answers]
     live = []
-    for name, node in sdd.queries():
+    for name, node in queries:
         if mentions_network_tensor(name):
             raise Unbatchable("a deterministic network's output in the answer")
         shape.answers.append(name)
@@ -266,8 +275,9 @@ def compile_shape(ac, key: Term, per_query_nets: frozenset[str] = frozenset()) -
     if live:
         _read_weights(shape, sdd, key, per_query_nets)
         _build_circuit(shape, sdd, live, evidence)
-    shape.ground_seconds = ac.ground_time or 0.0
-    shape.compile_seconds = shape.ground_seconds + ac.compile_time + time.time() - t0
+    shape.ground_seconds = (ac.ground_time or 0.0) if with_ac_seconds else 0.0
+    ac_seconds = shape.ground_seconds + ac.compile_time if with_ac_seconds else 0.0
+    shape.compile_seconds = ac_seconds + time.time() - t0
     return shape
 
 

@@ -31,6 +31,7 @@ from gedi_core.errors import GediError
 from gedi_nesy.circuit_batch import evaluate_batch, network_table
 from gedi_nesy.circuits import SHAPES_FORMAT, CompiledShape, Unbatchable, compile_shape
 from gedi_nesy.semiring import BatchedGraphSemiring, BatchGradient
+from gedi_nesy.shared_labels import free_label_query, order_sensitive, time_bound
 
 with warnings.catch_warnings():  # DeepProbLog warns on import when PySwip is missing
     warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
@@ -63,8 +64,13 @@ class BatchedSolver(Solver):
     ``Solver`` evaluates it, in the same batch; the program's ``evidence/1,2`` conditions
     every query (DeepProbLog's ``ExactEngine`` grounds the query alone and drops it)."""
 
+    # bounds on grounding a query with its labels free (gedi_nesy.shared_labels)
+    max_label_answers = 20000
+    max_label_seconds = 300.0
+
     def __init__(self, model, engine, cache: bool = True, cache_root: str | None = None,
-                 disk_cache: str | Path | None = None, semiring: type = GraphSemiring, **kwargs) -> None:
+                 disk_cache: str | Path | None = None, semiring: type = GraphSemiring,
+                 shared_labels: bool = True, **kwargs) -> None:
         if semiring is GraphSemiring:
             semiring = BatchedGraphSemiring
         with contextlib.redirect_stdout(io.StringIO()):  # DeepProbLog prints "Caching ACs"
@@ -74,11 +80,18 @@ class BatchedSolver(Solver):
         self.evidence = ground_engine.query(db, Term("evidence", None, None)) + ground_engine.query(
             db, Term("evidence", None))
         self.shapes: dict[Term, CompiledShape] = {}
+        # shared_labels: one ground circuit per query structure for all its labels (with the
+        # cache on, and for programs where freeing the label cannot change a probability)
+        self.shared_labels = shared_labels and self.cache.cache and not order_sensitive(model.program)
+        self._joint: dict[Term, Any] = {}  # free query -> its circuit (None: labels one by one)
+        self._joint_left: dict[Term, int] = {}  # free query -> its answers not compiled yet
         self._terms: dict[tuple, tuple] = {}  # query -> its shape, ground neural inputs and answers
         self._args: dict[Term, list[Term]] = {}  # ground input term -> its arguments (term2list)
         # circuit_nodes: KLay edges of the compiled shapes
-        # fallback_shapes: shapes evaluated as DeepProbLog's Solver does
-        self.stats = {"shapes": 0, "compile_seconds": 0.0, "disk_hits": 0, "circuit_nodes": 0, "fallback_shapes": 0}
+        # fallback_shapes: shapes evaluated as DeepProbLog's Solver does; joint_circuits: query
+        # structures ground once for all their labels
+        self.stats = {"shapes": 0, "compile_seconds": 0.0, "disk_hits": 0, "circuit_nodes": 0, "fallback_shapes": 0,
+                      "joint_circuits": 0}
         self._pending: list[BatchGradient] = []  # solved batches whose loss gradients wait
         self._hooked: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
         self.disk_path: Path | None = None
@@ -92,13 +105,14 @@ class BatchedSolver(Solver):
                     self._disk = pickle.load(f)
 
     @classmethod
-    def replacing(cls, solver, disk_cache: str | Path | None = None) -> "BatchedSolver":
+    def replacing(cls, solver, disk_cache: str | Path | None = None, shared_labels: bool = True) -> "BatchedSolver":
         """A batched solver with the settings of DeepProbLog's ``solver`` (cache, cache root,
         semiring, SDD garbage collection), for the same model and engine."""
         cache = solver.cache
         return cls(solver.model, solver.engine, cache=cache.cache,
                    cache_root=str(cache.cache_root) if cache.cache_file else None,
-                   disk_cache=disk_cache, semiring=solver.semiring, sdd_auto_gc=solver.sdd_auto_gc)
+                   disk_cache=disk_cache, semiring=solver.semiring, sdd_auto_gc=solver.sdd_auto_gc,
+                   shared_labels=shared_labels)
 
     # -- compilation
     def build_ac(self, q) -> ArithmeticCircuit:
@@ -135,7 +149,10 @@ class BatchedSolver(Solver):
             return self._disk[skey]
         top_k = frozenset(name for name, net in self.model.networks.items() if net.k is not None)
         try:
-            shape = compile_shape(self.cache.get(q), key, top_k)
+            shape = None if top_k else self._compile_from_joint(q, key)
+            if shape is None:
+                shape = compile_shape(self.cache.get(q), key, top_k)
+                self._release(q)
         except Unbatchable as e:
             shape = CompiledShape(key)
             shape.fallback = str(e)
@@ -149,6 +166,52 @@ class BatchedSolver(Solver):
                 pickle.dump(self._disk, f)
             tmp.replace(self.disk_path)
         return shape
+
+    def _compile_from_joint(self, q, key: Term) -> CompiledShape | None:
+        """``q``'s shape read off the circuit of its query structure (``q`` with its labels
+        free, ground once for all labels; see ``gedi_nesy.shared_labels``), or None where the
+        labels are compiled one by one (no such structure, or ``q``'s answer is not one of the
+        structure's answers)."""
+        if not self.shared_labels:
+            return None
+        free = free_label_query(q)
+        if free is None:
+            return None
+        fkey = free.query
+        first = fkey not in self._joint
+        if first:
+            self._joint[fkey] = self._ground_joint(free)
+        ac = self._joint[fkey]
+        if ac is None or key not in ac.answer_index:
+            return None
+        shape = compile_shape(ac, key, answers=[key], with_ac_seconds=first)
+        self._joint_left[fkey] -= 1
+        if self._joint_left[fkey] == 0:  # every label compiled: the joint circuit is not needed
+            self._joint[fkey] = None
+        return shape
+
+    def _ground_joint(self, free) -> ArithmeticCircuit | None:
+        """The circuit of query ``free`` (labels free) with every answer, or None when its
+        grounding fails, has too many answers or takes too long."""
+        try:
+            with time_bound(self.max_label_seconds):
+                ac = self.build_ac(free)
+        except Exception:  # noqa: BLE001 (an instantiation error, a timeout: labels one by one)
+            ground_engine = self.engine.engine  # ProbLog's engine keeps its stack after an error
+            ground_engine.pointer, ground_engine.cycle_root = 0, None
+            ground_engine.shrink_stack()
+            return None
+        ac.answer_index = {name: node for name, node in ac.sdd.queries()}
+        if not 0 < len(ac.answer_index) <= self.max_label_answers:
+            return None
+        self._joint_left[free.query] = len(ac.answer_index)
+        self.stats["joint_circuits"] += 1
+        return ac
+
+    def _release(self, q) -> None:
+        """Drop DeepProbLog's circuit of ``q`` from its in-memory cache once the KLay circuit is
+        built: the batched solver no longer reads it (DeepProbLog rebuilds it if asked)."""
+        self.cache.cache_dict.pop(self.cache.key_func(q), None)
 
     def ground_inputs(self, q) -> list[tuple[str, Term]]:
         """``(network, ground inputs)`` of each neural input pair of ``q``'s shape."""
@@ -440,11 +503,14 @@ class BatchedEngine(_ProgramFirst, ExactEngine):
     Grounding and SDDs are ``ExactEngine``'s; ``Model.set_engine`` builds DeepProbLog's plain
     ``Solver`` and then registers the tensor builtins with the engine: on that first
     registration the engine replaces the model's solver by a :class:`BatchedSolver` with the
-    same settings.  ``disk_cache``: folder keeping compiled query shapes across runs."""
+    same settings.  ``disk_cache``: folder keeping compiled query shapes across runs;
+    ``shared_labels``: ground each query structure once for all its labels (see
+    ``gedi_nesy.shared_labels``; False: one grounding per label, as DeepProbLog)."""
 
-    def __init__(self, model, disk_cache: str | Path | None = None) -> None:
+    def __init__(self, model, disk_cache: str | Path | None = None, shared_labels: bool = True) -> None:
         super().__init__(model)
         self.disk_cache = disk_cache
+        self.shared_labels = shared_labels
 
     def register_foreign(self, func, function_name: str, arity_in: int, arity_out: int) -> None:
         self._install()
@@ -458,7 +524,8 @@ class BatchedEngine(_ProgramFirst, ExactEngine):
         """Replace the model's plain DeepProbLog solver of this engine by a batched one."""
         solver = self.model.solver
         if solver is not None and solver.engine is self and not isinstance(solver, BatchedSolver):
-            self.model.solver = BatchedSolver.replacing(solver, disk_cache=self.disk_cache)
+            self.model.solver = BatchedSolver.replacing(solver, disk_cache=self.disk_cache,
+                                                        shared_labels=self.shared_labels)
 
     def get_hyperparameters(self) -> dict:
         return {"type": "BatchedEngine"}
