@@ -48,6 +48,11 @@ def log1mexp(x: Tensor, tiny: float = EPS) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- symbolic weights
+# the pseudo-network whose "outputs" are DeepProbLog's learnable t(_) parameters: leaf
+# (PARAMETERS, Constant(i), 0) is model.parameters[i]
+PARAMETERS = "<t>"
+
+
 class Unbatchable(GediError):
     """A query shape whose circuit the KLay path does not evaluate (its reason in the message):
     the batched solver evaluates such queries as DeepProbLog's ``Solver`` does."""
@@ -71,7 +76,8 @@ class SymbolicSemiring(ProbLogSemiring):
     the weight ProbLog gives each SDD variable (``extract_weights`` + constraint updates).
 
     Expressions: ``("c", float)`` constant, ``("nn", net, inputs, j)`` network output
-    (``j = 0`` for an nn/2 fact), ``("neg", e)`` = 1 - e, ``("comp", (e, ...))`` = 1 - sum e
+    (``j = 0`` for an nn/2 fact; ``(PARAMETERS, Constant(i), 0)`` for the learnable
+    ``t(_)`` parameter ``i``), ``("neg", e)`` = 1 - e, ``("comp", (e, ...))`` = 1 - sum e
     (annotated disjunction's "none" choice).  A weight the KLay path does not take raises
     :class:`Unbatchable`.  ``per_query_nets``: networks whose outputs are read while grounding
     (top-k, ``k`` set): their circuits depend on the network and take DeepProbLog's path."""
@@ -119,8 +125,8 @@ class SymbolicSemiring(ProbLogSemiring):
                 if mentions_network_tensor(a.args[1]):
                     raise Unbatchable(f"network '{net}' on a deterministic network's output")
                 return ("nn", net, a.args[1], int(a.args[2]) if a.arity == 3 else 0)
-            if a.functor == "t":
-                raise Unbatchable("learnable probability t(_)")
+            if a.functor == "t" and a.arity == 1 and type(a.args[0]) is Constant:
+                return ("nn", PARAMETERS, a.args[0], 0)
             if a.functor == "tensor":
                 raise Unbatchable("tensor-valued probability")
             try:

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from gedi_core.errors import GediError
 from gedi_nesy.circuit_batch import evaluate_batch, network_table
-from gedi_nesy.circuits import SHAPES_FORMAT, CompiledShape, Unbatchable, compile_shape
+from gedi_nesy.circuits import PARAMETERS, SHAPES_FORMAT, CompiledShape, Unbatchable, compile_shape
 from gedi_nesy.semiring import BatchedGraphSemiring, BatchGradient
 from gedi_nesy.shared_labels import free_label_query, order_sensitive, time_bound
 
@@ -248,6 +248,9 @@ class BatchedSolver(Solver):
 
         out: dict[str, tuple[list, Tensor]] = {}
         for name, inputs in per_net.items():
+            if name == PARAMETERS:
+                out[name] = (inputs, self._parameter_log_probs(inputs))
+                continue
             net = self.model.networks[name]
             module = net.network_module
             if isinstance(module, GEDINetwork):
@@ -265,6 +268,21 @@ class BatchedSolver(Solver):
                 logp = torch.log(probs.reshape(len(inputs), -1).clamp_min(1e-45))
             out[name] = (inputs, logp)
         return out
+
+    def _parameter_log_probs(self, indices: list[Constant]) -> Tensor:
+        """``log p`` (N, 1) of DeepProbLog's learnable parameters ``t(_)`` number ``indices``:
+        one tensor for the batch, whose gradient goes to ``model.optimizer`` as DeepProbLog's
+        ``GraphSemiring`` sends it (``add_parameter_gradient``)."""
+        keys = [int(c) for c in indices]
+        p = torch.tensor([self.model.parameters[k] for k in keys], requires_grad=True)
+        optimizer = self.model.optimizer
+
+        def hook(grad: Tensor) -> None:
+            for k, g in zip(keys, grad):
+                optimizer.add_parameter_gradient(k, g)
+
+        p.register_hook(hook)
+        return torch.log(p.clamp_min(1e-45)).reshape(len(keys), 1)
 
     def _input_args(self, term: Term) -> list[Term]:
         """The arguments of a network's ground input list term (``term2list``, cached)."""

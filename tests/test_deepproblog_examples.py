@@ -2,7 +2,7 @@
 addition, Coins, HWF, Forth sort/add/WAP, Poker) on small synthetic inputs (random tensors,
 tiny networks): ``BatchedEngine`` gives ``ExactEngine``'s query probabilities and gradients
 (networks and learnable ``t(_)`` parameters) to 1e-5, and each query takes the path expected
-(KLay circuits, or DeepProbLog's evaluation for t(_) and nn/3 networks).  CLUTRR's program is
+(KLay circuits, or DeepProbLog's evaluation for nn/3 networks).  CLUTRR's program is
 written for DeepProbLog's ApproximateEngine (SWI-Prolog lambdas), which ExactEngine does not
 run (fast, offline)."""
 
@@ -139,7 +139,7 @@ def test_noisy_addition_learns_its_noise_parameter():
              Query(Term("addition", img(2), img(3), Constant(5)))]
     out = run(EXAMPLES / "MNIST/models/noisy_addition.pl", lambda: [image_net("mnist_net", 10)], batch,
               n_images=4, learnable=True)
-    check(out, [True, False])
+    check(out, [False, False])
     assert abs(out["BatchedEngine"][2][0]) > 0  # the gradient reaches t(0.1) :: noisy
 
 
@@ -184,5 +184,5 @@ def test_poker_with_a_learnable_annotated_disjunction():
              Query(Term("game", list2term([img(i) for i in (3, 2, 1, 0)]), Term("draw")))]
     out = run(EXAMPLES / "Poker/model.pl", lambda: [image_net("net1", 4)], batch, n_images=4, learnable=True,
               share=True)
-    check(out, [True, True])
+    check(out, [False, False])
     assert sum(abs(g) for g in out["BatchedEngine"][2]) > 0  # gradients reach the house's t(1/4)s

@@ -169,9 +169,9 @@ def test_compiled_shapes_are_cached_in_memory_and_on_disk(tmp_path, digits):
     assert again.solver.stats["disk_hits"] == 1 and torch.allclose(first, second)
 
 
-def test_learnable_probabilities_take_deepproblogs_evaluation(tmp_path):
-    """A shape with a learnable t(_) is evaluated as DeepProbLog evaluates it, in the same batch
-    as KLay-path shapes; the same probabilities and gradients as the exact engine."""
+def test_learnable_probabilities_on_the_klay_path(tmp_path):
+    """A learnable t(_) is a leaf of the KLay circuit: the same probabilities and gradients as
+    the exact engine."""
     torch.manual_seed(5)
     prog = tmp_path / "param.pl"
     prog.write_text(TINY + "t(0.3) :: flip.\nf(X) :- bit(X, 1), flip.\n")
@@ -179,7 +179,7 @@ def test_learnable_probabilities_take_deepproblogs_evaluation(tmp_path):
     check(both_engines(prog, [net], pools_of(), [q("f", 0), q("both", 1, 2), q("f", 3)]))
     model = build_nesy_model(prog, [net], pools_of())
     query_probabilities(model, [q("f", 0), q("both", 1, 2)])
-    assert model.solver.stats["fallback_shapes"] == 1 and model.solver.stats["shapes"] == 2
+    assert model.solver.stats["fallback_shapes"] == 0 and model.solver.stats["shapes"] == 2
     with pytest.raises(GediError, match="unknown engine"):
         set_engine(model, "magic")
 
