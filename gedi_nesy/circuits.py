@@ -55,7 +55,13 @@ PARAMETERS = "<t>"
 
 class Unbatchable(GediError):
     """A query shape whose circuit the KLay path does not evaluate (its reason in the message):
-    the batched solver evaluates such queries as DeepProbLog's ``Solver`` does."""
+    the batched solver evaluates such queries as DeepProbLog's ``Solver`` does.  ``per_solve``:
+    the circuit names tensors that grounding put in DeepProbLog's tensor store (cleared at
+    each solve), so it is ground again for each solve."""
+
+    def __init__(self, message: str, per_solve: bool = False) -> None:
+        super().__init__(message)
+        self.per_solve = per_solve
 
 
 def mentions_network_tensor(term) -> bool:
@@ -123,12 +129,12 @@ class SymbolicSemiring(ProbLogSemiring):
                 if net in self.per_query_nets:
                     raise Unbatchable(f"top-k network '{net}'")
                 if mentions_network_tensor(a.args[1]):
-                    raise Unbatchable(f"network '{net}' on a deterministic network's output")
+                    raise Unbatchable(f"network '{net}' on a deterministic network's output", per_solve=True)
                 return ("nn", net, a.args[1], int(a.args[2]) if a.arity == 3 else 0)
             if a.functor == "t" and a.arity == 1 and type(a.args[0]) is Constant:
                 return ("nn", PARAMETERS, a.args[0], 0)
             if a.functor == "tensor":
-                raise Unbatchable("tensor-valued probability")
+                raise Unbatchable("tensor-valued probability", per_solve=True)
             try:
                 return ("c", float(a.compute_value()))
             except Exception:  # noqa: BLE001
@@ -180,6 +186,7 @@ class CompiledShape:
         self.compile_seconds = 0.0  # grounding, SDD and KLay circuit together
         self.circuit_nodes = 0
         self.fallback: str | None = None  # why the KLay path does not take the shape, if so
+        self.per_solve = False  # (fallback) ground again at each solve: see Unbatchable
         self._tensors: dict[str, Any] = {}
 
     def __getstate__(self):
@@ -268,7 +275,7 @@ def compile_shape(ac, key: Term, per_query_nets: frozenset[str] = frozenset(), a
     live = []
     for name, node in queries:
         if mentions_network_tensor(name):
-            raise Unbatchable("a deterministic network's output in the answer")
+            raise Unbatchable("a deterministic network's output in the answer", per_solve=True)
         shape.answers.append(name)
         if node is None or node == sdd.FALSE:
             shape.answer_const.append(-math.inf)

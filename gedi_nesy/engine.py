@@ -85,6 +85,8 @@ class BatchedSolver(Solver):
         self.shared_labels = shared_labels and self.cache.cache and not order_sensitive(model.program)
         self._joint: dict[Term, Any] = {}  # free query -> its circuit (None: labels one by one)
         self._joint_left: dict[Term, int] = {}  # free query -> its answers not compiled yet
+        self._store_epoch = 0  # solves so far (each clears DeepProbLog's tensor store)
+        self._fresh: dict[Term, tuple[int, ArithmeticCircuit]] = {}  # per_solve circuits, their epoch
         self._terms: dict[tuple, tuple] = {}  # query -> its shape, ground neural inputs and answers
         self._args: dict[Term, list[Term]] = {}  # ground input term -> its arguments (term2list)
         # circuit_nodes: KLay edges of the compiled shapes
@@ -155,7 +157,9 @@ class BatchedSolver(Solver):
                 self._release(q)
         except Unbatchable as e:
             shape = CompiledShape(key)
-            shape.fallback = str(e)
+            shape.fallback, shape.per_solve = str(e), e.per_solve
+            if e.per_solve:  # the circuit just ground names this solve's tensors
+                self._fresh[key] = (self._store_epoch, self.cache.get(q))
             return shape
         self.stats["compile_seconds"] += shape.compile_seconds
         if self.disk_path is not None:
@@ -322,6 +326,7 @@ class BatchedSolver(Solver):
         t0 = time.time()
         self.flush_gradients()
         self.engine.tensor_store.clear()
+        self._store_epoch += 1
         ev = self._evaluate_batch(batch)
         probs = ev.circuit_logp.exp()
         values = probs.unbind()
@@ -403,12 +408,26 @@ class BatchedSolver(Solver):
 
     def _evaluate_fallback(self, batch: Sequence, shapes: list[CompiledShape]) -> dict[int, Result]:
         """DeepProbLog's own evaluation (``Solver.solve``) of the batch's queries whose shapes
-        the KLay path does not take: ``{position in batch: Result}``."""
+        the KLay path does not take: ``{position in batch: Result}``.  A circuit that names
+        tensors of grounding is ground again (DeepProbLog's cached one would name tensors its
+        store no longer holds: ``ExactEngine`` with ``cache=True`` fails there)."""
         out = {}
         for i, (q, shape) in enumerate(zip(batch, shapes)):
             if shape.fallback is not None:
-                out[i] = self.cache.get(q).evaluate(self.model, q.substitution)
+                out[i] = self._fallback_circuit(q, shape).evaluate(self.model, q.substitution)
         return out
+
+    def _fallback_circuit(self, q, shape: CompiledShape) -> ArithmeticCircuit:
+        """DeepProbLog's circuit of ``q``; ground again since the tensor store was last
+        cleared where it names tensors of grounding (``shape.per_solve``)."""
+        if not shape.per_solve:
+            return self.cache.get(q)
+        key = self.shape_key(q)
+        epoch, ac = self._fresh.get(key, (None, None))
+        if epoch != self._store_epoch:
+            ac = self.build_ac(q)
+            self._fresh[key] = (self._store_epoch, ac)
+        return ac
 
     def get_hyperparameters(self) -> dict:
         return {"engine": self.engine.get_hyperparameters(), "semiring": "klay-log"}

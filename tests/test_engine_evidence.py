@@ -125,3 +125,23 @@ def test_an_nn3_network_sends_only_its_own_queries_to_deepproblogs_evaluation():
     assert float(r1.result[q1.query]) == pytest.approx(0.24)
     assert model.get_tensor(list(r3.result)[0].args[1]).tolist() == [-1.0, 0.0]
     assert model.solver.shape(q1).fallback is None and "deterministic" in model.solver.shape(q3).fallback
+
+
+def test_tensor_probabilities_stay_right_when_a_cached_query_is_solved_again():
+    """DeepProbLog's tensor-valued probability (its test_builtin.py::test_tensor_index) with the
+    circuit cache on: ExactEngine fails the second time (the cached circuit names tensors of a
+    cleared store); the batched engine grounds such a circuit again for each solve."""
+    from problog.logic import Var
+
+    program = "P :: a(I) :- list_to_tensor([0.25,0.1,0.4,0.15], T), between(0,3,I), tensor_index(T,[I],P).\n"
+    model = Model(program, [], load=False)
+    model.set_engine(BatchedEngine(model), cache=True)
+    for _ in range(2):
+        (r,) = model.solve([Query(Term("a", Var("X")))])
+        assert {int(k.args[0]): float(v) for k, v in r.result.items()} == pytest.approx(
+            {0: 0.25, 1: 0.1, 2: 0.4, 3: 0.15})
+    exact = Model(program, [], load=False)
+    exact.set_engine(ExactEngine(exact), cache=True)
+    exact.solve([Query(Term("a", Var("X")))])
+    with pytest.raises(KeyError):
+        exact.solve([Query(Term("a", Var("X")))])
