@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from problog.formula import LogicFormula
-from problog.logic import Constant, Term, Var, term2list
+from problog.logic import Clause, Constant, Term, Var, term2list
 from torch import Tensor
 
 from gedi_core.errors import GediError
@@ -174,10 +174,10 @@ class BatchedSolver(Solver):
     def _compile_from_joint(self, q, key: Term) -> CompiledShape | None:
         """``q``'s shape read off the circuit of its query structure (``q`` with its labels
         free, ground once for all labels; see ``gedi_nesy.shared_labels``), or None where the
-        labels are compiled one by one (no such structure, or ``q``'s answer is not one of the
-        structure's answers)."""
-        if not self.shared_labels:
-            return None
+        labels are compiled one by one (no such structure, ``q``'s answer is not one of the
+        structure's answers, or DeepProbLog's cache holds ``q``'s own circuit)."""
+        if not self.shared_labels or self.cache.key_func(q) in self.cache.cache_dict:
+            return None  # (DeepProbLog's circuit of this label is there already: read it)
         free = free_label_query(q)
         if free is None:
             return None
@@ -549,6 +549,26 @@ class BatchedEngine(_ProgramFirst, ExactEngine):
         self.disk_cache = disk_cache
         self.shared_labels = shared_labels
 
+    def prepare(self, db):
+        """``ExactEngine.prepare``; a neural predicate DeepProbLog does not take is one
+        :class:`GediError` line naming it (DeepProbLog raises a bare ``ValueError``)."""
+        for clause in db:
+            head = clause.head if isinstance(clause, Clause) else clause
+            p = getattr(head, "probability", None)
+            if isinstance(p, Term) and p.functor == "nn":
+                where = _where(clause)
+                if p.arity not in (2, 3, 4):
+                    raise GediError(f"batched engine: neural predicate {clause}{where} has nn/{p.arity}; "
+                                    "DeepProbLog takes nn/2, nn/3 and nn/4")
+                net = self.model.networks.get(str(p.args[0]))
+                if net is None:
+                    raise GediError(f"batched engine: neural predicate {clause}{where} names network "
+                                    f"'{p.args[0]}', which the model does not have")
+                if p.arity == 3 and net.k is not None:
+                    raise GediError(f"batched engine: network '{net.name}' is deterministic (nn/3) in "
+                                    f"{clause}{where} and cannot have k={net.k}")
+        return super().prepare(db)
+
     def register_foreign(self, func, function_name: str, arity_in: int, arity_out: int) -> None:
         self._install()
         super().register_foreign(func, function_name, arity_in, arity_out)
@@ -566,6 +586,12 @@ class BatchedEngine(_ProgramFirst, ExactEngine):
 
     def get_hyperparameters(self) -> dict:
         return {"type": "BatchedEngine"}
+
+
+def _where(clause) -> str:
+    """`` (character N of the program)`` from a ProbLog clause's location, or ''."""
+    loc = getattr(clause, "location", None)
+    return f" (character {loc[1]} of the program)" if isinstance(loc, tuple) and len(loc) == 2 else ""
 
 
 def set_engine(model, engine: str = "batched", cache: bool = True, cache_root: str | None = None,

@@ -1,7 +1,8 @@
-"""The batched engine conditions on the program's ``evidence/1,2`` as ProbLog does
-(``P(q | e)``), on the KLay path and on DeepProbLog's evaluation path alike, where DeepProbLog's
-``ExactEngine`` drops the evidence; and a model holding an nn/3 network keeps its other
-queries on the KLay path (fast, offline)."""
+"""Constructs of DeepProbLog programs on the batched engine: ``evidence/1,2`` conditioned on as
+ProbLog does (``P(q | e)``, where DeepProbLog's ``ExactEngine`` drops it), on the KLay path and
+on DeepProbLog's evaluation path alike; an nn/3 network sending only its own queries to
+DeepProbLog's evaluation; tensor-valued probabilities solved twice with the cache on; neural
+predicates DeepProbLog does not take named in one line (fast, offline)."""
 
 from __future__ import annotations
 
@@ -145,3 +146,16 @@ def test_tensor_probabilities_stay_right_when_a_cached_query_is_solved_again():
     exact.solve([Query(Term("a", Var("X")))])
     with pytest.raises(KeyError):
         exact.solve([Query(Term("a", Var("X")))])
+
+
+@pytest.mark.parametrize("clause, message", [
+    ("nn(net, [X], Y, [0, 1], extra) :: d(X, Y).", "nn/5; DeepProbLog takes nn/2, nn/3 and nn/4"),
+    ("nn(other, [X], Y, [0, 1]) :: d(X, Y).", "names network 'other', which the model does not have"),
+])
+def test_a_neural_predicate_deepproblog_does_not_take_is_one_error_line(clause, message):
+    from gedi_core.errors import GediError
+
+    model = Model(clause + "\n", [Network(nn.Linear(2, 2), "net")], load=False)
+    with pytest.raises(GediError, match=message) as err:
+        model.set_engine(BatchedEngine(model), cache=True)
+    assert "\n" not in str(err.value) and "character" in str(err.value)
