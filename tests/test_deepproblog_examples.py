@@ -191,18 +191,9 @@ def test_poker_with_a_learnable_annotated_disjunction():
 def test_train_model_updates_learnable_parameters_as_with_the_exact_engine():
     """DeepProbLog's train_model with its SGD on noisy_addition.pl's t(0.1) :: noisy and the
     network: the same parameters after three iterations with either engine."""
-    from deepproblog.dataset import DataLoader, Dataset
+    from deepproblog.dataset import DataLoader
     from deepproblog.train import train_model
-
-    class Queries(Dataset):
-        def __init__(self, queries: list[Query]) -> None:
-            self.queries = queries
-
-        def __len__(self) -> int:
-            return len(self.queries)
-
-        def to_query(self, i: int) -> Query:
-            return self.queries[i]
+    from deepproblog_helpers import QueryList
 
     batch = [Query(Term("addition_noisy", img(2 * k), img(2 * k + 1), Constant(s)))
              for k, s in enumerate((3, 9, 14, 5, 7, 11))]
@@ -215,7 +206,7 @@ def test_train_model_updates_learnable_parameters_as_with_the_exact_engine():
         model.optimizer = SGD(model, 0.5)
         model.set_engine(engine(model), cache=True)
         model.add_tensor_source("img", images(12))
-        train_model(model, DataLoader(Queries(batch), 2, False), 1, log_iter=100)
+        train_model(model, DataLoader(QueryList(batch), 2, False), 1, log_iter=100)
         params[engine] = (list(model.parameters), torch.cat([p.detach().flatten() for p in net.parameters()]))
     (te, we), (tb, wb) = params[ExactEngine], params[BatchedEngine]
     assert tb == pytest.approx(te, abs=TOL) and abs(tb[0] - 0.1) > 1e-4  # t(0.1) moved, the same way

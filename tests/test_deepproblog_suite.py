@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_deepproblogs_test_suite_passes_with_the_batched_engine(tmp_path):
     report = tmp_path / "swap.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]),
+    path = [str(REPO), str(REPO / "tests")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path),
                GEDI_SWAP_REPORT=str(report), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "deepproblog.tests", "-q",
                            "-p", "deepproblog_swap", "-p", "no:cacheprovider"],
