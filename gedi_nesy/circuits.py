@@ -85,11 +85,7 @@ class SymbolicSemiring(ProbLogSemiring):
     (``j = 0`` for an nn/2 fact; ``(PARAMETERS, Constant(i), 0)`` for the learnable
     ``t(_)`` parameter ``i``), ``("neg", e)`` = 1 - e, ``("comp", (e, ...))`` = 1 - sum e
     (annotated disjunction's "none" choice).  A weight the KLay path does not take raises
-    :class:`Unbatchable`.  ``per_query_nets``: networks whose outputs are read while grounding
-    (top-k, ``k`` set): their circuits depend on the network and take DeepProbLog's path."""
-
-    def __init__(self, per_query_nets: frozenset[str] = frozenset()) -> None:
-        self.per_query_nets = per_query_nets
+    :class:`Unbatchable`."""
 
     def one(self):
         return ("c", 1.0)
@@ -126,8 +122,6 @@ class SymbolicSemiring(ProbLogSemiring):
         if isinstance(a, Term):
             if a.functor == "nn" and a.arity in (2, 3):
                 net = str(a.args[0])
-                if net in self.per_query_nets:
-                    raise Unbatchable(f"top-k network '{net}'")
                 if mentions_network_tensor(a.args[1]):
                     raise Unbatchable(f"network '{net}' on a deterministic network's output", per_solve=True)
                 return ("nn", net, a.args[1], int(a.args[2]) if a.arity == 3 else 0)
@@ -255,11 +249,10 @@ class CompiledShape:
         return out
 
 
-def compile_shape(ac, key: Term, per_query_nets: frozenset[str] = frozenset(), answers: list[Term] | None = None,
-                  with_ac_seconds: bool = True) -> CompiledShape:
+def compile_shape(ac, key: Term, answers: list[Term] | None = None, with_ac_seconds: bool = True) -> CompiledShape:
     """A :class:`CompiledShape` from DeepProbLog's ``ArithmeticCircuit`` of one query shape
     (conditioned on the formula's evidence).  Raises :class:`Unbatchable` for a shape the
-    KLay path does not evaluate (``per_query_nets``: see :class:`SymbolicSemiring`).
+    KLay path does not evaluate.
 
     ``answers``: the answer atoms to compile, each one of the circuit's queries (default: all
     of them), e.g. one label's answer out of a circuit ground for every label;
@@ -286,7 +279,7 @@ def compile_shape(ac, key: Term, per_query_nets: frozenset[str] = frozenset(), a
             live.append(node)
         shape.answer_root.append(len(live) - 1 if shape.answer_const[-1] is None else -1)
     if live:
-        _read_weights(shape, sdd, key, per_query_nets)
+        _read_weights(shape, sdd, key)
         _build_circuit(shape, sdd, live, evidence)
     shape.ground_seconds = (ac.ground_time or 0.0) if with_ac_seconds else 0.0
     ac_seconds = shape.ground_seconds + ac.compile_time if with_ac_seconds else 0.0
@@ -310,10 +303,10 @@ def _evidence_literals(sdd, key: Term) -> list[int]:
     return literals
 
 
-def _read_weights(shape: CompiledShape, sdd, key: Term, per_query_nets: frozenset[str]) -> None:
+def _read_weights(shape: CompiledShape, sdd, key: Term) -> None:
     """Fill ``shape``'s leaves, complements, constants and weight columns from ProbLog's
     weights of the SDD's variables (read with :class:`SymbolicSemiring`)."""
-    weights = sdd.extract_weights(SymbolicSemiring(per_query_nets))
+    weights = sdd.extract_weights(SymbolicSemiring())
     if 0 in weights and weights[0][0] != ("c", 1.0):
         raise Unbatchable("a weight on 'true'")
     n_vars = sdd.get_manager().get_manager().var_count()

@@ -146,14 +146,16 @@ class BatchedSolver(Solver):
 
     def _load_or_compile(self, q, key: Term) -> CompiledShape:
         skey = str(key)
-        if skey in self._disk:
-            self.stats["disk_hits"] += 1
-            return self._disk[skey]
-        top_k = frozenset(name for name, net in self.model.networks.items() if net.k is not None)
         try:
-            shape = None if top_k else self._compile_from_joint(q, key)
+            top_k = [name for name, net in self.model.networks.items() if net.k is not None]
+            if top_k:  # grounding samples (train) or picks (eval) the network's k best outputs
+                raise Unbatchable(f"the model's top-k network '{top_k[0]}' (its circuits change with its outputs)")
+            if skey in self._disk:
+                self.stats["disk_hits"] += 1
+                return self._disk[skey]
+            shape = self._compile_from_joint(q, key)
             if shape is None:
-                shape = compile_shape(self.cache.get(q), key, top_k)
+                shape = compile_shape(self.cache.get(q), key)
                 self._release(q)
         except Unbatchable as e:
             shape = CompiledShape(key)

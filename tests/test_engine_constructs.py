@@ -159,3 +159,26 @@ def test_a_neural_predicate_deepproblog_does_not_take_is_one_error_line(clause, 
     with pytest.raises(GediError, match=message) as err:
         model.set_engine(BatchedEngine(model), cache=True)
     assert "\n" not in str(err.value) and "character" in str(err.value)
+
+
+def test_top_k_networks_are_evaluated_as_deepproblog_does():
+    """A top-k network (``Network(..., k=2)``) is read while grounding, so the model's queries
+    take DeepProbLog's evaluation (ground again per solve without the cache, as ExactEngine):
+    ExactEngine's probabilities in eval mode (top-k picks the k best outputs)."""
+    program = "nn(net, [X], Y, [0, 1, 2, 3]) :: digit(X, Y).\nadd(X, Y, Z) :- digit(X, A), digit(Y, B), Z is A + B.\n"
+    probs = {}
+    for engine in (ExactEngine, BatchedEngine):
+        torch.manual_seed(0)
+        net = Network(nn.Sequential(nn.Linear(3, 4), nn.Softmax(-1)), "net", k=2, batching=True)
+        model = Model(program, [net], load=False)
+        model.set_engine(engine(model), cache=False)
+        g = torch.Generator().manual_seed(0)
+        model.add_tensor_source("img", {(Constant(i),): torch.randn(3, generator=g) for i in range(2)})
+        model.eval()
+        batch = [Query(Term("add", Term("tensor", Term("img", Constant(0))), Term("tensor", Term("img", Constant(1))),
+                            Constant(s))) for s in range(7)]
+        probs[engine] = [float(r.result.get(q.query, 0.0)) for _ in range(2)
+                         for r, q in zip(model.solve(batch), batch)]  # solved twice
+    assert probs[BatchedEngine] == pytest.approx(probs[ExactEngine], abs=TOL)
+    assert sum(p > 0 for p in probs[ExactEngine]) >= 4
+    assert all("top-k" in model.solver.shape(q).fallback for q in batch)
