@@ -76,7 +76,8 @@ def measure(digits: int, labels: str, shared: bool) -> dict:
     st = model.solver.stats
     return {"digits": digits, "mode": "shared" if shared else "per-label", "sums": len(sums),
             "shapes": st["shapes"], "groundings": st.get("joint_circuits", 0) + st["shapes"] * (not shared),
-            "compile_cpu_s": round(cpu, 2), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "compile_cpu_s": round(cpu, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "kept_rss_mb": round(rss_mb() - before)}
 
 

@@ -123,7 +123,8 @@ class SymbolicSemiring(ProbLogSemiring):
             if a.functor == "nn" and a.arity in (2, 3):
                 net = str(a.args[0])
                 if mentions_network_tensor(a.args[1]):
-                    raise Unbatchable(f"network '{net}' on a deterministic network's output", per_solve=True)
+                    # (DeepProbLog's evaluation runs the nn/3 network again: the cached circuit holds)
+                    raise Unbatchable(f"network '{net}' on a deterministic network's output")
                 return ("nn", net, a.args[1], int(a.args[2]) if a.arity == 3 else 0)
             if a.functor == "t" and a.arity == 1 and type(a.args[0]) is Constant:
                 return ("nn", PARAMETERS, a.args[0], 0)
