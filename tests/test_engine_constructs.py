@@ -182,3 +182,20 @@ def test_top_k_networks_are_evaluated_as_deepproblog_does():
     assert probs[BatchedEngine] == pytest.approx(probs[ExactEngine], abs=TOL)
     assert sum(p > 0 for p in probs[ExactEngine]) >= 4
     assert all("top-k" in model.solver.shape(q).fallback for q in batch)
+
+
+def test_log_probs_of_a_batch_mixing_both_paths():
+    """``BatchedSolver.log_probs`` (the project's training loop) on a batch with a KLay query
+    and a query DeepProbLog evaluates (a tensor-valued probability): log of ``solve``'s values."""
+    program = NEURAL + "P :: heavy(X) :- list_to_tensor([0.3], T), tensor_index(T, [0], P), t(X, 1).\n"
+    torch.manual_seed(0)
+    net = Network(nn.Sequential(nn.Linear(4, 3), nn.Softmax(-1)), "tri_net", batching=True)
+    model = Model(program, [net], load=False)
+    model.set_engine(BatchedEngine(model), cache=True)
+    model.add_tensor_source("img", {(Constant(0),): torch.ones(4)})
+    sub = {Term("a"): Term("tensor", Term("img", Constant(0)))}
+    batch = [Query(Term("t", Term("a"), Constant(2)), sub), Query(Term("heavy", Term("a")), sub)]
+    want = [float(r.result[q.substitute().query]) for r, q in zip(model.solve(batch), batch)]
+    logp, decided = model.solver.log_probs(batch)
+    assert torch.exp(logp).tolist() == pytest.approx(want, abs=TOL) and decided == [False, False]
+    assert [model.solver.shape(q).fallback is not None for q in batch] == [False, True]
