@@ -59,8 +59,8 @@ class BatchedSolver(Solver):
     circuits (see the README's "Batched engine").  ``disk_cache``: folder where compiled
     shapes are kept across runs (keyed by the program text).
 
-    A query whose circuit the KLay path does not take (learnable ``t(_)`` or tensor-valued
-    probabilities, deterministic nn/3 or top-k networks, ...) is evaluated as DeepProbLog's
+    A query whose circuit the KLay path does not take (tensor-valued probabilities, outputs of
+    deterministic nn/3 networks, a model with top-k networks) is evaluated as DeepProbLog's
     ``Solver`` evaluates it, in the same batch; the program's ``evidence/1,2`` conditions
     every query (DeepProbLog's ``ExactEngine`` grounds the query alone and drops it)."""
 
@@ -190,11 +190,12 @@ class BatchedSolver(Solver):
         ac = self._joint[fkey]
         if ac is None or key not in ac.answer_index:
             return None
-        shape = compile_shape(ac, key, answers=[key], with_ac_seconds=first)
-        self._joint_left[fkey] -= 1
-        if self._joint_left[fkey] == 0:  # every label compiled: the joint circuit is not needed
-            self._joint[fkey] = None
-        return shape
+        try:
+            return compile_shape(ac, key, answers=[key], with_ac_seconds=first)
+        finally:
+            self._joint_left[fkey] -= 1
+            if self._joint_left[fkey] == 0:  # every label compiled: the joint circuit is not needed
+                self._joint[fkey] = None
 
     def _ground_joint(self, free) -> ArithmeticCircuit | None:
         """The circuit of query ``free`` (labels free) with every answer, or None when its
