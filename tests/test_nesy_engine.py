@@ -178,8 +178,11 @@ def test_learnable_probabilities_on_the_klay_path(tmp_path):
     net = gedi_network("bit_net", small(2), (1, 4, 4))
     check(both_engines(prog, [net], pools_of(), [q("f", 0), q("both", 1, 2), q("f", 3)]))
     model = build_nesy_model(prog, [net], pools_of())
-    query_probabilities(model, [q("f", 0), q("both", 1, 2)])
+    batch = [q("f", 0), q("both", 1, 2)]
+    probs = torch.stack([torch.as_tensor(p).detach() for p in query_probabilities(model, batch)])
     assert model.solver.stats["fallback_shapes"] == 0 and model.solver.stats["shapes"] == 2
+    logp, decided = model.solver.log_probs(batch)  # the project's loop: t(_) read inside
+    assert torch.allclose(logp.exp().detach(), probs, atol=TOL) and decided == [False, False]
     with pytest.raises(GediError, match="unknown engine"):
         set_engine(model, "magic")
 
