@@ -64,9 +64,11 @@ class BatchedSolver(Solver):
     ``Solver`` evaluates it, in the same batch; the program's ``evidence/1,2`` conditions
     every query (DeepProbLog's ``ExactEngine`` grounds the query alone and drops it)."""
 
-    # bounds on grounding a query with its labels free (gedi_nesy.shared_labels)
+    # bounds on grounding a query with its labels free (gedi_nesy.shared_labels), and the most
+    # answers whose shapes are all compiled at once
     max_label_answers = 20000
     max_label_seconds = 300.0
+    max_eager_answers = 256
 
     def __init__(self, model, engine, cache: bool = True, cache_root: str | None = None,
                  disk_cache: str | Path | None = None, semiring: type = GraphSemiring,
@@ -85,6 +87,7 @@ class BatchedSolver(Solver):
         self.shared_labels = shared_labels and self.cache.cache and not order_sensitive(model.program)
         self._joint: dict[Term, Any] = {}  # free query -> its circuit (None: labels one by one)
         self._joint_left: dict[Term, int] = {}  # free query -> its answers not compiled yet
+        self._ready: dict[Term, CompiledShape] = {}  # labels' shapes compiled with their structure
         self._store_epoch = 0  # solves so far (each clears DeepProbLog's tensor store)
         self._fresh: dict[Term, tuple[int, ArithmeticCircuit]] = {}  # per_solve circuits, their epoch
         self._terms: dict[tuple, tuple] = {}  # query -> its shape, ground neural inputs and answers
@@ -177,9 +180,16 @@ class BatchedSolver(Solver):
         """``q``'s shape read off the circuit of its query structure (``q`` with its labels
         free, ground once for all labels; see ``gedi_nesy.shared_labels``), or None where the
         labels are compiled one by one (no such structure, ``q``'s answer is not one of the
-        structure's answers, or DeepProbLog's cache holds ``q``'s own circuit)."""
+        structure's answers, or DeepProbLog's cache holds ``q``'s own circuit).
+
+        A structure with at most ``max_eager_answers`` answers has every label's shape compiled
+        at once and its circuit released; a larger one keeps its circuit until every label of
+        it has been asked for."""
         if not self.shared_labels or self.cache.key_func(q) in self.cache.cache_dict:
             return None  # (DeepProbLog's circuit of this label is there already: read it)
+        ready = self._ready.pop(key, None)
+        if ready is not None:
+            return ready
         free = free_label_query(q)
         if free is None:
             return None
@@ -190,12 +200,32 @@ class BatchedSolver(Solver):
         ac = self._joint[fkey]
         if ac is None or key not in ac.answer_index:
             return None
+        if first and len(ac.answer_index) <= self.max_eager_answers:
+            return self._compile_all_answers(fkey, ac, key)
         try:
             return compile_shape(ac, key, answers=[key], with_ac_seconds=first)
         finally:
             self._joint_left[fkey] -= 1
             if self._joint_left[fkey] == 0:  # every label compiled: the joint circuit is not needed
                 self._joint[fkey] = None
+
+    def _compile_all_answers(self, fkey: Term, ac: ArithmeticCircuit, key: Term) -> CompiledShape:
+        """Every answer's shape of the structure ``fkey`` (kept until asked for), its circuit
+        released; returns ``key``'s, which carries the compile time of them all."""
+        self._joint[fkey] = None
+        shapes = {}
+        for name in ac.answer_index:
+            try:
+                shapes[name] = compile_shape(ac, name, answers=[name], with_ac_seconds=name == key)
+            except Unbatchable:  # compiled on its own when asked for (and evaluated as DeepProbLog does)
+                if name == key:
+                    raise
+        shape = shapes.pop(key)
+        shape.compile_seconds += sum(s.compile_seconds for s in shapes.values())
+        for s in shapes.values():
+            s.ground_seconds = s.compile_seconds = 0.0
+        self._ready.update(shapes)
+        return shape
 
     def _ground_joint(self, free) -> ArithmeticCircuit | None:
         """The circuit of query ``free`` (labels free) with every answer, or None when its

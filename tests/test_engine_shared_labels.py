@@ -48,11 +48,13 @@ def queries() -> list[Query]:
     return out
 
 
-def solve(engine) -> tuple[list[float], torch.Tensor, Model]:
+def solve(engine, eager: bool = True) -> tuple[list[float], torch.Tensor, Model]:
     torch.manual_seed(0)
     module = nn.Sequential(nn.Linear(5, 10), nn.Softmax(-1))
     model = Model(str(EXAMPLES / "MNIST/models/addition.pl"), [Network(module, "mnist_net", batching=True)])
     model.set_engine(engine(model), cache=True)
+    if not eager:  # every structure keeps its shared circuit until all its labels are asked for
+        model.solver.max_eager_answers = 0
     g = torch.Generator().manual_seed(1)
     model.add_tensor_source("img", {(Constant(i),): torch.randn(5, generator=g) for i in range(10)})
     batch = queries()
@@ -71,8 +73,13 @@ def test_one_grounding_per_query_structure_gives_per_label_results():
     st = model.solver.stats
     assert st["shapes"] == 8 and st["joint_circuits"] == 2  # 4 sums x 2 predicates, one grounding each
     assert per_label.solver.stats["joint_circuits"] == 0 and per_label.solver.stats["shapes"] == 8
-    # the batched solver keeps no DeepProbLog circuit per label (only the impossible sum's, none here)
+    # the batched solver keeps no DeepProbLog circuit per label (only the impossible sum's), and
+    # no shared one: 19 answers, all compiled at once
     assert len(model.solver.cache.cache_dict) <= 2 and len(per_label.solver.cache.cache_dict) == 0
+    assert list(model.solver._joint.values()) == [None, None]
+    pz, gz, lazy = solve(BatchedEngine, eager=False)
+    assert pz == pytest.approx(pe, abs=TOL) and torch.allclose(gz, ge, atol=TOL, rtol=1e-4)
+    assert lazy.solver.stats["joint_circuits"] == 2 and None not in lazy.solver._joint.values()
 
 
 def test_programs_that_test_bindings_keep_per_label_compilation():
