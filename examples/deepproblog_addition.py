@@ -4,10 +4,11 @@ The script keeps DeepProbLog's shape: a ``Network``, a ``Model`` of a ProbLog pr
 tensor sources, a ``DataLoader`` of ``Query`` objects, ``train_model`` and ``get_confusion_matrix``.
 Only the lines marked ``# GEDI`` differ from a plain DeepProbLog script:
 
-- the network is a GEDI network (``gedi_network``: LeNet, 10 classes, Adam 3e-3);
+- the network is DeepProbLog's own ``MNIST_Net`` with its Adam 1e-3, read as a GEDI network
+  (``gedi_network(module, name, ...)`` in place of ``Network(module, name, ...)``);
 - the engine is the batched one (``BatchedEngine``; ``--engine exact`` keeps DeepProbLog's);
-- ``train_model`` is gedi_nesy's drop-in, which adds the GEDI terms (``gedi=GEDILoss(...)``), with
-  the class prior the training queries imply (``program_prior``; uniform for random pairs' sums).
+- ``train_model`` is gedi_nesy's drop-in, which adds the GEDI terms (its default ``GEDILoss``, with
+  the class prior the training queries imply; ``--no-gedi`` passes ``gedi=False``).
 
     python examples/deepproblog_addition.py                         # embedded digits, offline
     python examples/deepproblog_addition.py --data-root ../shared/data/MNIST/raw --examples 1000
@@ -28,7 +29,9 @@ from deepproblog.model import Model
 from deepproblog.query import Query
 from problog.logic import Constant, Term
 
-from gedi_nesy import BatchedEngine, GEDILoss, gedi_network, program_prior, train_model  # GEDI
+from deepproblog.examples.MNIST.network import MNIST_Net
+
+from gedi_nesy import BatchedEngine, gedi_network, train_model  # GEDI
 from gedi_nesy.config import NesyDataConfig
 from gedi_nesy.data import ImagePool, load_pools
 
@@ -73,7 +76,9 @@ def main(argv: list[str] | None = None) -> dict:
     train_set = Addition("train", pools.train_y, args.examples, args.seed)
     test_set = Addition("test", pools.test_y, args.test_examples, args.seed + 1)
 
-    net = gedi_network("gedi_net")  # GEDI: instead of Network(MNIST_Net(), "mnist_net", batching=True) + its Adam
+    network = MNIST_Net()
+    net = gedi_network(network, "gedi_net", batching=True)  # GEDI: instead of Network(network, "gedi_net", batching=True)
+    net.optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     model = Model(str(PROGRAM), [net])
     if args.engine == "batched":
         model.set_engine(BatchedEngine(model), cache=True)  # GEDI: instead of ExactEngine(model)
@@ -86,15 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     loader = DataLoader(train_set, args.batch_size, False)
     t0 = time.time()
-    # GEDI: the recipe's L_GEN and L_PRIOR, the prior being the digit frequencies the queries imply
-    gedi = None if args.no_gedi else GEDILoss(seed=args.seed,
-                                              prior_target=program_prior(model, train_set.to_queries())["gedi_net"])
-    if gedi is None:
-        from deepproblog.train import train_model as deepproblog_train_model
-
-        train = deepproblog_train_model(model, loader, args.epochs, log_iter=args.log_iter)
-    else:
-        train = train_model(model, loader, args.epochs, gedi=gedi, log_iter=args.log_iter)  # GEDI: gedi=...
+    # GEDI: gedi_nesy's train_model (its GEDI terms; gedi=False: DeepProbLog's own training)
+    train = train_model(model, loader, args.epochs, gedi=False if args.no_gedi else None, log_iter=args.log_iter)
     seconds = time.time() - t0
     accuracy = get_confusion_matrix(model, test_set, verbose=0).accuracy()
     result = {"sum_accuracy": accuracy, "train_seconds": round(seconds, 2),

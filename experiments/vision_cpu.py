@@ -55,8 +55,7 @@ def has_replay_buffer(folder: Path) -> bool:
 
 def fid_extractor(args: Any, dataset: str, load_data: Callable[[], DataBundle]) -> tuple[Path, float]:
     """The FID feature extractor of ``dataset`` (trained once on its training split; cached in RUNS)."""
-    from gedi_core.evaluation.classifier_features import (classifier_accuracy, save_feature_classifier,
-                                                          train_feature_classifier)
+    from gedi_core.evaluation.classifier_features import build_feature_extractor
     from gedi_core.runfolder import write_json
 
     path = Path(args.runs) / f"fid_features_{dataset}.pt"
@@ -65,9 +64,8 @@ def fid_extractor(args: Any, dataset: str, load_data: Callable[[], DataBundle]) 
         return path, json.loads(info.read_text())["held_out_acc"]
     torch.set_num_threads(max(1, args.jobs))
     data = load_data()
-    net = train_feature_classifier(data.train_x, data.train_y, epochs=2, seed=0)
-    acc = classifier_accuracy(net, data.test_x, data.test_y)
-    save_feature_classifier(net, path, tuple(data.input_shape[-2:]))
+    built = build_feature_extractor(data, path, epochs=2, seed=0)
+    acc = built["held_out_acc"]
     write_json(info, {"held_out_acc": acc, "evaluated_on": data.evaluated_on, "train_images": len(data.train_x)})
     print(f"FID features: classifier trained on {len(data.train_x)} images, held-out accuracy {acc:.3f}", flush=True)
     return path, acc

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from gedi_core import jsonsafe
 from gedi_core.config import TrainConfig, dotted_to_nested, parse_set, read_config_file
 from gedi_core.errors import GediError
 
@@ -99,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = resolve_train_config(args)
     metrics = train(cfg, out=args.out, resume=args.resume, progress=not args.no_progress)
     if metrics:  # under torchrun only rank 0 reports
-        print(json.dumps(metrics, sort_keys=True))
+        print(json_line(metrics))
     return 0
 
 
@@ -125,9 +126,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_run(
         args.run, what=args.what.split(","), device=args.device, data_overrides=_data_overrides(args),
         ood_datasets=args.ood_dataset or [], fid_samples=args.fid_samples, fid_steps=args.fid_steps,
-        fid_features=args.fid_features, out=args.out, progress=not args.no_progress,
+        fid_features=args.fid_features, out=args.out, progress=not args.no_progress, ood_root=args.ood_root,
     )
-    print(json.dumps(metrics, sort_keys=True))
+    print(json_line(metrics))
     return 0
 
 
@@ -135,14 +136,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import gedi_core.data  # noqa: F401
     from gedi_core.devices import resolve_device
     from gedi_core.evaluation import load_run, save_samples
+    from gedi_core.runfolder import check_output_file
 
     resolve_device(args.device)
-    method, _, _ = load_run(args.run, device=args.device, data_overrides=_data_overrides(args))
+    for flag, value, low in (("--n", args.n, 1), ("--steps", args.steps, 0)):
+        if value < low:
+            raise GediError(f"{flag} must be >= {low}, got {value}")
     if args.out is None:
         args.out = str(Path(args.run) / f"samples_{args.steps}.png")
+    check_output_file(args.out)  # before the run is loaded: never over an existing file or a run's own
+    method, _, _ = load_run(args.run, device=args.device, data_overrides=_data_overrides(args))
     save_samples(method, args.out, n=args.n, steps=args.steps, step_size=args.step_size, noise=args.noise,
                  from_buffer=args.from_buffer, seed=args.seed, sort_by_cluster=not args.unsorted)
     print(json.dumps({"samples": args.out, "n": args.n, "steps": args.steps}))
+    return 0
+
+
+def cmd_fid_features(args: argparse.Namespace) -> int:
+    import gedi_core.data  # noqa: F401
+    from gedi_core.evaluation.classifier_features import feature_extractor_file
+
+    print(json_line(feature_extractor_file(args.dataset, args.out, args.data_root, args.download,
+                                           args.train_subset, args.test_subset, args.epochs, args.seed)))
     return 0
 
 
@@ -166,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--what", default="nmi,probe,ood", help="comma list of nmi, probe, ood, fid, samples")
     e.add_argument("--train-subset", type=int, default=None, help="probe/k-means on the first N training images")
     e.add_argument("--ood-dataset", action="append", metavar="NAME",
-                   help="out-of-distribution data set for the AUROC (repeatable), e.g. svhn, cifar100")
+                   help="out-of-distribution data set for the AUROC (repeatable), e.g. svhn, cifar100; its test "
+                        "split, or its training split where only that one exists")
+    e.add_argument("--ood-root", default=None,
+                   help="data root of the --ood-dataset sets (default: the run's / --data-root)")
     e.add_argument("--fid-samples", type=int, default=1000, help="SGLD samples (and real test images) for FID")
     e.add_argument("--fid-steps", type=int, default=500, help="SGLD steps per FID / grid sample")
     e.add_argument("--fid-features", default=None,
@@ -186,7 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=None, help="PNG path (default: RUN/samples_<steps>.png)")
     s.set_defaults(func=cmd_sample)
+
+    f = sub.add_parser("fid-features", help="train a small classifier on a data set's training split and write it "
+                                            "as the FID feature extractor (offline FID: eval --fid-features FILE)")
+    f.add_argument("--dataset", required=True, help="image data set, e.g. fashion-mnist, mnist, cifar10")
+    f.add_argument("--data-root", default=None, help="folder with local data files (torchvision layout)")
+    f.add_argument("--download", action="store_true", help="let torchvision download missing data files")
+    f.add_argument("--train-subset", type=int, default=0, help="train on the first N training images only (0: all)")
+    f.add_argument("--test-subset", type=int, default=0, help="report accuracy on the first N test images (0: all)")
+    f.add_argument("--epochs", type=int, default=2, help="classifier training epochs")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True, help="TorchScript file to write (must not exist), e.g. features.pt")
+    f.set_defaults(func=cmd_fid_features)
     return parser
+
+
+def json_line(value: Any) -> str:
+    """The one JSON line a command prints (sorted keys; NaN and infinities as ``null``)."""
+    return jsonsafe.dumps(value)
 
 
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None, prog: str) -> int:

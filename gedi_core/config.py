@@ -207,6 +207,22 @@ def check_config(cfg: Any, ranges: Mapping[str, Range]) -> None:
             raise GediError(f"{key} must {allowed}, got {value!r}")
 
 
+def check_section(section: Any, cls: type, ranges: Mapping[str, Range], where: str) -> None:
+    """``section`` (e.g. a ``ModelConfig`` a user built) is a ``cls`` whose numbers lie in
+    ``ranges`` (dotted keys, e.g. ``model.tau``; the section is their first part); integer
+    fields hold integers. Else :class:`GediError` naming ``where`` and the key."""
+    if not isinstance(section, cls):
+        raise GediError(f"{where}: expected a {cls.__name__}, got {type(section).__name__}")
+    ints = {f.name for f in dataclasses.fields(cls) if f.type in ("int", int)}
+    for key, allowed in ranges.items():
+        name = key.split(".", 1)[1]
+        value = getattr(section, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (name in ints and not isinstance(value, int)):
+            raise GediError(f"{where}: {key} must be {'an integer' if name in ints else 'a number'}, got {value!r}")
+        if not math.isfinite(value) or value not in allowed:
+            raise GediError(f"{where}: {key} must {allowed}, got {value!r}")
+
+
 def check_sgld_init(sgld: SGLDConfig) -> None:
     if not sgld.init_low < sgld.init_high:
         raise GediError(f"sgld.init_low ({sgld.init_low}) must be below sgld.init_high ({sgld.init_high})")

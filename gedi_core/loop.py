@@ -24,7 +24,7 @@ from gedi_core.errors import GediError
 from gedi_core.monitor import FailureMonitor
 from gedi_core.objective import NonFiniteError
 from gedi_core.rng import rng_state, set_rng_state
-from gedi_core.runfolder import RunFolder
+from gedi_core.runfolder import RunFolder, resume_errors
 
 
 @dataclass
@@ -68,6 +68,9 @@ class FitOptions:
     label: str = ""  # prefix of the monitor's warnings, e.g. "gedi/moons seed 3"
     item_name: str = "images"  # epochs.csv reports <item_name>_per_s
     head_modes: bool = True  # whether the monitor checks cluster collapse / label inconsistency
+    # the progress bar's fields: label shown -> key of the log row (those the row has are shown)
+    bar_fields: dict[str, str] = field(default_factory=lambda: {"loss": "loss", "prior_gap": "prior_gap",
+                                                                "inv_gap": "inv_gap"})
 
 
 @dataclass
@@ -131,10 +134,11 @@ def fit(
     seen: list[str] = []
     state = run.resume_state(dist.rank) if run is not None else None
     if state is not None:
-        step.load_state_dict(state["step"])
-        optimizer.load_state_dict(state["optimizer"])
-        batches.load_state_dict(state["batches"])
-        set_rng_state(state["rng"])
+        with resume_errors(run.checkpoint_path):
+            step.load_state_dict(state["step"])
+            optimizer.load_state_dict(state["optimizer"])
+            batches.load_state_dict(state["batches"])
+            set_rng_state(state["rng"])
         loop = state["loop"]
         if loop.get("world_size", 1) != dist.world_size:
             raise GediError(f"--resume: the checkpoint was written by {loop.get('world_size', 1)} process(es), "
@@ -180,7 +184,11 @@ def fit(
         sums: dict[str, float] = dict(acc["sums"])
         t_seg = time.time()
         for pos, batch in enumerate(batches.epoch(epoch, pos0), start=pos0):
-            out = step(batch)
+            try:
+                out = step(batch)
+            except NonFiniteError as exc:  # NaN/inf logits or SGLD samples: say where, as for the loss
+                raise NonFiniteError(f"epoch {epoch + 1} step {res.steps + 1}: {exc}; the last good checkpoint "
+                                     "is kept") from None
             optimizer.zero_grad(set_to_none=True)
             if out.loss is not None:
                 loss_value = float(out.loss.detach())
@@ -217,7 +225,7 @@ def fit(
                     for message in monitor.check(diag, head_modes=options.head_modes):
                         res.warnings.append(f"{where}: {message}")
                         tqdm.write(f"warning [{options.label}] {where}: {message}")
-                bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "prior_gap", "inv_gap") if k in row})
+                bar.set_postfix({label: f"{row[k]:.3f}" for label, k in options.bar_fields.items() if k in row})
             if options.ckpt_every and res.steps % options.ckpt_every == 0 and not last_of_epoch:
                 dt = time.time() - t_seg
                 elapsed += dt

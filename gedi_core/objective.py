@@ -25,9 +25,10 @@ from torch import Tensor, nn
 
 from gedi_core.config import SGLDConfig
 from gedi_core.errors import GediError
-from gedi_core.losses import gen_loss, inv_loss, prior_entropy_loss, prior_loss
+from gedi_core.losses import (batch_mean_probs, gen_loss, inv_loss, prior_at_marginal, prior_cross_entropy,
+                              prior_entropy_loss, prior_loss, prior_neg_entropy, running_marginal)
 from gedi_core.models import energy_from_logits
-from gedi_core.sgld import EnergySampler
+from gedi_core.sgld import EnergySampler, check_sgld
 
 LogitsFn = Callable[[Tensor], Tensor]
 Augment = Callable[[Tensor, "torch.Generator | None"], Tensor]
@@ -44,6 +45,24 @@ def weighted_sum(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> T
     return sum(weights[k] * v for k, v in terms.items())
 
 
+def check_logits(x: Tensor, logits: Tensor) -> None:
+    """``logits`` are ``net(x)``: a 2-d tensor ``(B, K)``, ``B = len(x)``, ``K >= 2``, finite;
+    else a :class:`GediError` naming the argument (:class:`NonFiniteError` for NaN/inf)."""
+    if not isinstance(x, Tensor) or x.dim() < 1:
+        raise GediError(f"GEDILoss: x must be a tensor of inputs (B, ...), got {type(x).__name__}"
+                        + (f" of shape {tuple(x.shape)}" if isinstance(x, Tensor) else ""))
+    if not isinstance(logits, Tensor):
+        raise GediError(f"GEDILoss: logits must be a tensor (B, K), got {type(logits).__name__}")
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise GediError(f"GEDILoss: logits must be 2-d (B, K) with K >= 2 clusters, got shape {tuple(logits.shape)}")
+    if logits.shape[0] != x.shape[0]:
+        raise GediError(f"GEDILoss: logits has {logits.shape[0]} rows but x has {x.shape[0]} inputs; "
+                        "pass logits = net(x)")
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteError(f"GEDILoss: logits hold {int((~torch.isfinite(logits)).sum())} NaN/inf value(s) "
+                             "(the network's outputs are no longer finite: learning rate too large?)")
+
+
 class GEDILoss(nn.Module):
     """The GEDI terms of a batch of inputs ``x`` and their logits (paper Eqs. 3 and 7).
 
@@ -56,7 +75,12 @@ class GEDILoss(nn.Module):
       uniform prior and the batch mean of ``p(y|x)`` (optimum ``ln c``), or ``"entropy"``, the
       negative entropy of that mean (optimum ``-ln c``; the paper's NeSy experiments). The prior
       is uniform unless ``prior_target`` (or :meth:`set_prior`) gives another class marginal
-      ``pi``: then the cross-entropy with ``pi``, or ``KL(p_bar || pi) - ln c``.
+      ``pi``: then the cross-entropy with ``pi``, or ``KL(p_bar || pi) - ln c``. With
+      ``prior_window = W > 0`` the marginal is estimated over about the last ``W`` inputs
+      (:func:`~gedi_core.losses.running_marginal`, kept in the state) and each batch's images get
+      their share of the gradient at that estimate (:func:`~gedi_core.losses.prior_at_marginal`),
+      for batches too small for their mean to say much about the marginal (0, the default: the
+      batch mean, the paper's).
 
     A zero weight skips a term and its cost (no SGLD when ``gen == 0``). ``seed`` seeds the
     replay buffer; the augmentation draws from ``generator`` (default: its own, seeded
@@ -81,6 +105,7 @@ class GEDILoss(nn.Module):
         augment: Augment | None = None,
         seed: int = 0,
         generator: torch.Generator | None = None,
+        prior_window: float = 0.0,
     ) -> None:
         super().__init__()
         weights = {"gen": float(gen), "inv": float(inv), "prior": float(prior)}
@@ -91,12 +116,18 @@ class GEDILoss(nn.Module):
             raise GediError(f"GEDILoss: prior_form must be one of {', '.join(PRIOR_FORMS)}, got '{prior_form}'")
         if weights["inv"] > 0 and augment is None:
             raise GediError("GEDILoss: L_INV needs an augmentation (augment=...) or weight inv=0")
+        if not (isinstance(prior_window, (int, float)) and math.isfinite(prior_window) and prior_window >= 0):
+            raise GediError(f"GEDILoss: prior_window must be a finite number >= 0 (inputs), got {prior_window!r}")
         self.weights = weights
         self.prior_form = prior_form
+        self.prior_window = float(prior_window)
+        self.marginal: Tensor | None = None  # running class marginal (prior_window > 0)
         self.prior_target: Tensor | None = None
         if prior_target is not None:
             self.set_prior(prior_target)
         self.sgld = sgld if sgld is not None else SGLDConfig()
+        if weights["gen"] > 0:
+            check_sgld(self.sgld, "GEDILoss")
         self.augment = augment
         self.seed = seed
         self.generator = generator if generator is not None else torch.Generator().manual_seed(seed + 1)
@@ -156,6 +187,7 @@ class GEDILoss(nn.Module):
         ``net`` maps inputs to cluster logits; ``logits`` are ``net(x)`` if already computed."""
         if logits is None:
             logits = net(x)
+        check_logits(x, logits)
         w = self.weights
         out: dict[str, Tensor] = {}
         if w["gen"] > 0:
@@ -168,8 +200,14 @@ class GEDILoss(nn.Module):
             target = self.prior_target
             if target is not None and target.numel() != logits.shape[-1]:
                 raise GediError(f"GEDILoss: the prior has {target.numel()} classes, the network {logits.shape[-1]}")
-            prior = prior_entropy_loss if self.prior_form == "entropy" else prior_loss
-            out["prior"] = prior(logits, target)
+            if self.prior_window > 0:
+                self.marginal = running_marginal(self.marginal, batch_mean_probs(logits.float()), logits.shape[0],
+                                                 self.prior_window)
+                at = prior_neg_entropy if self.prior_form == "entropy" else prior_cross_entropy
+                out["prior"] = prior_at_marginal(at, logits.float(), self.marginal, target)
+            else:
+                prior = prior_entropy_loss if self.prior_form == "entropy" else prior_loss
+                out["prior"] = prior(logits, target)
         return out
 
     def forward(self, net: LogitsFn, x: Tensor, logits: Tensor | None = None) -> tuple[Tensor | float, dict[str, Tensor]]:
@@ -189,7 +227,8 @@ class GEDILoss(nn.Module):
                 "generator": self.generator.get_state(),
                 "gen_calls": self.gen_calls,
                 "kept": self.kept.cpu() if self.kept is not None else None,
-                "prior": self.prior_target}
+                "prior": self.prior_target,
+                "marginal": self.marginal.cpu() if self.marginal is not None else None}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
@@ -197,6 +236,7 @@ class GEDILoss(nn.Module):
         self.kept = state.get("kept")
         if state.get("prior") is not None:
             self.set_prior(state["prior"])
+        self.marginal = state.get("marginal")
         if state.get("sampler") is not None:
             if self.sampler is None:
                 data = state["sampler"]["data"]
@@ -206,5 +246,5 @@ class GEDILoss(nn.Module):
     def extra_repr(self) -> str:
         w = ", ".join(f"{k}={v:g}" for k, v in self.weights.items())
         prior = "uniform" if self.prior_target is None else [round(float(v), 3) for v in self.prior_target]
-        return f"{w}, prior_form={self.prior_form}, prior={prior}, sgld_steps={self.sgld.steps}, sgld_chains={self.sgld.chains}, " \
+        return f"{w}, prior_form={self.prior_form}, prior={prior}, prior_window={self.prior_window:g}, sgld_steps={self.sgld.steps}, sgld_chains={self.sgld.chains}, " \
                f"sgld_every={self.sgld.every}"

@@ -71,40 +71,88 @@ def plot_density(
     save_figure(fig, path)
 
 
-def plot_losses(rows: Sequence[dict], num_clusters: int, path: str | Path, title: str = "") -> None:
-    """Loss curves against their known optima (paper Fig. 4): ``L_PRIOR -> ln c``, ``L_INV -> 0``."""
+Panel = tuple[str, str, float | None, str | None]  # row key, label, optimum (None: unknown), monitored key
+
+
+def loss_panels(rows: Sequence[dict], num_clusters: int, prior_optimum: float | None = None) -> list[Panel]:
+    """The panels of :func:`plot_losses` that have data in ``rows``: ``L_NESY -> 0`` (NeSy runs,
+    rows with ``nesy``), ``L_PRIOR -> prior_optimum`` (the trained term's optimum, e.g. ``-ln c``
+    for the entropy form, :func:`gedi_core.monitor.prior_term_optimum`; default ``ln c``, the
+    cross-entropy form; an untrained prior is drawn as the monitored cross-entropy, optimum
+    ``ln c``), ``L_INV -> 0`` (trained, or the monitored ``inv_gap``) and ``L_GEN`` (no known
+    optimum)."""
     if not rows:
-        return
-    it = np.array([r["iter"] for r in rows])
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    panels = [
-        ("prior", "L_PRIOR", math.log(num_clusters), "prior_gap"),
+        return []
+    uniform = math.log(num_clusters)
+    trained_prior = uniform if prior_optimum is None else prior_optimum
+    panels: list[Panel] = [
+        ("nesy", "L_NESY", 0.0, None),
+        ("prior", "L_PRIOR", trained_prior if "prior" in rows[0] else uniform, "prior_gap"),
         ("inv", "L_INV", 0.0, "inv_gap"),
         ("gen", "L_GEN", None, None),
     ]
-    for ax, (key, label, optimum, diag_key) in zip(axes, panels):
+    return [p for p in panels if p[0] in rows[0] or (p[3] is not None and p[3] in rows[0])]
+
+
+def plot_losses(rows: Sequence[dict], num_clusters: int, path: str | Path, title: str = "",
+                prior_optimum: float | None = None) -> None:
+    """Loss curves (unweighted) against their known optima (paper Fig. 4), one panel per term of
+    :func:`loss_panels`."""
+    panels = loss_panels(rows, num_clusters, prior_optimum)
+    if not panels:
+        return
+    it = np.array([r["iter"] for r in rows])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for ax, (key, label, optimum, diag_key) in zip(axes[0], panels):
         if key in rows[0]:
             ax.plot(it, [r[key] for r in rows], label=f"{label} (trained)")
-        elif diag_key is not None and diag_key in rows[0]:
-            offset = optimum or 0.0
-            ax.plot(it, [r[diag_key] + offset for r in rows], "--", label=f"{label} (monitored only)")
+        elif diag_key is not None:
+            ax.plot(it, [r[diag_key] + (optimum or 0.0) for r in rows], "--", label=f"{label} (monitored only)")
         if optimum is not None:
             ax.axhline(optimum, color="k", lw=0.8, ls=":", label=f"optimum {optimum:.3f}")
         ax.set_xlabel("iteration")
+        ax.set_ylabel("loss (unweighted)")
         ax.set_title(label)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def save_labelled_grid(images: Tensor, path: str | Path, nrow: int, title: str,
+                       row_labels: Sequence[str] | None = None, xlabel: str = "") -> None:
+    """:func:`save_image_grid`'s grid as a titled figure, with one label per row (e.g. the
+    predicted class) and an x-axis label saying what the columns are."""
+    from torchvision.utils import make_grid
+
+    imgs = unit_range(images)
+    grid = make_grid(imgs, nrow=nrow, padding=2, pad_value=1.0).permute(1, 2, 0).numpy()
+    rows = math.ceil(len(imgs) / nrow)
+    fig, ax = plt.subplots(figsize=(0.55 * nrow + 1.4, 0.55 * rows + 1.1))
+    ax.imshow(grid, interpolation="nearest")  # make_grid gives three channels, grey images included
+    cell = grid.shape[0] / max(rows, 1)
+    if row_labels is not None:
+        ax.set_yticks([cell * (i + 0.5) for i in range(len(row_labels))], list(row_labels))
+    else:
+        ax.set_yticks([])
+    ax.set_xticks([])
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+
+
+def unit_range(images: Tensor) -> Tensor:
+    """Images in [-1, 1] or [0, 1] as [0, 1] (on the CPU, detached)."""
+    imgs = images.detach().cpu()
+    if imgs.min() < 0:
+        imgs = (imgs + 1) / 2
+    return imgs.clamp(0, 1)
 
 
 def save_image_grid(images: Tensor, path: str | Path, nrow: int = 10) -> None:
     """A grid of images in [-1, 1] or [0, 1] (sample grids, Fig. 6)."""
     from torchvision.utils import save_image
 
-    imgs = images.detach().cpu()
-    if imgs.min() < 0:
-        imgs = (imgs + 1) / 2
     with atomic_path(path) as tmp:
-        save_image(imgs.clamp(0, 1), str(tmp), nrow=nrow)
+        save_image(unit_range(images), str(tmp), nrow=nrow)

@@ -7,7 +7,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from gedi_core.config import SGLDConfig
+from gedi_core.config import SGLD_RANGES, SGLDConfig, check_section, check_sgld_init
+from gedi_core.errors import GediError
 
 EnergyFn = Callable[[Tensor], Tensor]
 
@@ -87,10 +88,21 @@ class ReplayBuffer:
         self.generator.set_state(state["generator"])
 
 
+def check_sgld(cfg: SGLDConfig, where: str) -> None:
+    """An :class:`SGLDConfig` that draws samples: its values in range (``steps`` >= 1, sizes and
+    rates non-negative and finite, ``init_low < init_high``); else a :class:`GediError`."""
+    check_section(cfg, SGLDConfig, SGLD_RANGES, where)
+    if cfg.steps < 1:
+        raise GediError(f"{where}: sgld.steps must be >= 1 to draw SGLD samples (L_GEN needs them; set its weight "
+                        f"gen to 0 to drop it), got {cfg.steps}")
+    check_sgld_init(cfg)
+
+
 class EnergySampler:
     """Draws SGLD samples of a model's energy from a persistent :class:`ReplayBuffer`."""
 
     def __init__(self, cfg: SGLDConfig, shape: tuple[int, ...], seed: int = 0, device: torch.device | str = "cpu"):
+        check_sgld(cfg, "EnergySampler")
         self.cfg = cfg
         self.buffer = ReplayBuffer(
             cfg.buffer_size,

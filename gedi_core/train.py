@@ -166,12 +166,15 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False,
     if by_epochs and cfg.epochs <= 0:
         raise GediError(f"dataset '{cfg.data.name}' trains by epochs: set epochs > 0 (--epochs N)")
     info, device = init_distributed(cfg.device)
+    run = None
     try:
         run = (RunFolder(out, to_dict(cfg), resume, info.is_main, defaults=to_dict(TrainConfig())).open()
                if out is not None else None)
         barrier(info)
         return _train(cfg, info, device, run, by_epochs, progress)
     finally:
+        if run is not None:
+            run.unlock()
         cleanup(info)
 
 

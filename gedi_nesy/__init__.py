@@ -12,44 +12,62 @@ Python API (about ten lines)::
     model = build_nesy_model(cfg.program, [gedi_network("gedi_net")], pools)
     train_q = task_queries("addition", pools.train_y, 100, seed=0, source="train")
     metrics = train_nesy(cfg, model, train_q, pools, out="runs/api")
+
+The names below are loaded on first use (PEP 562), so that ``import gedi_nesy.cli`` (and with it
+``gedi-nesy --help``) does not pay for importing torch, ProbLog and DeepProbLog.
 """
 
+from __future__ import annotations
+
+import importlib
 import warnings
+from typing import Any
 
-with warnings.catch_warnings():  # DeepProbLog warns on import that PySwip (its ApproximateEngine) is missing
-    warnings.filterwarnings("ignore", message="ApproximateEngine is not available", category=UserWarning)
-    import deepproblog.engines  # noqa: F401
+# public name -> the module defining it
+_EXPORTS: dict[str, str] = {
+    "NesyConfig": "gedi_nesy.config",
+    "NesyDataConfig": "gedi_nesy.config",
+    "NesyWeights": "gedi_nesy.config",
+    "BatchedEngine": "gedi_nesy.engine",
+    "Pools": "gedi_nesy.data",
+    "load_pools": "gedi_nesy.data",
+    "read_query_file": "gedi_nesy.data",
+    "task_queries": "gedi_nesy.data",
+    "evaluate_nesy": "gedi_nesy.evaluation",
+    "GEDINetwork": "gedi_nesy.network",
+    "gedi_network": "gedi_nesy.network",
+    "GEDILoss": "gedi_nesy.plugin",
+    "GEDITrainObject": "gedi_nesy.plugin",
+    "train_model": "gedi_nesy.plugin",
+    "load_network": "gedi_nesy.predict",
+    "program_prior": "gedi_nesy.prior",
+    "build_nesy_model": "gedi_nesy.program",
+    "inspect_program": "gedi_nesy.program",
+    "network_domains": "gedi_nesy.program",
+    "train_nesy": "gedi_nesy.train",
+}
 
-from gedi_nesy.config import NesyConfig, NesyDataConfig, NesyWeights  # noqa: E402
-from gedi_nesy.engine import BatchedEngine  # noqa: E402
-from gedi_nesy.data import Pools, load_pools, read_query_file, task_queries  # noqa: E402
-from gedi_nesy.evaluation import evaluate_nesy  # noqa: E402
-from gedi_nesy.network import GEDINetwork, gedi_network  # noqa: E402
-from gedi_nesy.plugin import GEDILoss, GEDITrainObject, train_model  # noqa: E402
-from gedi_nesy.predict import load_network  # noqa: E402
-from gedi_nesy.prior import program_prior  # noqa: E402
-from gedi_nesy.program import build_nesy_model, inspect_program, network_domains  # noqa: E402
-from gedi_nesy.train import train_nesy  # noqa: E402
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "BatchedEngine",
-    "GEDILoss",
-    "GEDITrainObject",
-    "GEDINetwork",
-    "NesyConfig",
-    "NesyDataConfig",
-    "NesyWeights",
-    "Pools",
-    "build_nesy_model",
-    "evaluate_nesy",
-    "gedi_network",
-    "inspect_program",
-    "load_network",
-    "load_pools",
-    "network_domains",
-    "program_prior",
-    "read_query_file",
-    "task_queries",
-    "train_model",
-    "train_nesy",
-]
+
+def _import_deepproblog() -> None:
+    """Import DeepProbLog's engines once, silencing its warning that PySwip (its
+    ApproximateEngine) is missing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="ApproximateEngine is not available", category=UserWarning)
+        import deepproblog.engines  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    """``gedi_nesy.NAME`` for the names of ``__all__``, imported from their module on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gedi_nesy' has no attribute '{name}'")
+    _import_deepproblog()
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

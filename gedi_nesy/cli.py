@@ -12,15 +12,15 @@ before any training.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from gedi_core.cli import add_config_flags, add_run_flags, flag_overrides, run_cli
+from gedi_core.cli import add_config_flags, add_run_flags, flag_overrides, json_line, run_cli
 from gedi_core.config import read_config_file
 from gedi_core.errors import GediError
 from gedi_nesy.config import NesyConfig, build_nesy_config
+from gedi_nesy.limits import DEFAULT_GROUND_TIMEOUT, grounding_limit, timeout_flag
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,7 @@ NESY_FLAGS: dict[str, tuple[str, type, str]] = {
     "--w-inv": ("weights.inv", float, "weight of L_INV"),
     "--prior": ("prior", str, "entropy | uniform"),
     "--prior-target": ("prior_target", str, "uniform | program: the class prior the training queries imply"),
+    "--prior-window": ("prior_window", float, "images over which L_PRIOR estimates the class marginal (0: the batch)"),
     "--sgld-steps": ("sgld.steps", int, "SGLD steps per batch"),
     "--sgld-step-size": ("sgld.step_size", float, "SGLD step size"),
     "--sgld-noise": ("sgld.noise", float, "SGLD noise standard deviation"),
@@ -86,8 +87,9 @@ def _resolve_path(path: str | None) -> str | None:
     return str(REPO_ROOT / path)
 
 
-def prepare(cfg: NesyConfig, quiet: bool = False):
-    """Everything before training, with all input checks: pools, networks, model, queries.
+def prepare(cfg: NesyConfig, quiet: bool = False, ground_timeout: float = DEFAULT_GROUND_TIMEOUT):
+    """Everything before training, with all input checks: pools, networks, model, queries
+    (grounding one query may take at most ``ground_timeout`` seconds).
 
     Notes (the data used, where query_acc is measured) are printed only once every check passed,
     so that an error is the only line on stderr."""
@@ -97,10 +99,14 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
     from gedi_nesy.data import TASK_PREDICATES, has_proof, load_pools, read_query_file, resolve_task, task_queries
     from gedi_nesy.engine import is_batched
     from gedi_nesy.network import gedi_network
-    from gedi_nesy.program import build_nesy_model, inspect_program
+    from gedi_nesy.compile_cache import check_compile_cache
+    from gedi_nesy.program import build_nesy_model, check_supported, inspect_program
 
     cfg.program = _resolve_path(cfg.program) or cfg.program
     known = inspect_program(cfg.program).predicates
+    check_supported(cfg.program)
+    if cfg.compile_cache is not None:
+        check_compile_cache(cfg.compile_cache)
     seed_everything(cfg.seed)
     pools = load_pools(cfg.data, cfg.seed)
     networks = [gedi_network(name, cfg.model, pools.input_shape) for name in cfg.network_names()]
@@ -111,7 +117,7 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
     provable = has_proof(model)
     notes = [f"data: {pools.note}"] if pools.note else []
     if cfg.data.queries is not None:
-        train_q = read_query_file(cfg.data.queries, sizes, known, provable)
+        train_q = read_query_file(cfg.data.queries, sizes, known, provable, held_out=("test", "val"))
         task = None
     else:
         task = resolve_task(cfg.data.task, cfg.program)
@@ -133,13 +139,14 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
     # compile every query shape now: grounding errors surface before training
     compile = model.solver.shape if is_batched(model) else model.solver.cache.get
     for q in {q.query: q for q in list(train_q) + list(test_q)}.values():
-        try:
-            compile(q)
-        except ProbLogError as exc:
-            raise GediError(f"{cfg.program}: cannot ground query {q.query}: {exc}") from None
-        if task is not None and not provable(q):
-            raise GediError(f"{cfg.program}: the program cannot prove the generated query {q.query} "
-                            f"for any output of the networks (does it define {task} as the task expects?)")
+        with grounding_limit(ground_timeout, cfg.program, q.query):
+            try:
+                compile(q)
+            except ProbLogError as exc:
+                raise GediError(f"{cfg.program}: cannot ground query {q.query}: {exc}") from None
+            if task is not None and not provable(q):
+                raise GediError(f"{cfg.program}: the program cannot prove the generated query {q.query} "
+                                f"for any output of the networks (does it define {task} as the task expects?)")
     if not quiet:
         for note in notes:
             print(f"gedi-nesy: {note}", file=sys.stderr)
@@ -149,53 +156,63 @@ def prepare(cfg: NesyConfig, quiet: bool = False):
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one run; under ``torchrun --nproc_per_node=N -m gedi_nesy train ...`` each process
     is one rank (gloo on CPU, NCCL on GPUs) and only rank 0 prints the metrics."""
+    cfg = resolve_config(args)  # first: a bad flag is reported before torch is imported
+    from dataclasses import replace
+
     from gedi_core.distributed import barrier, cleanup, init_distributed
     from gedi_core.runfolder import RunFolder
-    from gedi_nesy.train import train_nesy
+    from gedi_nesy.train import input_files, train_nesy
 
-    cfg = resolve_config(args)
     info, device = init_distributed(cfg.device)
+    run = None
     try:
         cfg.device = str(device)  # cuda:LOCAL_RANK under torchrun
-        run = RunFolder(args.out, {}, args.resume, info.is_main).open() if args.out is not None else None
+        if args.out is not None:
+            run = RunFolder(args.out, {}, args.resume, info.is_main)
+            run.inputs = input_files(replace(cfg, program=_resolve_path(cfg.program) or cfg.program))
+            run.open()
         barrier(info)
-        pools, model, train_q, test_q = prepare(cfg, quiet=not info.is_main)
+        pools, model, train_q, test_q = prepare(cfg, quiet=not info.is_main, ground_timeout=args.ground_timeout)
         metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run, resume=args.resume,
                              progress=not args.no_progress and info.is_main, dist=info)
     finally:
+        if run is not None:
+            run.unlock()
         cleanup(info)
     if metrics:
-        print(json.dumps(metrics, sort_keys=True))
+        print(json_line(metrics))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from gedi_nesy.evaluation import evaluate_nesy
-    from gedi_nesy.predict import run_config
+    from gedi_nesy.predict import load_run_weights, run_config
     from gedi_nesy.program import inspect_program, network_domains
 
     run = Path(args.run)
     cfg, state = run_config(run)
     pools, model, _, test_q = prepare(cfg)
-    for name, net in model.networks.items():
-        net.network_module.load_state_dict(state["step"]["model"]["networks"][name])
+    load_run_weights(model.networks, state, str(run / "checkpoint.pt"))
     domains = network_domains(inspect_program(cfg.program))
     metrics = {**evaluate_nesy(model, pools, domains, test_q), "epoch": state["loop"]["epoch"], "run": str(run)}
-    print(json.dumps(metrics, sort_keys=True))
+    print(json_line(metrics))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from gedi_core.evaluation.load import warn_if_unfinished
     from gedi_nesy.predict import predict
 
-    print(json.dumps(predict(args.run, args.images, args.queries, args.out), sort_keys=True))
+    summary = predict(args.run, args.images, args.queries, args.out)
+    warn_if_unfinished(args.run, "gedi-nesy")  # after the checks: an error stays the only line
+    print(json_line(summary))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from gedi_nesy.predict import export_networks
 
-    print(json.dumps(export_networks(args.run, args.out), sort_keys=True))
+    print(json_line(export_networks(args.run, args.out)))
     return 0
 
 
@@ -206,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one run; prints its final metrics as one JSON line last")
     add_config_flags(p, NESY_FLAGS)
     add_run_flags(p, "run folder (config.yaml, log.csv, metrics.json, checkpoint.pt)")
+    p.add_argument("--ground-timeout", type=timeout_flag, default=DEFAULT_GROUND_TIMEOUT, metavar="SECONDS",
+                   help="time limit for grounding and compiling one query (0: none) [default: %(default)g]")
     p.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a run folder's checkpoint; prints one JSON line")
     e.add_argument("--run", required=True, help="run folder written by gedi-nesy train --out")

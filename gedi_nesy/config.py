@@ -16,9 +16,7 @@ from typing import Any
 
 from gedi_core.config import (LEARNING_RATE, MODEL_RANGES, NON_NEGATIVE, POSITIVE, SEED, SGLD_RANGES, ModelConfig, Range,
                               SGLDConfig, build_config, check_config, check_sgld_init, read_text_file)
-from gedi_core.devices import resolve_device
 from gedi_core.errors import GediError
-from gedi_nesy.query_file import parse_query_file
 
 ARMS = ("nesy", "gedi", "gedi+nesy")
 TASKS = ("auto", "addition", "sum", "multi_addition")
@@ -54,6 +52,14 @@ def nesy_fast_sgld() -> SGLDConfig:
     (session 3, 300 examples) NMI 0.686 ± 0.011 against 0.677 ± 0.009. Keeping the 10k buffer
     with 60 chains lost NMI (0.628 ± 0.029 at 300 examples)."""
     return dataclasses.replace(nesy_sgld(), chains=60, every=2, buffer_size=3333)
+
+
+def plugin_sgld() -> SGLDConfig:
+    """SGLD of the plugin's ``GEDILoss`` (DeepProbLog's ``train_model``, any batch size):
+    :func:`nesy_sgld` with 16 chains on every optimizer step from a buffer of 1000, so that the cost
+    and the number of samples per step do not follow the batch size (DeepProbLog's scripts train
+    with batches of 2 queries) and each chain is revisited often within a short training."""
+    return dataclasses.replace(nesy_sgld(), chains=16, every=1, buffer_size=1000)
 
 
 @dataclass
@@ -114,6 +120,9 @@ class NesyConfig:
     # under uninformative networks (gedi_nesy.prior; (21 - d)/165 for addition; chosen on the MNIST
     # validation split, experiments/nesy_trials.md) | uniform: the paper's
     prior_target: str = "program"
+    # inputs over which L_PRIOR estimates the class marginal (GEDILoss(prior_window=...)); 0: the
+    # batch mean (the recipe's, at batches of 60 queries); the plugin's train_model uses 256
+    prior_window: float = 0.0
     device: str = "cpu"
     amp: bool = False  # bfloat16 autocast of the networks and GEDI terms (for CUDA; runs on CPU too; inference stays float32)
     engine: str = "batched"  # batched (gedi_nesy.engine, circuits of a batch at once) | exact (DeepProbLog's)
@@ -179,6 +188,8 @@ class NesyConfig:
             raise GediError(f"arm '{self.arm}': every weight it uses is 0, so nothing would train "
                             "(set --w-nesy, --w-gen, --w-prior or --w-inv above 0)")
         self.network_names()
+        from gedi_core.devices import resolve_device  # torch: imported once the cheap checks passed
+
         resolve_device(self.device)
         check_input_files(self)
         return self
@@ -186,7 +197,7 @@ class NesyConfig:
 
 NESY_RANGES: dict[str, Range] = {
     "seed": SEED, "epochs": NON_NEGATIVE, "batch_size": POSITIVE, "lr": LEARNING_RATE,
-    "weight_decay": NON_NEGATIVE, "eval_every": POSITIVE,
+    "weight_decay": NON_NEGATIVE, "eval_every": POSITIVE, "prior_window": NON_NEGATIVE,
     "weights.nesy": NON_NEGATIVE, "weights.gen": NON_NEGATIVE, "weights.inv": NON_NEGATIVE,
     "weights.prior": NON_NEGATIVE,
     "data.examples": POSITIVE, "data.test_examples": POSITIVE, "data.test_fraction": Range(0, 1, True, True),
@@ -208,6 +219,8 @@ def check_input_files(cfg: NesyConfig) -> None:
             raise GediError(f"{flag} {path}: no such file")
     if Path(cfg.program).is_file():
         read_text_file(cfg.program, "ProbLog program (.pl)")
+    from gedi_nesy.query_file import parse_query_file  # ProbLog's parser: imported only when needed
+
     for flag, path in (("--queries", cfg.data.queries), ("--test-queries", cfg.data.test_queries)):
         if path is not None:
             parse_query_file(path, flag)

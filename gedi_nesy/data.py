@@ -178,6 +178,12 @@ def _npz_array(data, key: str, path: Path) -> np.ndarray:
     return arr
 
 
+#: the pixel rule of .npz images, by dtype (documented in gedi_nesy/README.md and docs/errors.md):
+#: floats must lie in [0, 1]; uint8 (and any other integer dtype whose values fit 0..255) is
+#: divided by 255; bool is 0/1. Nothing is clamped and nothing depends on the values' maximum.
+PIXEL_RULE = "[0, 255] (integers) or [0, 1] (floats)"
+
+
 def _npz_images(arr: np.ndarray, key: str, path: Path) -> Tensor:
     if arr.ndim == 3:
         arr = arr[:, None]
@@ -185,20 +191,22 @@ def _npz_images(arr: np.ndarray, key: str, path: Path) -> Tensor:
         raise GediError(f"{path}: '{key}' must have shape (N, 1, H, W) or (N, H, W), got {tuple(arr.shape)}")
     if arr.shape[0] == 0:
         raise GediError(f"{path}: '{key}' is empty")
+    if arr.dtype == np.bool_:
+        return _to_unit(torch.tensor(arr.astype(np.float32)))
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise GediError(f"{path}: '{key}' must be integer or float pixels, got dtype {arr.dtype}")
     finite = np.isfinite(arr)
     if not finite.all():
         i = int(np.argmin(finite.reshape(len(arr), -1).all(1)))
         raise GediError(f"{path}: '{key}' holds {int((~finite).sum())} NaN/inf pixel(s), the first in image {i}")
+    floats = np.issubdtype(arr.dtype, np.floating)
     low, high = float(arr.min()), float(arr.max())
-    if low < 0 or high > 255:
-        raise GediError(f"{path}: '{key}' pixels must lie in [0, 255] (integers) or [0, 1] (floats), "
-                        f"found {low:g}..{high:g}")
+    if low < 0 or high > (1 if floats else 255):
+        rule = "float pixels must lie in [0, 1]" if floats else "integer pixels must lie in [0, 255]"
+        raise GediError(f"{path}: '{key}' pixels must lie in {PIXEL_RULE}, found {low:g}..{high:g} "
+                        f"({arr.dtype}: {rule}; scale them yourself, nothing is clamped)")
     x = torch.tensor(arr.astype(np.float32))
-    if arr.dtype == np.uint8 or float(x.max()) > 1.5:
-        x = x / 255.0
-    return _to_unit(x.clamp(0, 1))
+    return _to_unit(x if floats else x / 255.0)
 
 
 def _npz_labels(arr: np.ndarray, key: str, path: Path, n: int, images: str) -> Tensor:
@@ -244,8 +252,9 @@ def npz_image_array(path: str | Path, flag: str = "--images", keys: Sequence[str
 def npz_images(path: str | Path) -> Pools:
     """The user's images: ``train_images``, ``test_images``, ``test_labels`` (+ optional ``train_labels``).
 
-    Images are ``(N, 1, H, W)`` or ``(N, H, W)``, uint8 in ``[0, 255]`` or floats in ``[0, 1]``;
-    labels are digits 0..9."""
+    Images are ``(N, 1, H, W)`` or ``(N, H, W)``: integers in ``[0, 255]`` (divided by 255, whatever
+    their dtype), bool (0/1) or floats in ``[0, 1]`` (taken as they are; anything outside is
+    refused, never clamped); labels are digits 0..9."""
     path = Path(path)
     data = open_npz(path, "--images", "train_images, test_images, test_labels")
     with data:
@@ -447,6 +456,7 @@ def read_query_file(
     known: Iterable[tuple[str, int]] | None = None,
     provable: Callable[[object], bool] | None = None,
     ground: bool = True,
+    held_out: Sequence[str] = (),
 ) -> list:
     """The queries of a query file (syntax: :func:`gedi_nesy.query_file.parse_query_file`) as
     DeepProbLog queries.
@@ -454,8 +464,10 @@ def read_query_file(
     Each ``tensor(S(I))`` must name a pool ``S`` in ``sizes`` with ``0 <= I < sizes[S]``; with
     ``known`` (the program's predicates as (name, arity)), an unknown predicate is an error;
     with ``provable`` (see :func:`has_proof`), so is a query the program cannot prove whatever
-    the networks say (e.g. a label outside what the program can produce). Errors name the
-    file and line."""
+    the networks say (e.g. a label outside what the program can produce); a query over an image
+    of a ``held_out`` pool (training queries: ``test``, ``val``) is refused, as training on the
+    images the run is evaluated on would report a meaningless accuracy. Errors name the file and
+    line."""
     from problog.errors import ProbLogError
 
     known_set = set(known) if known is not None else None
@@ -477,6 +489,9 @@ def read_query_file(
             if not 0 <= idx < sizes[name]:
                 raise GediError(f"{path}:{lineno}: image index {idx} in {t} out of range "
                                 f"({name} has {sizes[name]} images)")
+            if name in held_out:
+                raise GediError(f"{path}:{lineno}: training query uses {t}, an image of the {name} pool: the run "
+                                f"would train on the images it reports accuracy on; use tensor(train(I))")
         try:
             proved = provable is None or provable(q)
         except ProbLogError as exc:

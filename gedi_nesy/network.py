@@ -4,11 +4,17 @@
 batch of images to ``p(y|x)`` (the program's probabilities), while the same GEDI model gives
 logits and energies to the GEDI terms. Programs use it as
 ``nn(gedi_net, [X], Y, [0,1,2,3,4,5,6,7,8,9]) :: digit(X, Y).``
+
+``gedi_network(MNIST_Net(), "mnist_net", batching=True)`` takes DeepProbLog's ``Network``
+arguments instead: the user's own classifier becomes the GEDI network in place (its last
+``nn.Linear`` is read as the cluster head, see :class:`GEDIHeadNetwork`), with no new
+parameters, so an optimizer the script builds over the module's parameters still trains all of it.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +22,12 @@ from torch import Tensor, nn
 
 from gedi_core.config import ModelConfig
 from gedi_core.errors import GediError
-from gedi_core.models import GEDIModel, build_model
+from gedi_core.models import GEDIModel, build_model, energy_from_logits
 from gedi_nesy.config import lenet_config
+
+# Adam's learning rate of gedi_network's default optimizer: DeepProbLog's own examples' (its
+# MNIST-addition script uses Adam 1e-3); chosen on the MNIST validation split, gedi_nesy/README.md
+DEFAULT_LR = 1e-3
 
 
 class GEDINetwork(nn.Module):
@@ -35,6 +45,11 @@ class GEDINetwork(nn.Module):
     def num_clusters(self) -> int:
         return self.gedi.num_clusters
 
+    @property
+    def head_weight(self) -> Tensor:
+        """The cluster prototypes ``U`` (their device is the network's)."""
+        return self.gedi.head.weight
+
     def logits(self, x: Tensor) -> Tensor:
         return self.gedi(x)
 
@@ -47,28 +62,112 @@ class GEDINetwork(nn.Module):
         return probs[0] if single else probs
 
 
+class GEDIHeadNetwork(GEDINetwork):
+    """Any classifier module read as a GEDI network, in place.
+
+    The module's last ``nn.Linear`` (``head``) gives the class scores; here its output becomes
+    the GEDI head's ``U^T g / tau`` with ``g`` the layer's input and ``U`` its weight rows, both
+    scaled to unit norm (its bias is not used): the scores are bounded by ``1/tau``, which keeps
+    the energy ``E(x) = -logsumexp`` of them from diverging under ``L_GEN``. Everything else of
+    the module (its layers, its final softmax, its output shape) is its own, so ``forward``
+    returns what the module returns (DeepProbLog's probabilities) and no parameter is added."""
+
+    def __init__(self, module: nn.Module, tau: float = 0.1, head: nn.Linear | None = None) -> None:
+        nn.Module.__init__(self)
+        if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
+            raise GediError(f"gedi_network: tau must be a finite number > 0, got {tau!r}")
+        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        if head is None and not linears:
+            raise GediError(f"gedi_network: the module {type(module).__name__} has no nn.Linear layer to read "
+                            "as the cluster head; give head=... or use gedi_network(name) for the GEDI LeNet")
+        self.module = module
+        self.head = head if head is not None else linears[-1]
+        self.tau = float(tau)
+        self._scores: list[Tensor] = []
+        self.head.register_forward_hook(self._cosine_scores)
+
+    def _cosine_scores(self, layer: nn.Linear, inputs: tuple, output: Tensor) -> Tensor:
+        scores = F.normalize(inputs[0], dim=-1) @ F.normalize(layer.weight, dim=-1).T / self.tau
+        self._scores.append(scores)
+        return scores
+
+    @property
+    def num_clusters(self) -> int:
+        return int(self.head.out_features)
+
+    @property
+    def head_weight(self) -> Tensor:
+        return self.head.weight
+
+    def logits(self, x: Tensor) -> Tensor:
+        self._scores.clear()
+        self.module(x)
+        if len(self._scores) != 1:
+            raise GediError(f"gedi_network: the head layer ran {len(self._scores)} times in one forward pass "
+                            "(give the layer that gives the class scores as head=...)")
+        return self._scores.pop().reshape(-1, self.num_clusters)
+
+    def energy(self, x: Tensor) -> Tensor:
+        return energy_from_logits(self.logits(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.module(x)
+        self._scores.clear()
+        return out
+
+
+def _network_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or not name.replace("_", "a").isalnum() or not name[0].islower():
+        raise GediError(f"network name '{name}' must be a ProbLog atom (lower-case letter, then letters, digits, _)")
+    return name
+
+
 def gedi_network(
-    name: str = "gedi_net",
-    model: ModelConfig | GEDIModel | None = None,
+    name: str | nn.Module = "gedi_net",
+    model: ModelConfig | GEDIModel | str | None = None,
     input_shape: Sequence[int] = (1, 28, 28),
     batching: bool = True,
     optimizer: torch.optim.Optimizer | None = None,
-    lr: float = 3e-3,
+    lr: float = DEFAULT_LR,
     weight_decay: float = 1e-4,
+    *,
+    tau: float = 0.1,
+    head: nn.Linear | None = None,
+    **network_kwargs: Any,
 ):
-    """A DeepProbLog ``Network`` named ``name`` around a GEDI model.
+    """A DeepProbLog ``Network`` around a GEDI model.
 
-    ``model``: a :class:`GEDIModel`, or a :class:`ModelConfig` to build one for inputs of
-    ``input_shape`` (default: the NeSy recipe's LeNet over 10 classes, tau 0.1, for 28x28
-    images in ``[-1, 1]``). ``optimizer``: the network's optimizer for DeepProbLog's own
-    ``train_model`` (default: Adam with ``lr`` and ``weight_decay``, the NeSy recipe)."""
+    Two forms:
+
+    * ``gedi_network(name, model=None, input_shape=(1, 28, 28), ...)``: a GEDI model built for
+      inputs of ``input_shape`` from ``model`` (a :class:`ModelConfig`; default the NeSy LeNet
+      over 10 classes, tau 0.1, for 28x28 images in ``[-1, 1]``) or ``model`` itself (a
+      :class:`GEDIModel`);
+    * ``gedi_network(module, name, ...)``: DeepProbLog's ``Network(module, name, ...)`` with the
+      user's classifier ``module`` read as a GEDI network in place (:class:`GEDIHeadNetwork`,
+      temperature ``tau``, the cluster head ``head`` or the module's last ``nn.Linear``); keyword
+      arguments go to ``Network`` (``k``, ``scheduler``, ...).
+
+    ``optimizer``: the network's optimizer for DeepProbLog's ``train_model`` (default: Adam with
+    ``lr``, DeepProbLog's 1e-3, and ``weight_decay``); a script may set ``net.optimizer`` after, as
+    DeepProbLog's examples do."""
     from deepproblog.network import Network
 
-    if not name or not name.replace("_", "a").isalnum() or not name[0].islower():
-        raise GediError(f"network name '{name}' must be a ProbLog atom (lower-case letter, then letters, digits, _)")
-    cfg = lenet_config() if model is None else model
-    gedi = build_model(tuple(input_shape), cfg) if isinstance(cfg, ModelConfig) else cfg
-    module = GEDINetwork(gedi)
+    if isinstance(name, nn.Module) and not isinstance(name, GEDIModel):
+        module: nn.Module = GEDIHeadNetwork(name, tau=tau, head=head)
+        net_name = _network_name(model if model is not None else "gedi_net")
+    else:
+        if isinstance(name, GEDIModel):
+            name, model = (model if model is not None else "gedi_net"), name
+        net_name = _network_name(name)
+        cfg = lenet_config() if model is None else model
+        if isinstance(cfg, ModelConfig):
+            gedi = build_model(tuple(input_shape), cfg)
+        elif isinstance(cfg, GEDIModel):
+            gedi = cfg
+        else:
+            raise GediError(f"gedi_network: model must be a ModelConfig or a GEDIModel, got {type(cfg).__name__}")
+        module = GEDINetwork(gedi)
     if optimizer is None:
         optimizer = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
-    return Network(module, name, optimizer=optimizer, batching=batching)
+    return Network(module, net_name, optimizer=optimizer, batching=batching, **network_kwargs)

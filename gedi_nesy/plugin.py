@@ -1,17 +1,18 @@
 """GEDI inside DeepProbLog's own training: ``GEDILoss`` and a drop-in ``train_model``.
 
-A DeepProbLog script keeps its ``Model``, ``Network``, ``DataLoader`` of ``Query`` objects,
-``get_confusion_matrix`` and engine; three lines change::
+A DeepProbLog script keeps its ``Model``, its network module and optimizer, its ``DataLoader`` of
+``Query`` objects, ``get_confusion_matrix`` and its engine; the port changes three lines::
 
-    from gedi_nesy import BatchedEngine, GEDILoss, gedi_network, train_model
-    net = gedi_network("mnist_net")                  # instead of Network(MNIST_Net(), ...)
-    model.set_engine(BatchedEngine(model), cache=True)   # instead of ExactEngine(model)
-    train = train_model(model, loader, 1, gedi=GEDILoss(), log_iter=100)
+    from gedi_nesy import BatchedEngine, gedi_network, train_model   # was: from deepproblog.train import train_model
+    net = gedi_network(network, "mnist_net", batching=True)          # was: Network(network, "mnist_net", batching=True)
+    model.set_engine(BatchedEngine(model), cache=True)                # was: ExactEngine(model) (optional)
 
 ``train_model`` is DeepProbLog's (same arguments, same returned ``TrainObject`` and logger) with
 the GEDI terms added on each batch's images: DeepProbLog back-propagates ``L_NESY`` query by query
 as always, then the images each GEDI network saw in the batch go through it once more and
 ``w_gen L_GEN + w_inv L_INV + w_prior L_PRIOR`` is back-propagated before the optimizer step.
+The loss DeepProbLog logs and prints stays its own ``L_NESY``; the GEDI terms are logged beside it
+(``gedi_gen``, ``gedi_prior``, ...) and kept in ``train.gedi_terms``.
 """
 
 from __future__ import annotations
@@ -23,26 +24,36 @@ from gedi_core.config import SGLDConfig
 from gedi_core.data.base import gaussian_noise
 from gedi_core.errors import GediError
 from gedi_core.objective import GEDILoss as CoreGEDILoss
-from gedi_nesy.config import NesyDataConfig, NesyWeights, nesy_sgld
+from gedi_nesy.config import NesyDataConfig, NesyWeights, plugin_sgld
 from gedi_nesy.step import batch_inputs, forward_batch, gedi_networks, gedi_terms
+
+# the images over which the plugin's L_PRIOR estimates the class marginal (GEDILoss(prior_window=...)):
+# DeepProbLog's scripts train with batches of 2 queries, whose few images say little about it
+PLUGIN_PRIOR_WINDOW = 256
+# L_PRIOR's weight next to DeepProbLog's L_NESY: 1, chosen on the MNIST validation split with
+# DeepProbLog's own script (experiments/nesy_trials.md, "DeepProbLog's own script"); the CLI's 25
+# (batches of 60, hundreds of epochs) makes DeepProbLog's one epoch of batches of 2 collapse
+PLUGIN_PRIOR_WEIGHT = 1.0
 
 
 class GEDILoss(CoreGEDILoss):
-    """:class:`gedi_core.objective.GEDILoss` with the NeSy recipe as its defaults.
+    """:class:`gedi_core.objective.GEDILoss` with the plugin's defaults, for DeepProbLog's loop.
 
-    ``GEDILoss()`` = ``0.04 L_GEN + 25 L_PRIOR`` (entropy form, paper appendix O), no ``L_INV``
-    (set ``inv`` > 0 to add it, with Gaussian noise of sigma ``aug_noise`` as the augmentation),
-    SGLD from :func:`nesy_sgld` (the paper's: one chain per image on every step, whatever the batch
-    size); for batches of ~60 queries, ``sgld=nesy_fast_sgld()`` (gedi-nesy's recipe: 60 chains
-    every 2nd step) is 3.3-3.7x faster at the same accuracy (see gedi_nesy.config). The weights
-    are relative to DeepProbLog's ``L_NESY`` (weight 1)."""
+    ``GEDILoss()`` = ``0.04 L_GEN + 1 L_PRIOR`` (entropy form, paper appendix O) relative to
+    DeepProbLog's ``L_NESY``, no ``L_INV`` (set ``inv`` > 0 to add it, with Gaussian noise of sigma
+    ``aug_noise`` as the augmentation). Two defaults make it work at any batch size, DeepProbLog's
+    batch of 2 included: the class marginal of ``L_PRIOR`` is estimated over the last
+    ``prior_window`` images (256), not over one batch; SGLD (:func:`plugin_sgld`) draws a fixed
+    number of chains per step, whatever the batch size. ``train_model`` sets the prior to the
+    class marginal the training queries imply (:func:`program_prior`) unless one is given."""
 
-    def __init__(self, gen: float = NesyWeights.gen, inv: float = NesyWeights.inv, prior: float = NesyWeights.prior,
+    def __init__(self, gen: float = NesyWeights.gen, inv: float = NesyWeights.inv, prior: float = PLUGIN_PRIOR_WEIGHT,
                  *, prior_form: str = "entropy", sgld: SGLDConfig | None = None,
-                 aug_noise: float = NesyDataConfig.aug_noise, seed: int = 0, **kwargs: Any) -> None:
+                 aug_noise: float = NesyDataConfig.aug_noise, seed: int = 0,
+                 prior_window: float = PLUGIN_PRIOR_WINDOW, **kwargs: Any) -> None:
         kwargs.setdefault("augment", gaussian_noise(aug_noise))
-        super().__init__(gen, inv, prior, prior_form=prior_form, sgld=sgld if sgld is not None else nesy_sgld(),
-                         seed=seed, **kwargs)
+        super().__init__(gen, inv, prior, prior_form=prior_form, sgld=sgld if sgld is not None else plugin_sgld(),
+                         seed=seed, prior_window=prior_window, **kwargs)
 
 
 def _train_object_class():
@@ -52,11 +63,12 @@ def _train_object_class():
 
 
 class GEDITrainObject(_train_object_class()):
-    """DeepProbLog's ``TrainObject`` whose per-batch loss also holds the GEDI terms.
+    """DeepProbLog's ``TrainObject`` that also back-propagates the GEDI terms of each batch.
 
     ``gedi``: one objective for every GEDI network of the model (copied per network, each keeps
     its own replay buffer), or a mapping from network name to objective. ``gedi_terms`` holds the
-    mean of each term over the batches so far (``reset_gedi_terms()`` starts again)."""
+    mean of each term over the batches so far (``reset_gedi_terms()`` starts again); the logger
+    gets each term's mean over the last ``log_iter`` batches as ``gedi_<term>``."""
 
     def __init__(self, model, gedi: CoreGEDILoss | Mapping[str, CoreGEDILoss]) -> None:
         super().__init__(model)
@@ -66,47 +78,87 @@ class GEDITrainObject(_train_object_class()):
         if isinstance(gedi, CoreGEDILoss):
             first = next(iter(nets))
             self.objectives = {n: gedi if n == first else copy.deepcopy(gedi) for n in nets}
-        else:
+        elif isinstance(gedi, Mapping):
             missing = [n for n in nets if n not in gedi]
             if missing:
                 raise GediError(f"train_model(..., gedi={{...}}): no objective for network(s) {', '.join(missing)}")
             self.objectives = dict(gedi)
+        else:
+            raise GediError(f"train_model(..., gedi=...): expected a GEDILoss or a mapping of network name to "
+                            f"GEDILoss, got {type(gedi).__name__}")
         self.gedi_terms: dict[str, float] = {}
         self._gedi_batches = 0
+        self._window: dict[str, float] = {}  # sums of each term since the last log line
+        self._window_batches = 0
 
     def reset_gedi_terms(self) -> None:
         self.gedi_terms, self._gedi_batches = {}, 0
 
-    def _add_gedi(self, batch, nesy_loss: float) -> float:
-        """Back-propagate the GEDI terms of ``batch``; the batch's total loss."""
+    def _add_gedi(self, batch) -> None:
+        """Back-propagate the GEDI terms of ``batch`` and record their values."""
         fwd = forward_batch(self.model, batch_inputs(self.model, batch), fill_cache=False)
         weighted, terms = gedi_terms(gedi_networks(self.model), self.objectives, fwd)
-        total = 0.0
         if weighted:
-            loss = sum(weighted)
-            loss.backward()
-            total = float(loss.detach())
+            sum(weighted).backward()
         self._gedi_batches += 1
+        self._window_batches += 1
         n = self._gedi_batches
         for k, v in terms.items():
-            self.gedi_terms[k] = self.gedi_terms.get(k, 0.0) + (float(v.detach()) - self.gedi_terms.get(k, 0.0)) / n
-        return nesy_loss + total
+            v = float(v.detach())
+            self.gedi_terms[k] = self.gedi_terms.get(k, 0.0) + (v - self.gedi_terms.get(k, 0.0)) / n
+            self._window[k] = self._window.get(k, 0.0) + v
 
     def get_loss(self, batch, backpropagate_loss: Callable) -> float:
-        return self._add_gedi(batch, super().get_loss(batch, backpropagate_loss))
+        loss = super().get_loss(batch, backpropagate_loss)
+        self._add_gedi(batch)
+        return loss
 
     def get_loss_with_negatives(self, batch, backpropagate_loss: Callable) -> float:
-        return self._add_gedi(batch, super().get_loss_with_negatives(batch, backpropagate_loss))
+        loss = super().get_loss_with_negatives(batch, backpropagate_loss)
+        self._add_gedi(batch)
+        return loss
+
+    def log(self, snapshot_iter=None, log_iter=100, test_iter=1000, verbose=1, **kwargs) -> None:
+        """DeepProbLog's log line (its ``L_NESY``), then the GEDI terms' means over the same iterations."""
+        super().log(snapshot_iter=snapshot_iter, log_iter=log_iter, test_iter=test_iter, verbose=verbose, **kwargs)
+        if verbose and self.i % log_iter == 0 and self._window_batches:
+            means = {k: v / self._window_batches for k, v in self._window.items()}
+            for k, v in means.items():
+                self.logger.log(f"gedi_{k}", self.i, v)
+            print("\tGEDI terms: " + "\t".join(f"{k}: {v:.4f}" for k, v in means.items()))
+            self._window, self._window_batches = {}, 0
 
 
-def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str, CoreGEDILoss] | None = None,
+def default_objective(model, loader, seed: int = 0, **kwargs: Any) -> GEDILoss | dict[str, GEDILoss]:
+    """:class:`GEDILoss` (``**kwargs``: its arguments) with the class prior the loader's queries imply
+    (:func:`program_prior`), for each GEDI network of ``model``."""
+    from gedi_nesy.prior import program_prior
+
+    queries = getattr(loader, "dataset", None)  # DeepProbLog's DataLoader keeps its queries there
+    queries = queries.to_queries() if hasattr(queries, "to_queries") else queries
+    nets = gedi_networks(model)
+    if not queries or not nets:
+        return GEDILoss(seed=seed, **kwargs)
+    priors = program_prior(model, queries)
+    objectives = {n: GEDILoss(seed=seed + i, prior_target=priors[n], **kwargs) for i, n in enumerate(nets)}
+    return objectives if len(objectives) > 1 else next(iter(objectives.values()))
+
+
+def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str, CoreGEDILoss] | bool | None = None,
                 **kwargs: Any):
     """``deepproblog.train.train_model`` with the GEDI terms added on each batch's images.
 
     Same arguments (``loader``: a DeepProbLog ``DataLoader``; ``stop_condition``: epochs or a
     ``StopCondition``; ``**kwargs``: ``log_iter``, ``test``, ``with_negatives``, ...) and the same
-    returned ``TrainObject`` (with its ``logger``). ``gedi``: the objective (default
-    :class:`GEDILoss`, the NeSy recipe)."""
-    train_object = GEDITrainObject(model, gedi if gedi is not None else GEDILoss())
+    returned ``TrainObject`` (with its ``logger``). ``gedi``: the objective; ``None`` (default):
+    :class:`GEDILoss` with the class prior the loader's queries imply; ``False``: no GEDI terms
+    (DeepProbLog's own training)."""
+    if gedi is False:
+        from deepproblog.train import train_model as deepproblog_train_model
+
+        return deepproblog_train_model(model, loader, stop_condition, **kwargs)
+    if gedi is None or gedi is True:
+        gedi = default_objective(model, loader)
+    train_object = GEDITrainObject(model, gedi)
     train_object.train(loader, stop_condition, **kwargs)
     return train_object

@@ -31,6 +31,15 @@ def program_prior(model, queries: Sequence, batch_size: int = 60, floor: float =
     uninformative networks (module docstring); classes below ``floor`` are raised to it (a
     class the queries never support keeps a little mass) and the prior renormalised."""
     nets = gedi_networks(model)
+    if not nets:
+        raise GediError("program_prior: the model has no GEDI network (its networks are not built with "
+                        "gedi_nesy.gedi_network), so there is no class prior to give")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise GediError(f"program_prior: batch_size must be an integer >= 1, got {batch_size!r}")
+    if not (isinstance(floor, (int, float)) and 0 <= floor < 1):
+        raise GediError(f"program_prior: floor must lie in [0, 1), got {floor!r}")
+    if not len(queries):
+        raise GediError("program_prior: no queries")
     totals: dict[str, Tensor] = {}
     counts: dict[str, int] = {}
     for start in range(0, len(queries), batch_size):

@@ -113,6 +113,10 @@ def check_program(info: ProgramInfo, networks: Sequence) -> None:
                             f"'{npred.network}', which is not registered (registered: {', '.join(by_name) or 'none'})")
         module = by_name[npred.network].network_module
         k = getattr(module, "num_clusters", None)
+        if k is not None and len(npred.domain) < 2:
+            raise GediError(f"{info.path}:{npred.line}: neural predicate {npred.predicate}/{npred.arity} has a "
+                            f"domain of {len(npred.domain)} value(s); a GEDI network clusters into >= 2 values, "
+                            "so its domain needs >= 2 values")
         if k is not None and k != len(npred.domain):
             raise GediError(f"{info.path}:{npred.line}: neural predicate {npred.predicate}/{npred.arity} has a domain of "
                             f"{len(npred.domain)} values but network '{npred.network}' has {k} clusters "
@@ -151,3 +155,24 @@ def build_nesy_model(program: str | Path, networks: Sequence, pools=None, cache:
         for source, images in pools.sources().items():
             model.add_tensor_source(source, ImagePool(images, source))
     return model
+
+
+#: program constructs the gedi-nesy CLI cannot honour yet: (functor, why)
+UNSUPPORTED = {"evidence": "training does not condition on evidence yet, so the program would mean something "
+                           "else than what is trained; remove it (or state it in the queries)"}
+
+
+def check_supported(path: str | Path) -> None:
+    """Refuse a program using a construct of :data:`UNSUPPORTED` (e.g. ``evidence(...)``), naming
+    the file and line; the CLI calls it before any data is loaded."""
+    from problog.program import PrologFile
+
+    program = PrologFile(str(path))
+    for stmt in program:
+        functor = getattr(stmt, "functor", None)
+        if functor in UNSUPPORTED:
+            try:
+                line = f":{int(program.lineno(stmt.location)[1])}"
+            except Exception:  # noqa: BLE001 - location is best effort
+                line = ""
+            raise GediError(f"{path}{line}: {functor}(...) is not supported: {UNSUPPORTED[functor]}")

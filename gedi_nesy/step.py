@@ -173,7 +173,7 @@ class NesyStep:
     def __call__(self, batch: Sequence) -> StepOutput:
         model = self.model
         per_net = batch_inputs(model, batch)
-        device = next(iter(self.nets.values())).network_module.gedi.head.weight.device
+        device = next(iter(self.nets.values())).network_module.head_weight.device
         with mixed_precision(self.amp, device):
             fwd = forward_batch(model, per_net, fill_cache=self.w_nesy > 0 and not is_batched(model),
                                 augment=self.shift)

@@ -20,7 +20,7 @@ from gedi_core.config import to_dict
 from gedi_core.distributed import DistInfo, average_gradients, barrier
 from gedi_core.errors import GediError
 from gedi_core.loop import FitOptions, fit
-from gedi_core.monitor import FailureMonitor
+from gedi_core.monitor import FailureMonitor, collapse_message, prior_term_optimum
 from gedi_core.runfolder import RunFolder
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
@@ -64,7 +64,7 @@ class QueryBatches:
 def nesy_objective(cfg: NesyConfig, seed: int) -> GEDILoss:
     """The GEDI terms of one network under ``cfg`` (the arm's mask applied to the weights)."""
     w = cfg.active_weights()
-    return GEDILoss(w["gen"], w["inv"], w["prior"], prior_form=cfg.prior, sgld=cfg.sgld,
+    return GEDILoss(w["gen"], w["inv"], w["prior"], prior_form=cfg.prior, sgld=cfg.sgld, prior_window=cfg.prior_window,
                     aug_noise=cfg.data.aug_noise, seed=seed)
 
 
@@ -132,6 +132,7 @@ def train_nesy(
     run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, resume, dist.is_main).open()
     if run is not None:
         run.config, run.defaults = to_dict(cfg), to_dict(NesyConfig())
+        run.inputs = input_files(cfg)
 
     weights = cfg.active_weights()
     params = [p for net in model.networks.values() for p in net.network_module.parameters()]
@@ -159,7 +160,7 @@ def train_nesy(
 
     label = f"{cfg.arm} {program.stem} seed {cfg.seed}"
     options = FitOptions(epochs=cfg.epochs, log_every=batches.steps_per_epoch, desc=f"{label} n={len(train_queries)}",
-                         progress=progress, label=label, item_name="queries")
+                         progress=progress, label=label, item_name="queries", bar_fields=BAR_FIELDS)
     result = fit(step, batches, optimizer, options, run=run, monitor=monitor, on_epoch_end=on_epoch_end,
                  dist=dist, device=torch.device(cfg.device),
                  grad_sync=(lambda ps: average_gradients(ps, dist)) if dist.enabled else None)
@@ -168,6 +169,12 @@ def train_nesy(
         return {}
 
     final = evaluate_nesy(model, pools, domains, test_queries)
+    first_name = next(iter(nets))
+    expected = float(priors[first_name].max()) if first_name in priors else None
+    n_eval = len(pools.eval_x)
+    collapse = collapse_message(final.get("max_cluster_share", float("nan")), n_eval, first.num_clusters,
+                                f"the {n_eval} {pools.evaluated_on} images", expected)
+    warnings = result.warnings + ([f"final evaluation: cluster collapse: {collapse}"] if collapse else [])
     metrics: dict[str, Any] = {
         **final,
         "arm": cfg.arm,
@@ -187,7 +194,7 @@ def train_nesy(
         "train_seconds": round(result.seconds, 2),
         "queries_per_s": result.items_per_s and round(result.items_per_s * dist.world_size, 2),
         "world_size": dist.world_size,
-        "warnings": result.warnings,
+        "warnings": warnings,
         **result.final_diagnostics(("prior_gap", "max_cluster_share", "embedding_var")),
         **(extra or {}),
     }
@@ -195,11 +202,24 @@ def train_nesy(
     if run is not None:
         from gedi_nesy.figures import write_figures
 
+        optimum = sum(prior_term_optimum(o.prior_form, o.prior_target, nets[n].network_module.num_clusters)
+                      for n, o in objectives.items())  # the logged L_PRIOR is summed over the networks
         write_figures(model, pools, domains, result.rows, run,
-                      samples={n: o.buffer_samples() for n, o in objectives.items()})
+                      samples={n: o.buffer_samples() for n, o in objectives.items()},
+                      prior_optimum=optimum if weights["prior"] > 0 else None)
         run.finish(metrics)
     barrier(dist)
     return metrics
+
+
+def input_files(cfg: NesyConfig) -> dict[str, str | None]:
+    """The input files a run depends on (the run folder keeps their digests, and the program)."""
+    return {"program": cfg.program, "queries": cfg.data.queries, "test_queries": cfg.data.test_queries}
+
+
+# the progress bar: the weighted total loss (with the entropy-form L_PRIOR, optimum -ln c, it is
+# negative), L_NESY (optimum 0) and the monitored gap of the batch marginal to the uniform one
+BAR_FIELDS = {"total": "loss", "nesy": "nesy", "prior_gap": "prior_gap"}
 
 
 def check_pools(cfg: NesyConfig, pools) -> None:

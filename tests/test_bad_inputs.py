@@ -202,6 +202,26 @@ CASES = [
      "{tmp}/i.npz: test_labels has 9 entries for 10 test_images"),
     case("nesy-npy-not-npz", "nesy", ["--images", "{tmp}/i.npz"], {"i.npz": lambda p: np.save(open(p, "wb"), np.zeros(3))},
      "{tmp}/i.npz: one .npy array; expected an .npz archive"),
+    # --- gedi-nesy: the pixel rule (floats in [0, 1], integers in [0, 255] by their dtype; never clamped)
+    case("nesy-npz-float-above-1", "nesy", ["--images", "{tmp}/i.npz"],
+         {"i.npz": npz(train_images=np.full((20, 28, 28), 1.2, np.float32))},
+         "{tmp}/i.npz: 'train_images' pixels must lie in [0, 255] (integers) or [0, 1] (floats), found 1.2..1.2 "
+         "(float32: float pixels must lie in [0, 1]"),
+    case("nesy-npz-float-255", "nesy", ["--images", "{tmp}/i.npz"],
+         {"i.npz": npz(test_images=np.random.default_rng(0).integers(0, 256, (10, 28, 28)).astype(np.float64))},
+         "{tmp}/i.npz: 'test_images' pixels must lie in [0, 255] (integers) or [0, 1] (floats), found 0..255 (float64"),
+    case("nesy-npz-int16-above-255", "nesy", ["--images", "{tmp}/i.npz"],
+         {"i.npz": npz(train_images=np.full((20, 28, 28), 300, np.int16))},
+         "found 300..300 (int16: integer pixels must lie in [0, 255]"),
+    # --- gedi-nesy: inputs whose meaning the run would not honour
+    case("nesy-query-test-pool", "nesy", ["--program", str(SUM_PL), "--queries", "{tmp}/q.txt"],
+         {"q.txt": text("sum(tensor(train(0)), tensor(train(1)), 3).\nsum(tensor(test(0)), tensor(train(2)), 4).\n")},
+         "{tmp}/q.txt:2: training query uses tensor(test(0)), an image of the test pool"),
+    case("nesy-program-evidence", "nesy", ["--program", "{tmp}/sum.pl"],
+         {"sum.pl": text(SUM_PL.read_text() + "evidence(digit(tensor(train(0)), 3)).\n")},
+         "{tmp}/sum.pl:7: evidence(...) is not supported"),
+    case("nesy-compile-cache-file", "nesy", ["--compile-cache", "{tmp}/c"], {"c": text("a file")},
+         "--compile-cache {tmp}/c: exists and is not a folder"),
     case("nesy-mnist-corrupt-gz", "nesy", ["--data", "mnist", "--data-root", "{tmp}/d"], {"d": mnist_files("corrupt-gz")},
      "train-images-idx3-ubyte.gz: damaged or truncated IDX file"),
     case("nesy-device-cuda", "nesy", ["--device", "cuda"], {}, "device 'cuda': CUDA is not available here",
@@ -266,3 +286,17 @@ def test_generated_examples_need_digit_labels():
 
     with pytest.raises(GediError, match=r"sum examples: labels must be digits 0..9, found 12 at index 2"):
         task_examples("sum", torch.tensor([0, 1, 12, 3]), 1, seed=0)
+
+
+@pytest.mark.parametrize("dtype, unit", [(np.uint8, 1 / 255), (np.int64, 1 / 255), (np.int16, 1 / 255),
+                                         (np.bool_, 1.0), (np.float32, 1.0)])
+def test_pixels_are_scaled_by_their_dtype_never_by_their_values(tmp_path, dtype, unit):
+    """The .npz pixel rule: a pixel of value 1 is 1/255 in any integer dtype, 1 as bool or float
+    (images of 0s and 1s are not stretched to the full range by their maximum)."""
+    from gedi_nesy.data import npz_image_array
+
+    ones = np.zeros((2, 28, 28))
+    ones[:, 10:20, 10:20] = 1
+    np.savez(tmp_path / "i.npz", images=ones.astype(dtype))
+    x = npz_image_array(tmp_path / "i.npz")
+    assert torch.allclose(x.amax(), torch.tensor(2 * unit - 1)) and float(x.amin()) == -1.0

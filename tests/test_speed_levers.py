@@ -213,12 +213,17 @@ def test_sgld_builds_no_parameter_gradients():
     assert all(p.grad is None for p in net.parameters())
 
 
-def test_the_recipe_runs_the_fast_sgld_and_the_plugin_the_papers():
+def test_the_recipe_runs_the_fast_sgld_and_the_plugin_a_fixed_number_of_chains():
     """gedi-nesy's recipe (batches of 60 queries) runs 60 chains every 2nd step from a buffer of
-    3333 (chosen on the MNIST validation split); the plugin, whose batch size is the user's, keeps
-    the paper's one chain per image on every step."""
+    3333 (chosen on the MNIST validation split); the plugin, whose batch size is the user's
+    (DeepProbLog's scripts: 2), runs 16 chains a step whatever the batch size, the paper's SGLD
+    otherwise."""
+    from gedi_nesy.config import plugin_sgld
     from gedi_nesy.plugin import GEDILoss as PluginLoss
 
-    assert NesyConfig().sgld == nesy_fast_sgld() and PluginLoss().sgld == nesy_sgld()
+    assert NesyConfig().sgld == nesy_fast_sgld() and PluginLoss().sgld == plugin_sgld()
+    plugin, paper = plugin_sgld(), nesy_sgld()
+    assert (plugin.chains, plugin.every, plugin.buffer_size) == (16, 1, 1000)
+    assert (plugin.steps, plugin.step_size, plugin.noise) == (paper.steps, paper.step_size, paper.noise)
     fast = nesy_fast_sgld()
     assert (fast.chains, fast.every, fast.buffer_size, fast.steps) == (60, 2, 3333, 20)

@@ -4,9 +4,9 @@ Files are read through torchvision's dataset classes in torchvision's folder lay
 ``data.data_root`` (``--data-root``; default ``$GEDI_DATA_ROOT`` or ``./data``); with
 ``data.download = true`` (``--download``) torchvision fetches missing files. MNIST-style
 sets are also read straight from raw IDX files (``.gz`` or not), found in
-``ROOT/<MNIST|FashionMNIST>/raw``, ``ROOT/raw`` or ``ROOT`` itself, and, when no root is
-given, in the system location of Debian's ``dataset-fashion-mnist`` package
-(``/usr/share/datasets/fashion-mnist``).
+``ROOT/<MNIST|FashionMNIST>/raw``, ``ROOT/raw`` or ``ROOT`` itself, and then (also when a root
+is given, e.g. for another data set) in the system location of Debian's ``dataset-fashion-mnist``
+package (``/usr/share/datasets/fashion-mnist``).
 
 Every set is loaded once into memory as float tensors ``(N, C, H, W)`` in ``[-1, 1]``; the
 Table 9 augmentation (:mod:`gedi_core.data.augment`) then runs on whole batches on the device.
@@ -84,12 +84,13 @@ def default_root() -> Path:
 
 
 def idx_dirs(spec: VisionSpec, root: str | None) -> list[Path]:
-    """Where MNIST-style raw files are looked for, in order."""
+    """Where MNIST-style raw files are looked for, in order: under the root, then the system's."""
+    system = SYSTEM_DIRS.get(spec.name.replace("-t10k", ""), [])
     if root is not None:
         r = Path(root).expanduser()
-        return [r / spec.folder / "raw", r / "raw", r]
+        return [r / spec.folder / "raw", r / "raw", r, *system]
     r = default_root()
-    return [r / spec.folder / "raw", r / "raw", *SYSTEM_DIRS.get(spec.name.replace("-t10k", ""), [])]
+    return [r / spec.folder / "raw", r / "raw", *system]
 
 
 def _read_idx_split(spec: VisionSpec, root: str | None, train: bool) -> ArraySplit | None:
@@ -136,6 +137,25 @@ def read_split(spec: VisionSpec, cfg: DataConfig, train: bool) -> ArraySplit:
         if split is not None:
             return split
     return _torchvision_split(spec, cfg.data_root, train, cfg.download)
+
+
+def read_some_split(name: str, cfg: DataConfig) -> tuple[Tensor, str]:
+    """The images of image data set ``name`` where only images are needed (an OOD set): its test
+    split, or its training split where only that one is there (MNIST without t10k, say), as float
+    NCHW in ``[-1, 1]`` (the first ``cfg.test_subset`` when set), with the split's name."""
+    spec = SPECS[name]
+    try:
+        images, _ = read_split(spec, cfg, train=False)
+        split = "test"
+    except GediError as missing_test:
+        try:
+            images, _ = read_split(spec, cfg, train=True)
+        except GediError:
+            raise missing_test from None
+        split = "train"
+    if cfg.test_subset:
+        images = images[: cfg.test_subset]
+    return to_tensor(images), split
 
 
 def to_tensor(images: np.ndarray) -> Tensor:

@@ -13,13 +13,14 @@ writes it as TorchScript, the form ``--fid-features FILE.pt`` loads.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gedi_core.runfolder import atomic_path
+from gedi_core.runfolder import atomic_path, check_output_file
 
 
 class FeatureClassifier(nn.Module):
@@ -72,8 +73,43 @@ def classifier_accuracy(net: FeatureClassifier, x: Tensor, y: Tensor, batch_size
 
 def save_feature_classifier(net: FeatureClassifier, path: str | Path, image_size: tuple[int, int]) -> Path:
     """Write the FID feature extractor as TorchScript (traced on a (2, 3, H, W) input), atomically."""
-    traced = torch.jit.trace(net.eval(), torch.rand(2, 3, *image_size))
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.jit.save(traced, str(tmp))
+    with warnings.catch_warnings():  # torch >= 2.5 marks TorchScript deprecated; --fid-features reads it
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        traced = torch.jit.trace(net.eval(), torch.rand(2, 3, *image_size))
+        with atomic_path(path) as tmp:
+            torch.jit.save(traced, str(tmp))
     return path
+
+
+def build_feature_extractor(data, out: str | Path, epochs: int = 2, seed: int = 0) -> dict:
+    """Train the FID feature extractor on ``data`` (a :class:`~gedi_core.data.DataBundle` of
+    images: its training split), write it as TorchScript to ``out`` and return what was written,
+    with the classifier's accuracy on the bundle's held-out split (test, or validation)."""
+    net = train_feature_classifier(data.train_x, data.train_y, epochs=epochs, seed=seed)
+    acc = classifier_accuracy(net, data.test_x, data.test_y)
+    save_feature_classifier(net, out, tuple(data.input_shape[-2:]))
+    return {"out": str(out), "dataset": data.name, "train_images": len(data.train_x), "epochs": epochs,
+            "seed": seed, "held_out_acc": acc, "evaluated_on": data.evaluated_on,
+            "feature_dim": net.classifier.in_features}
+
+
+def feature_extractor_file(dataset: str, out: str | Path, data_root: str | None = None, download: bool = False,
+                           train_subset: int = 0, test_subset: int = 0, epochs: int = 2, seed: int = 0) -> dict:
+    """``gedi-core fid-features``: :func:`build_feature_extractor` for image data set ``dataset``
+    (read as ``gedi-core train`` reads it), written to ``out``, a path that must not exist yet
+    (refused before any image is read, as are a non-image data set and ``epochs`` < 1)."""
+    from gedi_core.config import DataConfig
+    from gedi_core.data import load_dataset
+    from gedi_core.data.vision import SPECS, is_image_dataset
+    from gedi_core.errors import GediError
+
+    if not is_image_dataset(dataset):
+        raise GediError(f"--dataset {dataset}: not an image data set (known: {', '.join(SPECS)})")
+    if epochs < 1 or train_subset < 0 or test_subset < 0:
+        raise GediError(f"--epochs must be >= 1 and --train-subset/--test-subset >= 0, got {epochs}, "
+                        f"{train_subset}, {test_subset}")
+    out = check_output_file(out)
+    cfg = DataConfig(name=dataset, data_root=data_root, download=download, train_subset=train_subset,
+                     test_subset=test_subset)
+    return build_feature_extractor(load_dataset(cfg, seed), out, epochs=epochs, seed=seed)

@@ -11,6 +11,7 @@ Images in ``[-1, 1]`` are mapped to ``[0, 1]``; one-channel images are repeated 
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,7 +36,9 @@ def load_feature_extractor(spec: str | nn.Module | None) -> nn.Module | int:
             raise GediError(f"--fid-features {spec}: cannot import it ({exc})") from None
         module = factory()
     elif Path(spec).is_file():
-        module = torch.jit.load(spec, map_location="cpu")
+        with warnings.catch_warnings():  # torch >= 2.5 marks TorchScript deprecated; it still loads
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+            module = torch.jit.load(spec, map_location="cpu")
     else:
         raise GediError(f"--fid-features {spec}: expected 'inception', module.path:factory or a TorchScript file")
     if not isinstance(module, nn.Module):

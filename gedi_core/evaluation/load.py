@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from gedi_core.config import TrainConfig, build_config, read_config_file
 from gedi_core.data import DataBundle, load_dataset
 from gedi_core.errors import GediError
 from gedi_core.methods import Method, build_method
-from gedi_core.runfolder import load_checkpoint
+from gedi_core.runfolder import CHECKPOINT, METRICS, load_checkpoint
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", data_overrides: dict | None = None,
@@ -30,3 +31,20 @@ def load_run(run_dir: str | Path, device: str = "cpu", data_overrides: dict | No
     method.load_extra_state(state["step"]["local"]["extra"])
     method.eval()
     return method, data, cfg
+
+
+def unfinished_note(run_dir: str | Path) -> str | None:
+    """A note when ``run_dir`` holds a checkpoint but no ``metrics.json`` (its training has not
+    finished: what it holds is the last checkpoint, not the final model); else ``None``."""
+    run_dir = Path(run_dir)
+    if (run_dir / CHECKPOINT).is_file() and not (run_dir / METRICS).is_file():
+        return (f"warning: {run_dir} is an unfinished run (no {METRICS}); using its last checkpoint "
+                f"(finish it with --resume)")
+    return None
+
+
+def warn_if_unfinished(run_dir: str | Path, prog: str) -> None:
+    """Print :func:`unfinished_note` as one line on stderr (``prog: warning: ...``) if there is one."""
+    note = unfinished_note(run_dir)
+    if note is not None:
+        print(f"{prog}: {note}", file=sys.stderr)

@@ -11,8 +11,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from gedi_core.config import DataConfig
 from gedi_core.methods import Method
 from gedi_core.models import evaluating
+
+
+def ood_images(name: str, data: DataConfig, seed: int, root: str | None = None) -> tuple[Tensor, str]:
+    """The out-of-distribution images of data set ``name`` under the run's data config ``data``
+    (``root``: another data root for it, ``--ood-root``): for image sets the test split, or the
+    training split where only that one exists (:func:`gedi_core.data.vision.read_some_split`);
+    for other sets their test split; for a run with ``data.validation`` the validation split
+    carved from the set's training split, as before (the test split is not read). Returns the
+    images and the split's name."""
+    import dataclasses
+
+    from gedi_core.data import load_dataset
+    from gedi_core.data.vision import is_image_dataset, read_some_split
+
+    cfg = dataclasses.replace(data, name=name, **({"data_root": root} if root is not None else {}))
+    if is_image_dataset(name) and cfg.validation == 0:
+        return read_some_split(name, cfg)
+    other = load_dataset(cfg, seed)
+    return other.test_x, other.evaluated_on
 
 
 def ood_scores(method: Method, x: Tensor, batch_size: int = 256, score: str = "grad_norm") -> Tensor:

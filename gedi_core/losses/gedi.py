@@ -41,6 +41,20 @@ def batch_mean_probs(logits: Tensor) -> Tensor:
     return F.softmax(logits, dim=-1).mean(0)
 
 
+def prior_cross_entropy(p_bar: Tensor, target: Tensor | None = None, eps: float = 1e-12) -> Tensor:
+    """``-sum_y pi(y) log p_bar(y)`` of a class marginal ``p_bar`` (``pi`` uniform for ``target=None``)."""
+    log_p = torch.log(p_bar + eps)
+    return -log_p.mean() if target is None else -(target.to(log_p) * log_p).sum()
+
+
+def prior_neg_entropy(p_bar: Tensor, target: Tensor | None = None, eps: float = 1e-12) -> Tensor:
+    """``-H(p_bar) = sum_y p_bar(y) log p_bar(y)``, or ``KL(p_bar || pi) - ln c`` with ``target = pi``."""
+    if target is None:
+        return (p_bar * torch.log(p_bar + eps)).sum()
+    scaled = target.to(p_bar) * p_bar.shape[-1]
+    return (p_bar * (torch.log(p_bar + eps) - torch.log(scaled + eps))).sum()
+
+
 def prior_loss(logits: Tensor, target: Tensor | None = None, eps: float = 1e-12) -> Tensor:
     """Prior term (paper Eq. 3): cross-entropy between a prior ``pi`` and ``p_bar``.
 
@@ -49,8 +63,7 @@ def prior_loss(logits: Tensor, target: Tensor | None = None, eps: float = 1e-12)
     Its global optimum is ``H(pi)`` (``ln c`` for the uniform prior), reached at
     ``p_bar = pi``; a value far above it signals cluster collapse.
     """
-    log_p = torch.log(batch_mean_probs(logits) + eps)
-    return -log_p.mean() if target is None else -(target.to(log_p) * log_p).sum()
+    return prior_cross_entropy(batch_mean_probs(logits), target, eps)
 
 
 def prior_entropy_loss(logits: Tensor, target: Tensor | None = None, eps: float = 1e-12) -> Tensor:
@@ -60,11 +73,33 @@ def prior_entropy_loss(logits: Tensor, target: Tensor | None = None, eps: float 
     ``target`` = ``pi`` it is ``KL(p_bar || pi) - ln c = sum_y p_bar(y) log(p_bar(y) / (c pi(y)))``,
     the same function for the uniform ``pi`` and with its optimum at ``p_bar = pi`` otherwise.
     """
+    return prior_neg_entropy(batch_mean_probs(logits), target, eps)
+
+
+def running_marginal(previous: Tensor | None, batch_mean: Tensor, n: int, window: float) -> Tensor:
+    """The class marginal over about the last ``window`` inputs: ``r = l r' + (1 - l) b`` with
+    ``b`` the batch mean of ``n`` inputs and ``l = max(0, 1 - n / window)`` (detached; the first
+    batch starts it, and a batch of ``window`` inputs or more replaces it)."""
+    b = batch_mean.detach()
+    if previous is None:
+        return b
+    keep = max(0.0, 1.0 - n / window)
+    return keep * previous.to(b) + (1.0 - keep) * b
+
+
+def prior_at_marginal(prior_fn, logits: Tensor, marginal: Tensor, target: Tensor | None = None) -> Tensor:
+    """A prior term whose value is ``prior_fn`` at the class marginal ``marginal`` (e.g. estimated
+    over many batches by :func:`running_marginal`) and whose gradient is the batch's share of it:
+    ``f(r) + <grad f(r), p_bar - sg(p_bar)>`` (``sg``: stop-gradient, ``p_bar`` the batch mean of
+    ``p(y|x)``). For ``r = p_bar`` it is the batch term itself; for a small batch the gradient
+    pushes its images by the marginal of many inputs, not by the few the batch holds (a batch of
+    two images has a marginal entropy of at most ``ln 2``)."""
     p_bar = batch_mean_probs(logits)
-    if target is None:
-        return (p_bar * torch.log(p_bar + eps)).sum()
-    scaled = target.to(p_bar) * p_bar.shape[-1]
-    return (p_bar * (torch.log(p_bar + eps) - torch.log(scaled + eps))).sum()
+    r = marginal.detach().to(p_bar).requires_grad_(True)
+    with torch.enable_grad():
+        value = prior_fn(r, target)
+        (grad,) = torch.autograd.grad(value, r)
+    return value.detach() + (grad * (p_bar - p_bar.detach())).sum()
 
 
 def prior_optimum(num_clusters: int) -> float:

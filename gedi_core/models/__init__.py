@@ -47,7 +47,13 @@ def build_backbone(shape: tuple[int, ...], cfg: ModelConfig) -> nn.Module:
 
 
 def build_model(shape: tuple[int, ...], cfg: ModelConfig) -> GEDIModel:
-    """A :class:`GEDIModel` for inputs of shape ``shape``."""
+    """A :class:`GEDIModel` for inputs of shape ``shape`` (positive integers); ``cfg``'s values are
+    checked (e.g. ``tau`` > 0 and finite) with a :class:`GediError` naming the key."""
+    from gedi_core.config import MODEL_RANGES, check_section
+
+    check_section(cfg, ModelConfig, MODEL_RANGES, "ModelConfig")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape) or not shape:
+        raise GediError(f"input_shape must be positive integers, e.g. (1, 28, 28), got {tuple(shape)!r}")
     backbone = build_backbone(shape, cfg)
     feature_dim = getattr(backbone, "out_dim", cfg.feature_dim)
     return GEDIModel(backbone, feature_dim, cfg.proj_hidden, cfg.proj_dim, cfg.num_clusters, cfg.tau, cfg.normalize)
