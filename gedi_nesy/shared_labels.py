@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import threading
-from typing import Iterator
 
 from problog.logic import Constant, Term
+
+from gedi_nesy.limits import time_limit
 
 # builtins (name, arity) whose outcome can depend on whether an argument is bound (or on the
 # order of answers)
@@ -73,27 +73,10 @@ def _functors_in(term) -> set[tuple[str, int]]:
     return out
 
 
-class _TooSlow(Exception):
-    """Grounding ran past its time bound."""
-
-
-@contextlib.contextmanager
-def time_bound(seconds: float | None) -> Iterator[None]:
-    """Raise :class:`TimeoutError` in the block after ``seconds`` (main thread only; elsewhere,
-    or with ``seconds=None``, no bound)."""
-    if seconds is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _alarm(signum, frame):
-        raise _TooSlow
-
-    previous = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    except _TooSlow:
-        raise TimeoutError(f"grounding took more than {seconds} s") from None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+def time_bound(seconds: float) -> contextlib.AbstractContextManager:
+    """:func:`gedi_nesy.limits.time_limit` (a :class:`GediError` after ``seconds``), unless a
+    wall-clock limit is already running (e.g. ``--ground-timeout`` around this grounding): that
+    one stays in charge."""
+    if hasattr(signal, "getitimer") and signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        return contextlib.nullcontext()
+    return time_limit(seconds, f"grounding a query with its labels free took longer than {seconds:g} s")
