@@ -103,3 +103,24 @@ def test_a_free_label_that_cannot_be_ground_falls_back_to_per_label_compilation(
         probs[engine] = [float(r.result[q.substitute().query]) for r, q in zip(model.solve(batch), batch)]
     assert probs[BatchedEngine] == pytest.approx(probs[ExactEngine], abs=TOL) and probs[ExactEngine][0] > 0
     assert model.solver.stats["joint_circuits"] == 0 and model.solver.stats["shapes"] == 2
+
+
+def test_the_free_label_bound_leaves_a_running_limit_in_charge():
+    """The bound on grounding with free labels is a wall-clock limit of its own, unless one is
+    already running (``--ground-timeout`` around the grounding): that one is not replaced."""
+    import signal
+    import time
+
+    from gedi_core.errors import GediError
+    from gedi_nesy.limits import time_limit
+    from gedi_nesy.shared_labels import time_bound
+
+    with time_limit(30, "outer"):
+        with time_bound(0.05):
+            time.sleep(0.3)  # no error: the outer limit (30 s) is in charge
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 20
+    with pytest.raises(GediError, match="labels free"):
+        with time_bound(0.05):
+            while True:
+                time.sleep(0.01)
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
