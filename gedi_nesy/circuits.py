@@ -26,7 +26,7 @@ FLOOR = -1.0e30
 # DeepProbLog's cross-entropy eps (GraphSemiring.cross_entropy): log1mexp's smallest 1 - p.
 EPS = 1e-12
 _LN2 = math.log(2.0)
-SHAPES_FORMAT = 3  # version of the pickled CompiledShape (disk cache file name; 3: gedi_nesy.circuits)
+SHAPES_FORMAT = 4  # version of the pickled CompiledShape (disk cache file name; 4: fallback, evidence)
 
 # ----------------------------------------------------------------------------- numerics
 def log1mexp(x: Tensor, tiny: float = EPS) -> Tensor:
@@ -48,13 +48,44 @@ def log1mexp(x: Tensor, tiny: float = EPS) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- symbolic weights
+# the pseudo-network whose "outputs" are DeepProbLog's learnable t(_) parameters: leaf
+# (PARAMETERS, Constant(i), 0) is model.parameters[i]
+PARAMETERS = "<t>"
+
+
+class Unbatchable(GediError):
+    """A query shape whose circuit the KLay path does not evaluate (its reason in the message):
+    the batched solver evaluates such queries as DeepProbLog's ``Solver`` does.  ``per_solve``:
+    the circuit names tensors that grounding put in DeepProbLog's tensor store (cleared at
+    each solve), so it is ground again for each solve."""
+
+    def __init__(self, message: str, per_solve: bool = False) -> None:
+        super().__init__(message)
+        self.per_solve = per_solve
+
+
+def mentions_network_tensor(term) -> bool:
+    """True when ``term`` holds a ``tensor(nn(...))`` subterm: the output of a deterministic
+    (nn/3) network, which DeepProbLog computes while grounding or evaluating."""
+    stack = [term]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, Term):
+            if t.functor == "tensor" and t.arity == 1 and isinstance(t.args[0], Term) and t.args[0].functor == "nn":
+                return True
+            stack.extend(t.args)
+    return False
+
+
 class SymbolicSemiring(ProbLogSemiring):
     """ProbLog semiring whose values are small expressions, used once per query shape to read
     the weight ProbLog gives each SDD variable (``extract_weights`` + constraint updates).
 
-    Expressions: ``("c", float)`` constant, ``("nn", net, inputs, j)`` network output,
-    ``("neg", e)`` = 1 - e, ``("comp", (e, ...))`` = 1 - sum e (annotated disjunction's
-    "none" choice)."""
+    Expressions: ``("c", float)`` constant, ``("nn", net, inputs, j)`` network output
+    (``j = 0`` for an nn/2 fact; ``(PARAMETERS, Constant(i), 0)`` for the learnable
+    ``t(_)`` parameter ``i``), ``("neg", e)`` = 1 - e, ``("comp", (e, ...))`` = 1 - sum e
+    (annotated disjunction's "none" choice).  A weight the KLay path does not take raises
+    :class:`Unbatchable`."""
 
     def one(self):
         return ("c", 1.0)
@@ -71,12 +102,12 @@ class SymbolicSemiring(ProbLogSemiring):
     def plus(self, a, b):
         if a[0] == "c" and b[0] == "c":
             return ("c", a[1] + b[1])
-        raise GediError("batched engine: unsupported sum of weights (use --engine exact)")
+        raise Unbatchable("a sum of network weights")
 
     def times(self, a, b):
         if a[0] == "c" and b[0] == "c":
             return ("c", a[1] * b[1])
-        raise GediError("batched engine: unsupported product of weights (use --engine exact)")
+        raise Unbatchable("a product of network weights")
 
     def negate(self, a):
         if a[0] == "c":
@@ -89,19 +120,21 @@ class SymbolicSemiring(ProbLogSemiring):
         if type(a) is Constant:
             return ("c", float(a))
         if isinstance(a, Term):
-            if a.functor == "nn":
-                if len(a.args) != 3:
-                    raise GediError(f"batched engine: neural weight {a} is not supported (use --engine exact)")
-                return ("nn", str(a.args[0]), a.args[1], int(a.args[2]))
-            if a.functor == "t":
-                raise GediError("batched engine: learnable probabilities t(_) are not supported (use --engine exact)")
+            if a.functor == "nn" and a.arity in (2, 3):
+                net = str(a.args[0])
+                if mentions_network_tensor(a.args[1]):
+                    # (DeepProbLog's evaluation runs the nn/3 network again: the cached circuit holds)
+                    raise Unbatchable(f"network '{net}' on a deterministic network's output")
+                return ("nn", net, a.args[1], int(a.args[2]) if a.arity == 3 else 0)
+            if a.functor == "t" and a.arity == 1 and type(a.args[0]) is Constant:
+                return ("nn", PARAMETERS, a.args[0], 0)
             if a.functor == "tensor":
-                raise GediError("batched engine: tensor-valued probabilities are not supported (use --engine exact)")
+                raise Unbatchable("tensor-valued probability", per_solve=True)
             try:
                 return ("c", float(a.compute_value()))
             except Exception:  # noqa: BLE001
-                raise GediError(f"batched engine: cannot read the probability {a} (use --engine exact)") from None
-        raise GediError(f"batched engine: cannot read the probability {a!r} (use --engine exact)")
+                raise Unbatchable(f"probability {a}") from None
+        raise Unbatchable(f"probability {a!r}")
 
     def ad_complement(self, ws, key=None):
         if all(w[0] == "c" for w in ws):
@@ -147,6 +180,8 @@ class CompiledShape:
         self.ground_seconds = 0.0
         self.compile_seconds = 0.0  # grounding, SDD and KLay circuit together
         self.circuit_nodes = 0
+        self.fallback: str | None = None  # why the KLay path does not take the shape, if so
+        self.per_solve = False  # (fallback) ground again at each solve: see Unbatchable
         self._tensors: dict[str, Any] = {}
 
     def __getstate__(self):
@@ -215,15 +250,26 @@ class CompiledShape:
         return out
 
 
-def compile_shape(ac, key: Term) -> CompiledShape:
-    """A :class:`CompiledShape` from DeepProbLog's ``ArithmeticCircuit`` of one query shape."""
+def compile_shape(ac, key: Term, answers: list[Term] | None = None, with_ac_seconds: bool = True) -> CompiledShape:
+    """A :class:`CompiledShape` from DeepProbLog's ``ArithmeticCircuit`` of one query shape
+    (conditioned on the formula's evidence).  Raises :class:`Unbatchable` for a shape the
+    KLay path does not evaluate.
+
+    ``answers``: the answer atoms to compile, each one of the circuit's queries (default: all
+    of them), e.g. one label's answer out of a circuit ground for every label;
+    ``with_ac_seconds``: count the circuit's grounding and SDD time in the shape's."""
     t0 = time.time()
     shape = CompiledShape(key)
     sdd = ac.sdd
-    if list(sdd.evidence()):
-        raise GediError(f"batched engine: query {key}: evidence is not supported (use --engine exact)")
+    evidence = _evidence_literals(sdd, key)
+    queries = list(sdd.queries())
+    if answers is not None:
+        by_name = dict(queries)
+        queries = [(a, by_name[a]) for a in answers]
     live = []
-    for name, node in sdd.queries():
+    for name, node in queries:
+        if mentions_network_tensor(name):
+            raise Unbatchable("a deterministic network's output in the answer", per_solve=True)
         shape.answers.append(name)
         if node is None or node == sdd.FALSE:
             shape.answer_const.append(-math.inf)
@@ -235,10 +281,27 @@ def compile_shape(ac, key: Term) -> CompiledShape:
         shape.answer_root.append(len(live) - 1 if shape.answer_const[-1] is None else -1)
     if live:
         _read_weights(shape, sdd, key)
-        _build_circuit(shape, sdd, live)
-    shape.ground_seconds = ac.ground_time or 0.0
-    shape.compile_seconds = shape.ground_seconds + ac.compile_time + time.time() - t0
+        _build_circuit(shape, sdd, live, evidence)
+    shape.ground_seconds = (ac.ground_time or 0.0) if with_ac_seconds else 0.0
+    ac_seconds = shape.ground_seconds + ac.compile_time if with_ac_seconds else 0.0
+    shape.compile_seconds = ac_seconds + time.time() - t0
     return shape
+
+
+def _evidence_literals(sdd, key: Term) -> list[int]:
+    """The formula's evidence as signed node ids (ProbLog's ``evidence_all``), less evidence
+    that holds for sure; evidence that cannot hold raises a :class:`GediError`."""
+    literals = []
+    for name, node, value in sdd.evidence_all():
+        if value == 0:
+            continue
+        if node == sdd.TRUE or node is None or node == sdd.FALSE:
+            holds = (node == sdd.TRUE) == (value > 0)
+            if not holds:
+                raise GediError(f"batched engine: query {key}: evidence {name} cannot hold (inconsistent evidence)")
+            continue
+        literals.append(value * node)
+    return literals
 
 
 def _read_weights(shape: CompiledShape, sdd, key: Term) -> None:
@@ -246,7 +309,7 @@ def _read_weights(shape: CompiledShape, sdd, key: Term) -> None:
     weights of the SDD's variables (read with :class:`SymbolicSemiring`)."""
     weights = sdd.extract_weights(SymbolicSemiring())
     if 0 in weights and weights[0][0] != ("c", 1.0):
-        raise GediError(f"batched engine: query {key}: a weight on 'true' is not supported (use --engine exact)")
+        raise Unbatchable("a weight on 'true'")
     n_vars = sdd.get_manager().get_manager().var_count()
     var_w = {sdd.atom2var[atom]: w for atom, w in weights.items() if atom in sdd.atom2var}
 
@@ -271,7 +334,7 @@ def _read_weights(shape: CompiledShape, sdd, key: Term) -> None:
         if kind == "comp" and all(w[0] == "nn" for w in e[1]):
             leaves = tuple(sorted(leaf(w) for w in e[1]))
             return "r", comp_index.setdefault(leaves, len(comp_index))
-        raise GediError(f"batched engine: query {key}: unsupported weight {e} (use --engine exact)")
+        raise Unbatchable(f"weight {e}")
 
     cols: list[tuple[str, int]] = []  # per weight: (kind, index), resolved to columns below
     for var in range(1, n_vars + 1):
@@ -291,13 +354,15 @@ def _read_weights(shape: CompiledShape, sdd, key: Term) -> None:
     shape.n_vars = n_vars
 
 
-def _build_circuit(shape: CompiledShape, sdd, nodes: list) -> None:
-    """KLay circuit with roots ``WMC(answer AND constraints)`` per answer, then
-    ``WMC(constraints)``: ProbLog's evaluation (``SDDEvaluator.evaluate_custom``)."""
+def _build_circuit(shape: CompiledShape, sdd, nodes: list, evidence: list[int]) -> None:
+    """KLay circuit with roots ``WMC(answer AND constraints AND evidence)`` per answer, then
+    ``WMC(constraints AND evidence)``: ProbLog's evaluation (``SDDEvaluator.evaluate_custom``)."""
     import klay
 
     manager = sdd.get_manager()
     constraint = sdd.get_constraint_inode()
+    if evidence:
+        constraint = manager.conjoin(constraint, *[sdd.get_inode(lit) for lit in evidence])
     circuit = klay.Circuit()
     numerators = [manager.conjoin(sdd.get_inode(node), constraint) for node in nodes]
     for numerator in numerators + [constraint]:

@@ -23,17 +23,20 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from problog.logic import Constant, Term, Var, term2list
+from problog.formula import LogicFormula
+from problog.logic import Clause, Constant, Term, Var, term2list
 from torch import Tensor
 
 from gedi_core.errors import GediError
 from gedi_nesy.circuit_batch import evaluate_batch, network_table
-from gedi_nesy.circuits import SHAPES_FORMAT, CompiledShape, compile_shape
+from gedi_nesy.circuits import PARAMETERS, SHAPES_FORMAT, CompiledShape, Unbatchable, compile_shape
 from gedi_nesy.semiring import BatchedGraphSemiring, BatchGradient
+from gedi_nesy.shared_labels import free_label_query, order_sensitive, time_bound
 
 with warnings.catch_warnings():  # DeepProbLog warns on import when PySwip is missing
     warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
     from deepproblog.engines import ExactEngine
+    from deepproblog.arithmetic_circuit import ArithmeticCircuit
     from deepproblog.semiring import Result
     from deepproblog.semiring.graph_semiring import GraphSemiring
     from deepproblog.solver import Solver
@@ -48,27 +51,52 @@ class _Evaluation:
     shapes: list[CompiledShape]
     circuit_logp: Tensor  # log p of the batch's circuit answers, query after query
     first: list[int]  # per query: index of its first circuit answer in circuit_logp
+    fallback: dict[int, Result]  # queries evaluated by DeepProbLog's Solver: their Results
 
 
 class BatchedSolver(Solver):
     """A DeepProbLog ``Solver`` that evaluates a whole batch of queries with tensorised
     circuits (see the README's "Batched engine").  ``disk_cache``: folder where compiled
-    shapes are kept across runs (keyed by the program text)."""
+    shapes are kept across runs (keyed by the program text).
+
+    A query whose circuit the KLay path does not take (tensor-valued probabilities, outputs of
+    deterministic nn/3 networks, a model with top-k networks) is evaluated as DeepProbLog's
+    ``Solver`` evaluates it, in the same batch; the program's ``evidence/1,2`` conditions
+    every query (DeepProbLog's ``ExactEngine`` grounds the query alone and drops it)."""
+
+    # bounds on grounding a query with its labels free (gedi_nesy.shared_labels), and the most
+    # answers whose shapes are all compiled at once
+    max_label_answers = 20000
+    max_label_seconds = 300.0
+    max_eager_answers = 256
 
     def __init__(self, model, engine, cache: bool = True, cache_root: str | None = None,
-                 disk_cache: str | Path | None = None, semiring: type = GraphSemiring, **kwargs) -> None:
+                 disk_cache: str | Path | None = None, semiring: type = GraphSemiring,
+                 shared_labels: bool = True, **kwargs) -> None:
         if semiring is GraphSemiring:
             semiring = BatchedGraphSemiring
         with contextlib.redirect_stdout(io.StringIO()):  # DeepProbLog prints "Caching ACs"
             super().__init__(model, engine, semiring=semiring, cache=cache, cache_root=cache_root, **kwargs)
-        for name, net in model.networks.items():
-            if net.k is not None:
-                raise GediError(f"batched engine: network '{name}' has k={net.k} (top-k); use --engine exact")
+        db = self.program
+        ground_engine = engine.engine
+        self.evidence = ground_engine.query(db, Term("evidence", None, None)) + ground_engine.query(
+            db, Term("evidence", None))
         self.shapes: dict[Term, CompiledShape] = {}
+        # shared_labels: one ground circuit per query structure for all its labels (with the
+        # cache on, and for programs where freeing the label cannot change a probability)
+        self.shared_labels = shared_labels and self.cache.cache and not order_sensitive(model.program)
+        self._joint: dict[Term, Any] = {}  # free query -> its circuit (None: labels one by one)
+        self._joint_left: dict[Term, int] = {}  # free query -> its answers not compiled yet
+        self._ready: dict[Term, CompiledShape] = {}  # labels' shapes compiled with their structure
+        self._store_epoch = 0  # solves so far (each clears DeepProbLog's tensor store)
+        self._fresh: dict[Term, tuple[int, ArithmeticCircuit]] = {}  # per_solve circuits, their epoch
         self._terms: dict[tuple, tuple] = {}  # query -> its shape, ground neural inputs and answers
         self._args: dict[Term, list[Term]] = {}  # ground input term -> its arguments (term2list)
         # circuit_nodes: KLay edges of the compiled shapes
-        self.stats = {"shapes": 0, "compile_seconds": 0.0, "disk_hits": 0, "circuit_nodes": 0}
+        # fallback_shapes: shapes evaluated as DeepProbLog's Solver does; joint_circuits: query
+        # structures ground once for all their labels
+        self.stats = {"shapes": 0, "compile_seconds": 0.0, "disk_hits": 0, "circuit_nodes": 0, "fallback_shapes": 0,
+                      "joint_circuits": 0}
         self._pending: list[BatchGradient] = []  # solved batches whose loss gradients wait
         self._hooked: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
         self.disk_path: Path | None = None
@@ -82,15 +110,26 @@ class BatchedSolver(Solver):
                     self._disk = pickle.load(f)
 
     @classmethod
-    def replacing(cls, solver, disk_cache: str | Path | None = None) -> "BatchedSolver":
+    def replacing(cls, solver, disk_cache: str | Path | None = None, shared_labels: bool = True) -> "BatchedSolver":
         """A batched solver with the settings of DeepProbLog's ``solver`` (cache, cache root,
         semiring, SDD garbage collection), for the same model and engine."""
         cache = solver.cache
         return cls(solver.model, solver.engine, cache=cache.cache,
                    cache_root=str(cache.cache_root) if cache.cache_file else None,
-                   disk_cache=disk_cache, semiring=solver.semiring, sdd_auto_gc=solver.sdd_auto_gc)
+                   disk_cache=disk_cache, semiring=solver.semiring, sdd_auto_gc=solver.sdd_auto_gc,
+                   shared_labels=shared_labels)
 
     # -- compilation
+    def build_ac(self, q) -> ArithmeticCircuit:
+        """DeepProbLog's ``Solver.build_ac``, with the program's evidence ground beside the
+        query (so that the circuit is conditioned on it, as ProbLog's inference is)."""
+        if not self.evidence:
+            return super().build_ac(q)
+        start = time.time()
+        ground = self.engine.ground(q, label=LogicFormula.LABEL_QUERY)
+        self.engine.engine.ground_evidence(self.program, ground, self.evidence)
+        return ArithmeticCircuit(ground, self.semiring, ground_time=time.time() - start, sdd_auto_gc=self.sdd_auto_gc)
+
     def shape_key(self, q) -> Term:
         """The term a query is compiled for: its abstract term with DeepProbLog's AC cache
         (queries of one shape share a circuit), else the substituted query (as ExactEngine)."""
@@ -105,17 +144,28 @@ class BatchedSolver(Solver):
             self.shapes[key] = shape
             self.stats["shapes"] += 1
             self.stats["circuit_nodes"] += shape.circuit_nodes
+            self.stats["fallback_shapes"] += shape.fallback is not None
         return shape
 
     def _load_or_compile(self, q, key: Term) -> CompiledShape:
         skey = str(key)
-        if skey in self._disk:
-            self.stats["disk_hits"] += 1
-            return self._disk[skey]
-        for net in self.model.networks.values():
-            if net.det:
-                raise GediError(f"batched engine: network '{net.name}' is deterministic (nn/3); use --engine exact")
-        shape = compile_shape(self.cache.get(q), key)
+        try:
+            top_k = [name for name, net in self.model.networks.items() if net.k is not None]
+            if top_k:  # grounding samples (train) or picks (eval) the network's k best outputs
+                raise Unbatchable(f"the model's top-k network '{top_k[0]}' (its circuits change with its outputs)")
+            if skey in self._disk:
+                self.stats["disk_hits"] += 1
+                return self._disk[skey]
+            shape = self._compile_from_joint(q, key)
+            if shape is None:
+                shape = compile_shape(self.cache.get(q), key)
+                self._release(q)
+        except Unbatchable as e:
+            shape = CompiledShape(key)
+            shape.fallback, shape.per_solve = str(e), e.per_solve
+            if e.per_solve:  # the circuit just ground names this solve's tensors
+                self._fresh[key] = (self._store_epoch, self.cache.get(q))
+            return shape
         self.stats["compile_seconds"] += shape.compile_seconds
         if self.disk_path is not None:
             self._disk[skey] = shape
@@ -125,6 +175,80 @@ class BatchedSolver(Solver):
                 pickle.dump(self._disk, f)
             tmp.replace(self.disk_path)
         return shape
+
+    def _compile_from_joint(self, q, key: Term) -> CompiledShape | None:
+        """``q``'s shape read off the circuit of its query structure (``q`` with its labels
+        free, ground once for all labels; see ``gedi_nesy.shared_labels``), or None where the
+        labels are compiled one by one (no such structure, ``q``'s answer is not one of the
+        structure's answers, or DeepProbLog's cache holds ``q``'s own circuit).
+
+        A structure with at most ``max_eager_answers`` answers has every label's shape compiled
+        at once and its circuit released; a larger one keeps its circuit until every label of
+        it has been asked for."""
+        if not self.shared_labels or self.cache.key_func(q) in self.cache.cache_dict:
+            return None  # (DeepProbLog's circuit of this label is there already: read it)
+        ready = self._ready.pop(key, None)
+        if ready is not None:
+            return ready
+        free = free_label_query(q)
+        if free is None:
+            return None
+        fkey = free.query
+        first = fkey not in self._joint
+        if first:
+            self._joint[fkey] = self._ground_joint(free)
+        ac = self._joint[fkey]
+        if ac is None or key not in ac.answer_index:
+            return None
+        if first and len(ac.answer_index) <= self.max_eager_answers:
+            return self._compile_all_answers(fkey, ac, key)
+        try:
+            return compile_shape(ac, key, answers=[key], with_ac_seconds=first)
+        finally:
+            self._joint_left[fkey] -= 1
+            if self._joint_left[fkey] == 0:  # every label compiled: the joint circuit is not needed
+                self._joint[fkey] = None
+
+    def _compile_all_answers(self, fkey: Term, ac: ArithmeticCircuit, key: Term) -> CompiledShape:
+        """Every answer's shape of the structure ``fkey`` (kept until asked for), its circuit
+        released; returns ``key``'s, which carries the compile time of them all."""
+        self._joint[fkey] = None
+        shapes = {}
+        for name in ac.answer_index:
+            try:
+                shapes[name] = compile_shape(ac, name, answers=[name], with_ac_seconds=name == key)
+            except Unbatchable:  # compiled on its own when asked for (and evaluated as DeepProbLog does)
+                if name == key:
+                    raise
+        shape = shapes.pop(key)
+        shape.compile_seconds += sum(s.compile_seconds for s in shapes.values())
+        for s in shapes.values():
+            s.ground_seconds = s.compile_seconds = 0.0
+        self._ready.update(shapes)
+        return shape
+
+    def _ground_joint(self, free) -> ArithmeticCircuit | None:
+        """The circuit of query ``free`` (labels free) with every answer, or None when its
+        grounding fails, has too many answers or takes too long."""
+        try:
+            with time_bound(self.max_label_seconds):
+                ac = self.build_ac(free)
+        except Exception:  # noqa: BLE001 (an instantiation error, a timeout: labels one by one)
+            ground_engine = self.engine.engine  # ProbLog's engine keeps its stack after an error
+            ground_engine.pointer, ground_engine.cycle_root = 0, None
+            ground_engine.shrink_stack()
+            return None
+        ac.answer_index = {name: node for name, node in ac.sdd.queries()}
+        if not 0 < len(ac.answer_index) <= self.max_label_answers:
+            return None
+        self._joint_left[free.query] = len(ac.answer_index)
+        self.stats["joint_circuits"] += 1
+        return ac
+
+    def _release(self, q) -> None:
+        """Drop DeepProbLog's circuit of ``q`` from its in-memory cache once the KLay circuit is
+        built: the batched solver no longer reads it (DeepProbLog rebuilds it if asked)."""
+        self.cache.cache_dict.pop(self.cache.key_func(q), None)
 
     def ground_inputs(self, q) -> list[tuple[str, Term]]:
         """``(network, ground inputs)`` of each neural input pair of ``q``'s shape."""
@@ -161,6 +285,9 @@ class BatchedSolver(Solver):
 
         out: dict[str, tuple[list, Tensor]] = {}
         for name, inputs in per_net.items():
+            if name == PARAMETERS:
+                out[name] = (inputs, self._parameter_log_probs(inputs))
+                continue
             net = self.model.networks[name]
             module = net.network_module
             if isinstance(module, GEDINetwork):
@@ -178,6 +305,21 @@ class BatchedSolver(Solver):
                 logp = torch.log(probs.reshape(len(inputs), -1).clamp_min(1e-45))
             out[name] = (inputs, logp)
         return out
+
+    def _parameter_log_probs(self, indices: list[Constant]) -> Tensor:
+        """``log p`` (N, 1) of DeepProbLog's learnable parameters ``t(_)`` number ``indices``:
+        one tensor for the batch, whose gradient goes to ``model.optimizer`` as DeepProbLog's
+        ``GraphSemiring`` sends it (``add_parameter_gradient``)."""
+        keys = [int(c) for c in indices]
+        p = torch.tensor([self.model.parameters[k] for k in keys], requires_grad=True)
+        optimizer = self.model.optimizer
+
+        def hook(grad: Tensor) -> None:
+            for k, g in zip(keys, grad):
+                optimizer.add_parameter_gradient(k, g)
+
+        p.register_hook(hook)
+        return torch.log(p.clamp_min(1e-45)).reshape(len(keys), 1)
 
     def _input_args(self, term: Term) -> list[Term]:
         """The arguments of a network's ground input list term (``term2list``, cached)."""
@@ -197,7 +339,12 @@ class BatchedSolver(Solver):
         ev = self._evaluate_batch(batch, outputs)
         device = ev.circuit_logp.device
         values, decided = [], []
-        for q, shape, first in zip(batch, ev.shapes, ev.first):
+        for i, (q, shape, first) in enumerate(zip(batch, ev.shapes, ev.first)):
+            if i in ev.fallback:
+                value, const = _fallback_log_prob(q, ev.fallback[i], device)
+                values.append(value)
+                decided.append(const)
+                continue
             if len(shape.answers) != 1:
                 raise GediError(f"batched engine: query {q.query} has {len(shape.answers)} answers; "
                                 "log_probs takes queries with one answer (use model.solve)")
@@ -212,12 +359,17 @@ class BatchedSolver(Solver):
         t0 = time.time()
         self.flush_gradients()
         self.engine.tensor_store.clear()
+        self._store_epoch += 1
         ev = self._evaluate_batch(batch)
         probs = ev.circuit_logp.exp()
         values = probs.unbind()
         eval_time = (time.time() - t0) / max(len(batch), 1)
         results, positions = [], []  # per result: (answer, position) of its answers read off networks
-        for q, shape, first in zip(batch, ev.shapes, ev.first):
+        for i, (q, shape, first) in enumerate(zip(batch, ev.shapes, ev.first)):
+            if i in ev.fallback:
+                results.append(ev.fallback[i])
+                positions.append([])
+                continue
             answers: dict[Term, Any] = {}
             neural: list[tuple[Term, int]] = []
             for term, const, root in zip(self.answer_terms(q), shape.answer_const, shape.answer_root):
@@ -285,10 +437,45 @@ class BatchedSolver(Solver):
             live.append((shape, members, shape.layout(), base))
             pos += len(members) * n_answers
         logp = evaluate_batch(live, flat) if live else flat.new_zeros(0)
-        return _Evaluation(shapes, logp, first)
+        return _Evaluation(shapes, logp, first, self._evaluate_fallback(batch, shapes))
+
+    def _evaluate_fallback(self, batch: Sequence, shapes: list[CompiledShape]) -> dict[int, Result]:
+        """DeepProbLog's own evaluation (``Solver.solve``) of the batch's queries whose shapes
+        the KLay path does not take: ``{position in batch: Result}``.  A circuit that names
+        tensors of grounding is ground again (DeepProbLog's cached one would name tensors its
+        store no longer holds: ``ExactEngine`` with ``cache=True`` fails there)."""
+        out = {}
+        for i, (q, shape) in enumerate(zip(batch, shapes)):
+            if shape.fallback is not None:
+                out[i] = self._fallback_circuit(q, shape).evaluate(self.model, q.substitution)
+        return out
+
+    def _fallback_circuit(self, q, shape: CompiledShape) -> ArithmeticCircuit:
+        """DeepProbLog's circuit of ``q``; ground again since the tensor store was last
+        cleared where it names tensors of grounding (``shape.per_solve``)."""
+        if not shape.per_solve:
+            return self.cache.get(q)
+        key = self.shape_key(q)
+        epoch, ac = self._fresh.get(key, (None, None))
+        if epoch != self._store_epoch:
+            ac = self.build_ac(q)
+            self._fresh[key] = (self._store_epoch, ac)
+        return ac
 
     def get_hyperparameters(self) -> dict:
         return {"engine": self.engine.get_hyperparameters(), "semiring": "klay-log"}
+
+
+def _fallback_log_prob(q, result: Result, device) -> tuple[Tensor, bool]:
+    """``(log p, decided)`` of a single-answer query from DeepProbLog's ``Result``."""
+    if len(result.result) > 1:
+        raise GediError(f"batched engine: query {q.query} has {len(result.result)} answers; "
+                        "log_probs takes queries with one answer (use model.solve)")
+    p = next(iter(result.result.values()), 0.0)
+    if torch.is_tensor(p) and p.requires_grad:
+        return torch.log(p.to(device).clamp_min(1e-45)).reshape(()), False
+    p = float(p)
+    return torch.tensor(math.log(p) if p > 0 else -math.inf, device=device), True
 
 
 class _NotAtomic(Exception):
@@ -386,11 +573,34 @@ class BatchedEngine(_ProgramFirst, ExactEngine):
     Grounding and SDDs are ``ExactEngine``'s; ``Model.set_engine`` builds DeepProbLog's plain
     ``Solver`` and then registers the tensor builtins with the engine: on that first
     registration the engine replaces the model's solver by a :class:`BatchedSolver` with the
-    same settings.  ``disk_cache``: folder keeping compiled query shapes across runs."""
+    same settings.  ``disk_cache``: folder keeping compiled query shapes across runs;
+    ``shared_labels``: ground each query structure once for all its labels (see
+    ``gedi_nesy.shared_labels``; False: one grounding per label, as DeepProbLog)."""
 
-    def __init__(self, model, disk_cache: str | Path | None = None) -> None:
+    def __init__(self, model, disk_cache: str | Path | None = None, shared_labels: bool = True) -> None:
         super().__init__(model)
         self.disk_cache = disk_cache
+        self.shared_labels = shared_labels
+
+    def prepare(self, db):
+        """``ExactEngine.prepare``; a neural predicate DeepProbLog does not take is one
+        :class:`GediError` line naming it (DeepProbLog raises a bare ``ValueError``)."""
+        for clause in db:
+            head = clause.head if isinstance(clause, Clause) else clause
+            p = getattr(head, "probability", None)
+            if isinstance(p, Term) and p.functor == "nn":
+                where = _where(clause)
+                if p.arity not in (2, 3, 4):
+                    raise GediError(f"batched engine: neural predicate {clause}{where} has nn/{p.arity}; "
+                                    "DeepProbLog takes nn/2, nn/3 and nn/4")
+                net = self.model.networks.get(str(p.args[0]))
+                if net is None:
+                    raise GediError(f"batched engine: neural predicate {clause}{where} names network "
+                                    f"'{p.args[0]}', which the model does not have")
+                if p.arity == 3 and net.k is not None:
+                    raise GediError(f"batched engine: network '{net.name}' is deterministic (nn/3) in "
+                                    f"{clause}{where} and cannot have k={net.k}")
+        return super().prepare(db)
 
     def register_foreign(self, func, function_name: str, arity_in: int, arity_out: int) -> None:
         self._install()
@@ -404,10 +614,17 @@ class BatchedEngine(_ProgramFirst, ExactEngine):
         """Replace the model's plain DeepProbLog solver of this engine by a batched one."""
         solver = self.model.solver
         if solver is not None and solver.engine is self and not isinstance(solver, BatchedSolver):
-            self.model.solver = BatchedSolver.replacing(solver, disk_cache=self.disk_cache)
+            self.model.solver = BatchedSolver.replacing(solver, disk_cache=self.disk_cache,
+                                                        shared_labels=self.shared_labels)
 
     def get_hyperparameters(self) -> dict:
         return {"type": "BatchedEngine"}
+
+
+def _where(clause) -> str:
+    """`` (character N of the program)`` from a ProbLog clause's location, or ''."""
+    loc = getattr(clause, "location", None)
+    return f" (character {loc[1]} of the program)" if isinstance(loc, tuple) and len(loc) == 2 else ""
 
 
 def set_engine(model, engine: str = "batched", cache: bool = True, cache_root: str | None = None,

@@ -20,7 +20,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
     from deepproblog.engines import ExactEngine  # noqa: E402
 
-from deepproblog.dataset import DataLoader, Dataset  # noqa: E402
+from deepproblog.dataset import DataLoader  # noqa: E402
 from deepproblog.evaluate import get_confusion_matrix  # noqa: E402
 from deepproblog.examples.MNIST.network import MNIST_Net  # noqa: E402
 from deepproblog.model import Model  # noqa: E402
@@ -31,6 +31,7 @@ from deepproblog.semiring.graph_semiring import GraphSemiring  # noqa: E402
 from deepproblog.train import TrainObject, train_model  # noqa: E402
 from problog.logic import Constant, Term, Var  # noqa: E402
 
+from deepproblog_helpers import QueryList  # noqa: E402
 from gedi_nesy.data import ImagePool, embedded_digits, image_term  # noqa: E402
 from gedi_nesy.circuits import log1mexp  # noqa: E402
 from gedi_nesy.engine import BatchedEngine, is_batched, set_engine  # noqa: E402
@@ -47,19 +48,6 @@ _CIRCUITS: dict = {}  # DeepProbLog's compiled circuits of ADDITION, shared by t
 
 
 # ----------------------------------------------------------------------------- data and models
-class QueryList(Dataset):
-    """A DeepProbLog ``Dataset`` of ready-made queries."""
-
-    def __init__(self, queries: list[Query]) -> None:
-        self.queries = queries
-
-    def __len__(self) -> int:
-        return len(self.queries)
-
-    def to_query(self, i: int) -> Query:
-        return self.queries[i]
-
-
 def addition_queries(labels: torch.Tensor, n: int, source: str, seed: int, p: float = 1.0) -> list[Query]:
     """``n`` queries ``addition(p0_0, p1_0, Sum)`` in the shape of DeepProbLog's
     ``MNISTOperator.to_query``, on pairs of images whose digits sum to one of ``SUMS``."""

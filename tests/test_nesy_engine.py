@@ -169,13 +169,20 @@ def test_compiled_shapes_are_cached_in_memory_and_on_disk(tmp_path, digits):
     assert again.solver.stats["disk_hits"] == 1 and torch.allclose(first, second)
 
 
-def test_unsupported_programs_name_the_exact_engine(tmp_path):
+def test_learnable_probabilities_on_the_klay_path(tmp_path):
+    """A learnable t(_) is a leaf of the KLay circuit: the same probabilities and gradients as
+    the exact engine."""
+    torch.manual_seed(5)
     prog = tmp_path / "param.pl"
-    prog.write_text("nn(bit_net, [X], Y, [0, 1]) :: bit(X, Y).\nt(0.5) :: flip.\nf(X) :- bit(X, 1), flip.\n")
+    prog.write_text(TINY + "t(0.3) :: flip.\nf(X) :- bit(X, 1), flip.\n")
     net = gedi_network("bit_net", small(2), (1, 4, 4))
+    check(both_engines(prog, [net], pools_of(), [q("f", 0), q("both", 1, 2), q("f", 3)]))
     model = build_nesy_model(prog, [net], pools_of())
-    with pytest.raises(GediError, match="--engine exact"):
-        query_probabilities(model, [q("f", 0)])
+    batch = [q("f", 0), q("both", 1, 2)]
+    probs = torch.stack([torch.as_tensor(p).detach() for p in query_probabilities(model, batch)])
+    assert model.solver.stats["fallback_shapes"] == 0 and model.solver.stats["shapes"] == 2
+    logp, decided = model.solver.log_probs(batch)  # the project's loop: t(_) read inside
+    assert torch.allclose(logp.exp().detach(), probs, atol=TOL) and decided == [False, False]
     with pytest.raises(GediError, match="unknown engine"):
         set_engine(model, "magic")
 
