@@ -124,7 +124,7 @@ class NesyConfig:
     # validation split, experiments/nesy_trials.md) | uniform: the paper's
     prior_target: str = "program"
     # inputs over which L_PRIOR estimates the class marginal (GEDILoss(prior_window=...)); 0: the
-    # batch mean (the recipe's, at batches of 60 queries); the plugin's train_model uses 256
+    # batch mean (the recipe's, at batches of 60 queries); the plugin's train_model uses 64
     prior_window: float = 0.0
     device: str = "cpu"
     amp: bool = False  # bfloat16 autocast of the networks and GEDI terms (for CUDA; runs on CPU too; inference stays float32)

@@ -43,8 +43,8 @@ class GEDILoss(CoreGEDILoss):
     DeepProbLog's ``L_NESY``, no ``L_INV`` (set ``inv`` > 0 to add it, with Gaussian noise of sigma
     ``aug_noise`` as the augmentation). Two defaults make it work at any batch size, DeepProbLog's
     batch of 2 included: the class marginal of ``L_PRIOR`` is estimated over the last
-    ``prior_window`` images (256), not over one batch; SGLD (:func:`plugin_sgld`) draws a fixed
-    number of chains per step, whatever the batch size. ``train_model`` sets the prior to the
+    ``prior_window`` images (64; a batch of 64 images or more is its own estimate); SGLD
+    (:func:`plugin_sgld`) draws a fixed number of chains per step, whatever the batch size. ``train_model`` sets the prior to the
     class marginal the training queries imply (:func:`program_prior`) unless one is given."""
 
     def __init__(self, gen: float = NesyWeights.gen, inv: float = NesyWeights.inv, prior: float = PLUGIN_PRIOR_WEIGHT,
