@@ -47,9 +47,9 @@ def nesy_fast_sgld() -> SGLDConfig:
     --buffer-size 10000`` is the paper's).
 
     Measured (experiments/nesy_trials.md): 3.3-3.7x the queries/s of ``nesy_sgld()``; on the MNIST
-    validation split (seeds 0-2, session 4) digit accuracy 0.983 / 0.976 / 0.983 at 1000 examples
+    validation split (seeds 0-2, "The recipe re-chosen") digit accuracy 0.983 / 0.976 / 0.983 at 1000 examples
     in ~400 s a run (2 runs on 2 cores), and within the seed spread at 100; on the embedded digits
-    (session 3, 300 examples) NMI 0.686 ± 0.011 against 0.677 ± 0.009. Keeping the 10k buffer
+    ("Speed levers", 300 examples) NMI 0.686 ± 0.011 against 0.677 ± 0.009. Keeping the 10k buffer
     with 60 chains lost NMI (0.628 ± 0.029 at 300 examples)."""
     return dataclasses.replace(nesy_sgld(), chains=60, every=2, buffer_size=3333)
 
