@@ -11,7 +11,7 @@ machine hits them alike:
 * ``gedi+nesy paper``: L_NESY + GEDI with the paper's SGLD (``nesy_sgld()``: 20 steps, one chain
   per image, every optimizer step);
 * ``gedi+nesy recipe``: the same with ``nesy_fast_sgld()`` (60 chains on every 2nd step,
-  buffer 3333; the recipe since session 4, nesy_trials.md);
+  buffer 3333; the recipe since commit 0272b13, nesy_trials.md);
 * ``gedi+nesy without L_GEN``: ``--w-gen 0`` (L_NESY + L_PRIOR; no SGLD);
 * ``gedi+nesy chains=C every=K``: other SGLD settings, ``--candidates`` (``sgld.chains`` /
   ``sgld.every`` / ``sgld.steps``, see ``gedi_core/objective.py``);
