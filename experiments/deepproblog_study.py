@@ -30,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reporting import REPO, markdown_table, seed_summary, shown_command, shown_path  # noqa: E402
 
+sys.path.insert(0, str(REPO))
+from gedi_core.runfolder import write_text  # noqa: E402
+
 SCRIPT = Path(__file__).resolve().parent / "deepproblog_script.py"
 PORTS = {"none": "DeepProbLog as shipped (MNIST_Net, ExactEngine)",
          "gedi-off": "port, GEDI terms off (gedi_network(MNIST_Net()), BatchedEngine)",
@@ -59,9 +62,7 @@ def run_one(args: argparse.Namespace, port: str, budget: tuple[int, int, int, in
         raise SystemExit(f"run {path.stem} failed:\n{proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result) + "\n")
-    tmp.replace(path)
+    write_text(path, json.dumps(result) + "\n")
     print(json.dumps(result), flush=True)
     return result
 

@@ -201,10 +201,10 @@ class GEDILoss(nn.Module):
             if target is not None and target.numel() != logits.shape[-1]:
                 raise GediError(f"GEDILoss: the prior has {target.numel()} classes, the network {logits.shape[-1]}")
             if self.prior_window > 0:
-                self.marginal = running_marginal(self.marginal, batch_mean_probs(logits.float()), logits.shape[0],
-                                                 self.prior_window)
+                p_bar = batch_mean_probs(logits.float())
+                self.marginal = running_marginal(self.marginal, p_bar, logits.shape[0], self.prior_window)
                 at = prior_neg_entropy if self.prior_form == "entropy" else prior_cross_entropy
-                out["prior"] = prior_at_marginal(at, logits.float(), self.marginal, target)
+                out["prior"] = prior_at_marginal(at, p_bar, self.marginal, target)
             else:
                 prior = prior_entropy_loss if self.prior_form == "entropy" else prior_loss
                 out["prior"] = prior(logits, target)

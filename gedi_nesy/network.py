@@ -22,11 +22,11 @@ from torch import Tensor, nn
 
 from gedi_core.config import ModelConfig
 from gedi_core.errors import GediError
-from gedi_core.models import GEDIModel, build_model, energy_from_logits
+from gedi_core.models import GEDIModel, build_model, cosine_logits, energy_from_logits
 from gedi_nesy.config import lenet_config
 
 # Adam's learning rate of gedi_network's default optimizer: DeepProbLog's own examples' (its
-# MNIST-addition script uses Adam 1e-3); chosen on the MNIST validation split, gedi_nesy/README.md
+# MNIST-addition script uses Adam 1e-3); the CLI sets its own (NesyConfig.lr)
 DEFAULT_LR = 1e-3
 
 
@@ -87,7 +87,7 @@ class GEDIHeadNetwork(GEDINetwork):
         self.head.register_forward_hook(self._cosine_scores)
 
     def _cosine_scores(self, layer: nn.Linear, inputs: tuple, output: Tensor) -> Tensor:
-        scores = F.normalize(inputs[0], dim=-1) @ F.normalize(layer.weight, dim=-1).T / self.tau
+        scores = cosine_logits(inputs[0], layer.weight, self.tau)
         self._scores.append(scores)
         return scores
 

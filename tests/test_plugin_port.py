@@ -68,14 +68,14 @@ def test_prior_at_a_running_marginal_has_its_value_and_the_batch_share_of_its_gr
     logits = torch.randn(6, 4, requires_grad=True)
     p_bar = batch_mean_probs(logits)
     # at the batch's own marginal it is the batch term: same value, same gradient
-    same = prior_at_marginal(prior_neg_entropy, logits, p_bar.detach())
+    same = prior_at_marginal(prior_neg_entropy, p_bar, p_bar.detach())
     ref = prior_entropy_loss(logits)
     g_same, = torch.autograd.grad(same, logits)
     g_ref, = torch.autograd.grad(ref, logits)
     assert torch.allclose(same, ref, atol=1e-6) and torch.allclose(g_same, g_ref, atol=1e-6)
     # at another marginal r: the value is f(r), the gradient pushes the batch along grad f(r)
     r = torch.tensor([0.7, 0.1, 0.1, 0.1])
-    term = prior_at_marginal(prior_neg_entropy, logits, r)
+    term = prior_at_marginal(prior_neg_entropy, batch_mean_probs(logits), r)
     assert math.isclose(float(term.detach()), float(prior_neg_entropy(r)), rel_tol=1e-5)
     grad, = torch.autograd.grad(term, logits)
     step = -grad  # gradient descent moves mass away from the over-full class 0

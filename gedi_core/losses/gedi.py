@@ -87,14 +87,13 @@ def running_marginal(previous: Tensor | None, batch_mean: Tensor, n: int, window
     return keep * previous.to(b) + (1.0 - keep) * b
 
 
-def prior_at_marginal(prior_fn, logits: Tensor, marginal: Tensor, target: Tensor | None = None) -> Tensor:
+def prior_at_marginal(prior_fn, p_bar: Tensor, marginal: Tensor, target: Tensor | None = None) -> Tensor:
     """A prior term whose value is ``prior_fn`` at the class marginal ``marginal`` (e.g. estimated
     over many batches by :func:`running_marginal`) and whose gradient is the batch's share of it:
     ``f(r) + <grad f(r), p_bar - sg(p_bar)>`` (``sg``: stop-gradient, ``p_bar`` the batch mean of
-    ``p(y|x)``). For ``r = p_bar`` it is the batch term itself; for a small batch the gradient
+    ``p(y|x)``, :func:`batch_mean_probs`). For ``r = p_bar`` it is the batch term itself; for a small batch the gradient
     pushes its images by the marginal of many inputs, not by the few the batch holds (a batch of
     two images has a marginal entropy of at most ``ln 2``)."""
-    p_bar = batch_mean_probs(logits)
     r = marginal.detach().to(p_bar).requires_grad_(True)
     with torch.enable_grad():
         value = prior_fn(r, target)

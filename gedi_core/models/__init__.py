@@ -8,7 +8,7 @@ from torch import nn
 
 from gedi_core.config import ModelConfig
 from gedi_core.errors import GediError
-from gedi_core.models.gedi_model import GEDIModel, energy_from_logits
+from gedi_core.models.gedi_model import GEDIModel, cosine_logits, energy_from_logits
 from gedi_core.models.mlp import MLPEncoder
 from gedi_core.models.modes import evaluating
 from gedi_core.models.lenet import LeNet
@@ -67,6 +67,7 @@ __all__ = [
     "ResNet8",
     "build_backbone",
     "build_model",
+    "cosine_logits",
     "energy_from_logits",
     "evaluating",
 ]

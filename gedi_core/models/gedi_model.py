@@ -48,7 +48,7 @@ class GEDIModel(nn.Module):
         """``U^T z / tau``; with ``normalize`` both ``z`` and the columns of ``U`` have unit norm,
         which bounds the logits to ``[-1/tau, 1/tau]`` and keeps the energy from diverging."""
         if self.normalize:
-            return F.normalize(z, dim=-1) @ F.normalize(self.head.weight, dim=-1).T / self.tau
+            return cosine_logits(z, self.head.weight, self.tau)
         return self.head(z) / self.tau
 
     def forward(self, x: Tensor) -> Tensor:
@@ -67,6 +67,12 @@ class GEDIModel(nn.Module):
     def predict(self, x: Tensor, batch_size: int = 1024) -> Tensor:
         """Cluster assignments ``argmax_y p(y|x)``, evaluated in chunks."""
         return torch.cat([self(chunk).argmax(-1) for chunk in x.split(batch_size)])
+
+
+def cosine_logits(z: Tensor, prototypes: Tensor, tau: float) -> Tensor:
+    """``U^T z / tau`` with ``z`` and the prototypes (rows of ``prototypes``, ``(K, D)``) scaled to
+    unit norm: the GEDI head, its logits bounded by ``1/tau``."""
+    return F.normalize(z, dim=-1) @ F.normalize(prototypes, dim=-1).T / tau
 
 
 def energy_from_logits(logits: Tensor) -> Tensor:
