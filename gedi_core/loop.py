@@ -118,11 +118,14 @@ def fit(
     dist: DistInfo | None = None,
     device: torch.device | None = None,
     grad_sync: Callable[[list[Tensor]], None] | None = None,
+    after_epoch: Callable[[int, bool], dict[str, Any]] | None = None,
 ) -> FitResult:
     """Train ``options.epochs`` epochs of ``batches`` with ``step`` and return the log.
 
     ``on_epoch_end(epoch, is_last)`` (rank 0) may return extra columns for that epoch's row
-    (e.g. test metrics). ``grad_sync(params)`` runs on every rank after every backward pass (e.g.
+    (e.g. test metrics). ``after_epoch(epoch, is_last)`` runs on every rank right after the
+    epoch's last step, as part of training (its time counts, the checkpoint that follows holds
+    what it changed; e.g. renaming a network's classes); rank 0's columns join the row. ``grad_sync(params)`` runs on every rank after every backward pass (e.g.
     :func:`gedi_core.distributed.average_gradients` for a step that DDP does not wrap). With
     ``run`` the loop resumes from its checkpoint when the run folder was opened with ``resume``
     and writes ``log.csv``, ``epochs.csv`` and checkpoints.
@@ -233,6 +236,7 @@ def fit(
                 acc["sums"] = dict(sums)
                 checkpoint(epoch, pos + 1, acc)
                 t_seg = time.time()
+        hook_row = after_epoch(epoch, epoch + 1 == options.epochs) if after_epoch is not None else {}
         if device is not None and device.type == "cuda":
             torch.cuda.synchronize(device)
         dt = time.time() - t_seg
@@ -245,7 +249,8 @@ def fit(
                                 **{k: v / count for k, v in sums.items() if k != "loss"},
                                 "seconds": round(acc["seconds"], 3),
                                 f"{options.item_name}_per_s": round(acc["items"] * dist.world_size
-                                                                    / max(acc["seconds"], 1e-9), 1)}
+                                                                    / max(acc["seconds"], 1e-9), 1),
+                                **hook_row}
         if on_epoch_end is not None and dist.is_main:
             erow.update(on_epoch_end(epoch, epoch + 1 == options.epochs))
             step.train()

@@ -149,6 +149,14 @@ class GEDILoss(nn.Module):
                                 f"got {[round(float(v), 4) for v in target]}")
         self.prior_target = target
 
+    def rename_classes(self, perm: Any) -> None:
+        """The network's classes were permuted (new class ``j`` = old class ``perm[j]``): the
+        running class marginal follows them. The prior stays: it belongs to the class names.
+        Every other part of the objective (the replay buffer, ``L_GEN``, ``L_INV``) does not
+        depend on the order of the classes."""
+        if self.marginal is not None:
+            self.marginal = self.marginal[torch.as_tensor(list(perm), device=self.marginal.device)]
+
     # ----------------------------------------------------------------------------- sampler
     def sampler_for(self, x: Tensor) -> EnergySampler:
         """The SGLD sampler, its replay buffer made on first use with ``x``'s shape and device."""

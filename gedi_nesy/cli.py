@@ -55,6 +55,9 @@ NESY_FLAGS: dict[str, tuple[str, type, str]] = {
     "--prior": ("prior", str, "entropy | uniform"),
     "--prior-target": ("prior_target", str, "uniform | program: the class prior the training queries imply"),
     "--prior-window": ("prior_window", float, "images over which L_PRIOR estimates the class marginal (0: the batch)"),
+    "--rename-every": ("rename_every", int, "epochs between searches for a renaming of the clusters that lowers the "
+                       "training L_NESY (label-free repair of wrongly named digits; 0: off)"),
+    "--rename-queries": ("rename_queries", int, "training queries the renaming search scores"),
     "--sgld-steps": ("sgld.steps", int, "SGLD steps per batch"),
     "--sgld-step-size": ("sgld.step_size", float, "SGLD step size"),
     "--sgld-noise": ("sgld.noise", float, "SGLD noise standard deviation"),

@@ -126,6 +126,11 @@ class NesyConfig:
     # inputs over which L_PRIOR estimates the class marginal (GEDILoss(prior_window=...)); 0: the
     # batch mean (the recipe's, at batches of 60 queries); the plugin's train_model uses 64
     prior_window: float = 0.0
+    # epochs between searches for a renaming of each GEDI network's classes that lowers the
+    # training L_NESY (gedi_nesy.renaming: label-free repair of wrongly named digits; the last
+    # epoch always searches); 0: off
+    rename_every: int = 0
+    rename_queries: int = 256  # training queries (a fixed seeded subset) the renaming search scores
     device: str = "cpu"
     amp: bool = False  # bfloat16 autocast of the networks and GEDI terms (for CUDA; runs on CPU too; inference stays float32)
     engine: str = "batched"  # batched (gedi_nesy.engine, circuits of a batch at once) | exact (DeepProbLog's)
@@ -201,6 +206,7 @@ class NesyConfig:
 NESY_RANGES: dict[str, Range] = {
     "seed": SEED, "epochs": NON_NEGATIVE, "batch_size": POSITIVE, "lr": LEARNING_RATE,
     "weight_decay": NON_NEGATIVE, "eval_every": POSITIVE, "prior_window": NON_NEGATIVE,
+    "rename_every": NON_NEGATIVE, "rename_queries": POSITIVE,
     "weights.nesy": NON_NEGATIVE, "weights.gen": NON_NEGATIVE, "weights.inv": NON_NEGATIVE,
     "weights.prior": NON_NEGATIVE,
     "data.examples": POSITIVE, "data.digits": POSITIVE, "data.test_examples": POSITIVE, "data.test_fraction": Range(0, 1, True, True),

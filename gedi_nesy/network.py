@@ -46,9 +46,14 @@ class GEDINetwork(nn.Module):
         return self.gedi.num_clusters
 
     @property
+    def head_layer(self) -> nn.Linear:
+        """The layer whose weight rows are the cluster prototypes ``U``, one row per class."""
+        return self.gedi.head
+
+    @property
     def head_weight(self) -> Tensor:
         """The cluster prototypes ``U`` (their device is the network's)."""
-        return self.gedi.head.weight
+        return self.head_layer.weight
 
     def logits(self, x: Tensor) -> Tensor:
         return self.gedi(x)
@@ -96,8 +101,8 @@ class GEDIHeadNetwork(GEDINetwork):
         return int(self.head.out_features)
 
     @property
-    def head_weight(self) -> Tensor:
-        return self.head.weight
+    def head_layer(self) -> nn.Linear:
+        return self.head
 
     def logits(self, x: Tensor) -> Tensor:
         self._scores.clear()

@@ -25,6 +25,8 @@ from gedi_core.data.base import gaussian_noise
 from gedi_core.errors import GediError
 from gedi_core.objective import GEDILoss as CoreGEDILoss
 from gedi_nesy.config import NesyDataConfig, NesyWeights, plugin_sgld
+from gedi_nesy.engine import is_batched
+from gedi_nesy.renaming import DEFAULT_QUERIES, Renamer
 from gedi_nesy.step import batch_inputs, forward_batch, gedi_networks, gedi_terms
 
 # the images over which the plugin's L_PRIOR estimates the class marginal (GEDILoss(prior_window=...)):
@@ -34,6 +36,8 @@ PLUGIN_PRIOR_WINDOW = 64
 # DeepProbLog's own script (experiments/nesy_trials.md, "DeepProbLog's own script"); the CLI's 25
 # (batches of 60, hundreds of epochs) makes DeepProbLog's one epoch of batches of 2 collapse
 PLUGIN_PRIOR_WEIGHT = 1.0
+# train_model's default for rename_every: a renaming search after about this many training queries
+PLUGIN_RENAME_QUERIES = 256
 
 
 class GEDILoss(CoreGEDILoss):
@@ -87,6 +91,7 @@ class GEDITrainObject(_train_object_class()):
             raise GediError(f"train_model(..., gedi=...): expected a GEDILoss or a mapping of network name to "
                             f"GEDILoss, got {type(gedi).__name__}")
         self.gedi_terms: dict[str, float] = {}
+        self.renamings: list = []  # (iteration, gedi_nesy.renaming.Renaming) of each renaming applied
         self._gedi_batches = 0
         self._window: dict[str, float] = {}  # sums of each term since the last log line
         self._window_batches = 0
@@ -129,13 +134,19 @@ class GEDITrainObject(_train_object_class()):
             self._window, self._window_batches = {}, 0
 
 
+def loader_queries(loader) -> list:
+    """The queries of a DeepProbLog ``DataLoader`` (its dataset's ``to_queries()``), or []."""
+    queries = getattr(loader, "dataset", None)  # DeepProbLog's DataLoader keeps its queries there
+    queries = queries.to_queries() if hasattr(queries, "to_queries") else queries
+    return list(queries) if queries else []
+
+
 def default_objective(model, loader, seed: int = 0, **kwargs: Any) -> GEDILoss | dict[str, GEDILoss]:
     """:class:`GEDILoss` (``**kwargs``: its arguments) with the class prior the loader's queries imply
     (:func:`program_prior`), for each GEDI network of ``model``."""
     from gedi_nesy.prior import program_prior
 
-    queries = getattr(loader, "dataset", None)  # DeepProbLog's DataLoader keeps its queries there
-    queries = queries.to_queries() if hasattr(queries, "to_queries") else queries
+    queries = loader_queries(loader)
     nets = gedi_networks(model)
     if not queries or not nets:
         return GEDILoss(seed=seed, **kwargs)
@@ -144,21 +155,59 @@ def default_objective(model, loader, seed: int = 0, **kwargs: Any) -> GEDILoss |
     return objectives if len(objectives) > 1 else next(iter(objectives.values()))
 
 
+def renaming_hook(train_object: GEDITrainObject, queries: list, subset: int = DEFAULT_QUERIES,
+                  seed: int = 0) -> Callable[[Any], None]:
+    """A DeepProbLog training hook (``TrainObject.hooks``: called after the optimizer step) that
+    renames the GEDI networks' classes where that lowers ``L_NESY`` on a fixed subset of the
+    training queries (:mod:`gedi_nesy.renaming`); each renaming is printed and kept in
+    ``train_object.renamings`` as ``(iteration, Renaming)``."""
+    renamer = Renamer(train_object.model, queries, subset, seed=seed)
+    optimizers = {n: [net.optimizer] for n, net in gedi_networks(train_object.model).items()
+                  if getattr(net, "optimizer", None) is not None}
+
+    def hook(t) -> None:
+        for r in renamer(optimizers, t.objectives):
+            t.renamings.append((t.i, r))
+            print(f"\tIteration {t.i}: {r.describe()}")
+
+    return hook
+
+
 def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str, CoreGEDILoss] | bool | None = None,
-                **kwargs: Any):
+                rename_every: int | None = None, **kwargs: Any):
     """``deepproblog.train.train_model`` with the GEDI terms added on each batch's images.
 
     Same arguments (``loader``: a DeepProbLog ``DataLoader``; ``stop_condition``: epochs or a
     ``StopCondition``; ``**kwargs``: ``log_iter``, ``test``, ``with_negatives``, ...) and the same
     returned ``TrainObject`` (with its ``logger``). ``gedi``: the objective; ``None`` (default):
     :class:`GEDILoss` with the class prior the loader's queries imply; ``False``: no GEDI terms
-    (DeepProbLog's own training)."""
+    (DeepProbLog's own training).
+
+    ``rename_every``: iterations between searches for a renaming of each GEDI network's classes
+    that lowers ``L_NESY`` on a subset of the training queries (:mod:`gedi_nesy.renaming`, the
+    label-free repair of wrongly named digits), and once more after the last iteration; ``None``
+    (default): every :data:`PLUGIN_RENAME_QUERIES` training queries with the batched engine (a
+    search scores a few hundred candidate namings: milliseconds each there, seconds each with
+    DeepProbLog's ``ExactEngine``, where the default is off), 0: never."""
     if gedi is False:
         from deepproblog.train import train_model as deepproblog_train_model
 
         return deepproblog_train_model(model, loader, stop_condition, **kwargs)
     if gedi is None or gedi is True:
         gedi = default_objective(model, loader)
+    if rename_every is not None and not (isinstance(rename_every, int) and rename_every >= 0):
+        raise GediError(f"train_model: rename_every must be a number of iterations >= 0 (0: off), got {rename_every!r}")
     train_object = GEDITrainObject(model, gedi)
+    queries = loader_queries(loader)
+    hook = None
+    if rename_every is None and not is_batched(model):
+        rename_every = 0
+    if rename_every != 0 and queries:
+        if rename_every is None:
+            rename_every = max(1, round(PLUGIN_RENAME_QUERIES / max(getattr(loader, "batch_size", 1), 1)))
+        hook = renaming_hook(train_object, queries)
+        train_object.hooks.append((rename_every, hook))
     train_object.train(loader, stop_condition, **kwargs)
+    if hook is not None and train_object.i % rename_every:  # the last iterations are searched too
+        hook(train_object)
     return train_object

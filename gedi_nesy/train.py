@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
+from tqdm import tqdm
 
 from gedi_core.config import to_dict
 from gedi_core.distributed import DistInfo, average_gradients, barrier
@@ -27,6 +28,7 @@ from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
 from gedi_nesy.plugin import GEDILoss
 from gedi_nesy.prior import program_prior
+from gedi_nesy.renaming import Renamer
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
 
@@ -158,11 +160,12 @@ def train_nesy(
             return {k: v for k, v in found.items() if k not in ("networks", "evaluated_on")}
         return {}
 
+    after_epoch = renaming_hook(cfg, model, train_queries, optimizer, objectives) if weights["nesy"] > 0 else None
     label = f"{cfg.arm} {program.stem} seed {cfg.seed}"
     options = FitOptions(epochs=cfg.epochs, log_every=batches.steps_per_epoch, desc=f"{label} n={len(train_queries)}",
                          progress=progress, label=label, item_name="queries", bar_fields=BAR_FIELDS)
     result = fit(step, batches, optimizer, options, run=run, monitor=monitor, on_epoch_end=on_epoch_end,
-                 dist=dist, device=torch.device(cfg.device),
+                 dist=dist, device=torch.device(cfg.device), after_epoch=after_epoch,
                  grad_sync=(lambda ps: average_gradients(ps, dist)) if dist.enabled else None)
     if not dist.is_main:
         barrier(dist)
@@ -190,6 +193,7 @@ def train_nesy(
         "weights": weights,
         "prior_target": {n: [round(float(v), 5) for v in p] for n, p in priors.items()} or "uniform",
         "skipped_queries": step.skipped,
+        "renamings": [{"epoch": r["epoch"], "renamed": r["renamed"]} for r in result.epoch_rows if r.get("renamed")],
         **engine_stats(model),
         "train_seconds": round(result.seconds, 2),
         "queries_per_s": result.items_per_s and round(result.items_per_s * dist.world_size, 2),
@@ -210,6 +214,28 @@ def train_nesy(
         run.finish(metrics)
     barrier(dist)
     return metrics
+
+
+def renaming_hook(cfg: NesyConfig, model, train_queries: Sequence, optimizer, objectives):
+    """``fit``'s ``after_epoch``: every ``cfg.rename_every`` epochs and after the last, rename
+    each GEDI network's classes where that lowers ``L_NESY`` on a fixed subset of the training
+    queries (:mod:`gedi_nesy.renaming`); the epoch's row gets ``rename_nesy`` (the subset's loss
+    after the search) and ``renamed`` (what changed). None when ``rename_every`` is 0."""
+    if cfg.rename_every <= 0:
+        return None
+    renamer = Renamer(model, train_queries, cfg.rename_queries, seed=cfg.seed + 11)
+
+    def after_epoch(epoch: int, is_last: bool) -> dict[str, Any]:
+        if (epoch + 1) % cfg.rename_every and not is_last:
+            return {}
+        found = renamer([optimizer], objectives)
+        row: dict[str, Any] = {"rename_nesy": round(renamer.last_loss, 6)}
+        if found:
+            row["renamed"] = "; ".join(r.describe() for r in found)
+            tqdm.write(f"[{cfg.arm} seed {cfg.seed}] epoch {epoch + 1}: {row['renamed']}")
+        return row
+
+    return after_epoch
 
 
 def input_files(cfg: NesyConfig) -> dict[str, str | None]:
