@@ -22,7 +22,7 @@ def net() -> nn.Module:
 
 
 def test_a_plain_pytorch_loop_trains_with_it():
-    """The README's five lines: every term stays finite with L_GEN on, and without the generative
+    """The five lines of docs/usage.md ("GEDI in five lines"): every term stays finite with L_GEN on, and without the generative
     term the invariance + prior objective goes down (a smooth loss under Adam)."""
     for gen, steps in ((1.0, 10), (0.0, 60)):
         model, x = net(), torch.randn(64, 2)
