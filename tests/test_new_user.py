@@ -83,7 +83,7 @@ def histogram_share(counts: list[int]) -> tuple[float, int]:
 
 
 def test_a_collapsed_prediction_histogram_warns_and_a_healthy_one_does_not():
-    collapsed = [810] + [21] * 9  # 81 % of 1000 images in one cluster (digit_acc 0.197 in the issue)
+    collapsed = [810] + [21] * 9  # 81 % of 1000 images in one cluster (a collapsed run: digit_acc 0.197)
     healthy = [150, 120, 110, 100, 95, 90, 90, 85, 80, 80]  # the largest cluster 15 %
     share, n = histogram_share(collapsed)
     assert collapse_message(share, n, 10, "the test images") is not None

@@ -1,5 +1,5 @@
 """The plugin as a DeepProbLog user meets it: gedi_network, GEDILoss, train_model, the example
-script, predict and export, and the frictions of issue 10 (fast, offline, embedded digits)."""
+script, predict and export, and the frictions a new user meets first (fast, offline, embedded digits)."""
 
 from __future__ import annotations
 
