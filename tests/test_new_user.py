@@ -142,18 +142,21 @@ def nesy_run(tmp_path_factory):
     return out, stderr.getvalue(), strict_json(stdout.getvalue().strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_progress_bar_names_the_total_and_shows_l_nesy(nesy_run):
     _, err, metrics = nesy_run
     assert "total=" in err and "nesy=" in err and "loss=" not in err
     assert isinstance(metrics["warnings"], list)
 
 
+@pytest.mark.slow
 def test_figures_of_a_nesy_run(nesy_run):
     out, _, _ = nesy_run
     for name in ("losses.png", "classes.png", "confusion.png", "samples.png"):
         assert (out / name).stat().st_size > 1000, name
 
 
+@pytest.mark.slow
 def test_predict_on_an_unfinished_run_warns_in_one_line(nesy_run, tmp_path, capsys):
     import numpy as np
 
