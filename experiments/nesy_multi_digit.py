@@ -48,7 +48,7 @@ PROGRAMS = {"long": "programs/long_addition.pl", "deepproblog": "programs/multi_
 COLUMNS = ["N", "program", "arm", "seed", "examples", "epochs", "compile s", "circuit edges", "queries/s",
            "peak MB", "digit acc", "sum acc", "minutes"]
 # Published sum accuracy / training time on the standard benchmark (60k MNIST training images), as
-# gathered in the project's issue 19 (DeepProofLog, AAAI 2026; A-NeSI; Scallop; DeepSoftLog; PLIA).
+# reported (DeepProofLog, AAAI 2026; A-NeSI; Scallop; DeepSoftLog; PLIA).
 ANCHORS = [
     ("DeepProbLog (exact)", "95.2 %", "timeout", "-", "-"),
     ("Scallop", "-", "92.3 % (74 min)", "timeout", "-"),

@@ -8,7 +8,7 @@ program the probability has a closed form,
 
 which this script evaluates for a whole batch at once.  (Superseded by gedi_nesy's batched
 engine, ``--engine batched``, which is as fast for any program; kept as the record of the
-trials in experiments/nesy_trials.md.)  Everything else is the plugin's:
+trials in docs/trials/nesy.md, "2026-11-29: the first recipe".)  Everything else is the plugin's:
 pools and examples (gedi_nesy.data), network (gedi_nesy.network), GEDI terms and metrics
 (gedi_nesy.train).  At start the closed form is checked against the exact engine on a few
 queries (the run stops if they differ).  This is an experiment tool, not a second engine.

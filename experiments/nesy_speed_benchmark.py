@@ -11,7 +11,7 @@ machine hits them alike:
 * ``gedi+nesy paper``: L_NESY + GEDI with the paper's SGLD (``nesy_sgld()``: 20 steps, one chain
   per image, every optimizer step);
 * ``gedi+nesy recipe``: the same with ``nesy_fast_sgld()`` (60 chains on every 2nd step,
-  buffer 3333; the recipe since commit 0272b13, nesy_trials.md);
+  buffer 3333; the recipe since commit 0272b13, docs/trials/nesy.md);
 * ``gedi+nesy without L_GEN``: ``--w-gen 0`` (L_NESY + L_PRIOR; no SGLD);
 * ``gedi+nesy chains=C every=K``: other SGLD settings, ``--candidates`` (``sgld.chains`` /
   ``sgld.every`` / ``sgld.steps``, see ``gedi_core/objective.py``);
@@ -20,7 +20,7 @@ machine hits them alike:
 
 Printed: a Markdown table (queries/s and ms per step over whole SGLD cycles, the SGLD time per
 step, the speed-up over the paper's setting and the ratio step / (NeSy step + its SGLD time), the
-yardstick of issue 12) and one JSON line.
+yardstick for the levers) and one JSON line.
 
     OMP_NUM_THREADS=1 python experiments/nesy_speed_benchmark.py                 # ~1.5 min
     python experiments/nesy_speed_benchmark.py --threads 2 --seconds 5 --candidates 60:2,60:4

@@ -5,7 +5,7 @@ several seeds and writes the table (median (mean ± sample std) of digit accurac
 query accuracy, wall time, training throughput) as Markdown and CSV, plus one CSV row per run
 (every seed's figure).
 
-The protocol (README, "Protocol for results"): hyperparameters are chosen with ``--select``,
+The protocol (docs/protocol.md): hyperparameters are chosen with ``--select``,
 on a validation split carved from each run's training pool; the final runs (the default mode)
 then read the test pool once, with seeds that were not used for choosing:
 

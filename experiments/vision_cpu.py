@@ -5,7 +5,7 @@
 
 For each method (GEDI, GEDI no gen, JEM, Barlow Twins, SwAV) and seed, one run is trained on the
 60,000 Fashion-MNIST training images with ``experiments/configs/vision_cpu/fashion-mnist_<method>.yaml``
-(settings chosen on a validation split, see ``experiments/vision_trials.md``) and then evaluated on
+(settings chosen on a validation split, see ``docs/trials/vision.md``) and then evaluated on
 the 10,000 test images (with ``--validation F``: on a split held out of the training images, the
 test images unread):
 

@@ -46,11 +46,12 @@ def nesy_fast_sgld() -> SGLDConfig:
     (flags ``--sgld-chains 60 --sgld-every 2 --buffer-size 3333``; ``--sgld-chains 0 --sgld-every 1
     --buffer-size 10000`` is the paper's).
 
-    Measured (experiments/nesy_trials.md): 3.3-3.7x the queries/s of ``nesy_sgld()``; on the MNIST
-    validation split (seeds 0-2, "The recipe re-chosen") digit accuracy 0.983 / 0.976 / 0.983 at 1000 examples
-    in ~400 s a run (2 runs on 2 cores), and within the seed spread at 100; on the embedded digits
-    ("Speed levers", 300 examples) NMI 0.686 ± 0.011 against 0.677 ± 0.009. Keeping the 10k buffer
-    with 60 chains lost NMI (0.628 ± 0.029 at 300 examples)."""
+    Measured (docs/trials/nesy.md): 3.3-3.7x the queries/s of ``nesy_sgld()``; on the MNIST
+    validation split (seeds 0-2, entry "2026-11-29: the recipe re-chosen") digit accuracy 0.983 /
+    0.976 / 0.983 at 1000 examples in ~400 s a run (2 runs on 2 cores), and within the seed spread
+    at 100; on the embedded digits (entry "2026-11-29: SGLD speed levers", 300 examples) NMI
+    0.686 ± 0.011 against 0.677 ± 0.009. Keeping the 10k buffer with 60 chains lost NMI
+    (0.628 ± 0.029 at 300 examples)."""
     return dataclasses.replace(nesy_sgld(), chains=60, every=2, buffer_size=3333)
 
 
@@ -67,7 +68,7 @@ class NesyWeights:
     """``w_nesy L_NESY + w_gen L_GEN + w_prior L_PRIOR + w_inv L_INV``; the arm masks some of them.
 
     Defaults: the NeSy recipe (gen 0.04 = the paper's gen/nesy ratio 1/25); how it was chosen
-    and what each setting gave: experiments/nesy_trials.md."""
+    and what each setting gave: docs/trials/nesy.md."""
 
     nesy: float = 1.0
     gen: float = 0.04
@@ -102,7 +103,7 @@ class NesyDataConfig:
     validation: float = 0.0
     aug_noise: float = 0.2  # Gaussian-noise augmentation sigma (L_INV)
     # random shift (pixels) of the training images the networks see (0: off); not in the paper,
-    # part of the recipe (experiments/nesy_trials.md)
+    # part of the recipe (docs/trials/nesy.md, "2026-11-29: the 100-example row")
     train_shift: int = 2
 
 
@@ -116,12 +117,12 @@ class NesyConfig:
     seed: int = 0
     epochs: int = 0  # 0: the paper's default for the number of examples (500 / 100 / 25)
     batch_size: int = 60
-    lr: float = 3e-3  # Adam; the paper's is 1e-4 (experiments/nesy_trials.md)
+    lr: float = 3e-3  # Adam; the paper's is 1e-4 (docs/trials/nesy.md, "2026-11-29: the 100-example row")
     weight_decay: float = 1e-4
     prior: str = "entropy"  # entropy: -H(mean p) (paper appendix O) | uniform: CE(uniform, mean p)
     # the class prior L_PRIOR pulls towards: program: the class marginal the training queries imply
     # under uninformative networks (gedi_nesy.prior; (21 - d)/165 for addition; chosen on the MNIST
-    # validation split, experiments/nesy_trials.md) | uniform: the paper's
+    # validation split, docs/trials/nesy.md, "2026-11-29: the recipe re-chosen") | uniform: the paper's
     prior_target: str = "program"
     # inputs over which L_PRIOR estimates the class marginal (GEDILoss(prior_window=...)); 0: the
     # batch mean (the recipe's, at batches of 60 queries); the plugin's train_model uses 64

@@ -33,7 +33,7 @@ from gedi_nesy.step import batch_inputs, forward_batch, gedi_networks, gedi_term
 # DeepProbLog's scripts train with batches of 2 queries, whose few images say little about it
 PLUGIN_PRIOR_WINDOW = 64
 # L_PRIOR's weight next to DeepProbLog's L_NESY: 1, chosen on the MNIST validation split with
-# DeepProbLog's own script (experiments/nesy_trials.md, "DeepProbLog's own script"); the CLI's 25
+# DeepProbLog's own script (docs/trials/nesy.md, "2026-12-01: DeepProbLog's own script"); the CLI's 25
 # (batches of 60, hundreds of epochs) makes DeepProbLog's one epoch of batches of 2 collapse
 PLUGIN_PRIOR_WEIGHT = 1.0
 # train_model's default for rename_every: a renaming search after about this many training queries

@@ -75,6 +75,7 @@ def test_cli_bad_input_is_one_line_exit_2(capsys, argv, message):
     assert message in err and err.strip().count("\n") == 0 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_train_writes_run_folder_and_prints_json_last(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--dataset", "circles", "--method", "gedi", "--iters", "60", "--log-every", "20",

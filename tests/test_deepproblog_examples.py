@@ -25,6 +25,8 @@ from gedi_nesy.engine import BatchedEngine  # noqa: E402
 
 from deepproblog.model import Model  # noqa: E402
 
+pytestmark = pytest.mark.slow  # DeepProbLog's example programs on both engines
+
 TOL = 1e-5
 
 

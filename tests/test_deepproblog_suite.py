@@ -12,6 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # DeepProbLog's own test suite, run in a subprocess
+
 REPO = Path(__file__).resolve().parents[1]
 
 

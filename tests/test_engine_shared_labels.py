@@ -64,6 +64,7 @@ def solve(engine, eager: bool = True) -> tuple[list[float], torch.Tensor, Model]
     return probs, torch.cat([p.grad.flatten() for p in module.parameters()]), model
 
 
+@pytest.mark.slow
 def test_one_grounding_per_query_structure_gives_per_label_results():
     pe, ge, _ = solve(ExactEngine)
     pb, gb, model = solve(BatchedEngine)

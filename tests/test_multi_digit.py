@@ -73,6 +73,7 @@ def random_queries(n_digits: int, n: int, seed: int, sum_digits: bool) -> list:
             for _ in range(n)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_digits", [1, 2])
 def test_long_addition_gives_deepproblogs_multi_addition_probabilities(n_digits):
     rows = random_digits(2 * n_digits, seed=n_digits)
@@ -113,6 +114,7 @@ def test_long_addition_matches_brute_force_at_three_digits():
     assert model.solver.stats["shapes"] == 1
 
 
+@pytest.mark.slow
 def test_both_engines_give_the_same_gradients_on_long_addition():
     grads = {}
     for engine in ("batched", "exact"):
@@ -180,6 +182,7 @@ def test_sum_accuracy_reads_the_networks_most_likely_digits():
     assert sum_accuracy(model, queries) < 1.0
 
 
+@pytest.mark.slow
 def test_cli_trains_long_addition_with_one_circuit(tmp_path, capsys):
     rc = cli.main(["train", "--program", str(LONG), "--digits", "3", "--examples", "12", "--test-examples", "6",
                    "--epochs", "1", "--batch-size", "6", "--arm", "nesy", "--no-progress", "--seed", "0"])

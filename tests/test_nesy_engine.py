@@ -126,6 +126,7 @@ def digits():
     return embedded_digits(0.2, seed=0)
 
 
+@pytest.mark.slow
 def test_addition_sum_and_multi_digit_addition(digits):
     torch.manual_seed(3)
     net = gedi_network("gedi_net", small(10), digits.input_shape)
@@ -191,6 +192,7 @@ FAST = ["--examples", "12", "--test-examples", "6", "--epochs", "1", "--batch-si
         "--no-progress", "--seed", "0"]
 
 
+@pytest.mark.slow
 def test_cli_engines_train_to_the_same_numbers(capsys):
     metrics = {}
     for engine in ("exact", "batched", None):

@@ -143,6 +143,7 @@ FAST = ["--examples", "12", "--test-examples", "6", "--epochs", "1", "--batch-si
         "--sgld-steps", "2", "--no-progress", "--seed", "0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arm", ["nesy", "gedi", "gedi+nesy"])
 def test_each_arm_runs_seeded_steps_on_embedded_digits(arm, tmp_path, capsys):
     out = tmp_path / "run"
@@ -162,6 +163,7 @@ def test_each_arm_runs_seeded_steps_on_embedded_digits(arm, tmp_path, capsys):
         assert again["digit_acc"] == metrics["digit_acc"] and again["nmi"] == metrics["nmi"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_and_a_finished_run_is_kept(tmp_path, capsys, interrupt_after):
     out = tmp_path / "run"
     args = ["train", "--arm", "gedi", "--out", str(out), *FAST, "--epochs", "2"]
@@ -181,6 +183,7 @@ def test_an_interrupted_run_resumes_and_a_finished_run_is_kept(tmp_path, capsys,
     assert (out / "metrics.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_config(tmp_path, capsys, interrupt_after):
     out = tmp_path / "run"
     args = ["train", "--arm", "gedi", "--out", str(out), *FAST, "--epochs", "2"]
@@ -192,6 +195,7 @@ def test_resume_refuses_another_config(tmp_path, capsys, interrupt_after):
     assert (out / "config.yaml").read_text() == config
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_the_straight_run(tmp_path, capsys, interrupt_after):
     """All random state (shuffling, SGLD buffer, train shift, torch RNG) is in the checkpoint."""
     args = ["train", "--arm", "gedi+nesy", "--train-shift", "2", *FAST, "--epochs", "2"]

@@ -6,6 +6,7 @@ import csv
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 torch.set_num_threads(1)
@@ -23,6 +24,7 @@ def read_table(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_table_runs_each_arm_then_reports_from_the_run_folders(tmp_path, capsys):
     out = tmp_path / "t6"
     assert nesy_table6.main([*TINY, "--out", str(out)]) == 0
@@ -44,6 +46,7 @@ def test_table_runs_each_arm_then_reports_from_the_run_folders(tmp_path, capsys)
     assert "--report-only" in again and "Seeds that finished: 0." in again
 
 
+@pytest.mark.slow
 def test_the_lgen_study_reads_both_sets_of_runs_and_scores_energy_against_ood_images(tmp_path):
     """experiments/nesy_lgen.py: the same runs with and without L_GEN, read back from their
     folders; the energy AUROC against an OOD set (here synthetic files in the Fashion-MNIST

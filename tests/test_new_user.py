@@ -83,7 +83,7 @@ def histogram_share(counts: list[int]) -> tuple[float, int]:
 
 
 def test_a_collapsed_prediction_histogram_warns_and_a_healthy_one_does_not():
-    collapsed = [810] + [21] * 9  # 81 % of 1000 images in one cluster (digit_acc 0.197 in the issue)
+    collapsed = [810] + [21] * 9  # 81 % of 1000 images in one cluster (a collapsed run: digit_acc 0.197)
     healthy = [150, 120, 110, 100, 95, 90, 90, 85, 80, 80]  # the largest cluster 15 %
     share, n = histogram_share(collapsed)
     assert collapse_message(share, n, 10, "the test images") is not None
@@ -142,18 +142,21 @@ def nesy_run(tmp_path_factory):
     return out, stderr.getvalue(), strict_json(stdout.getvalue().strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_progress_bar_names_the_total_and_shows_l_nesy(nesy_run):
     _, err, metrics = nesy_run
     assert "total=" in err and "nesy=" in err and "loss=" not in err
     assert isinstance(metrics["warnings"], list)
 
 
+@pytest.mark.slow
 def test_figures_of_a_nesy_run(nesy_run):
     out, _, _ = nesy_run
     for name in ("losses.png", "classes.png", "confusion.png", "samples.png"):
         assert (out / name).stat().st_size > 1000, name
 
 
+@pytest.mark.slow
 def test_predict_on_an_unfinished_run_warns_in_one_line(nesy_run, tmp_path, capsys):
     import numpy as np
 

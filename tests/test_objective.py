@@ -22,8 +22,9 @@ def net() -> nn.Module:
 
 
 def test_a_plain_pytorch_loop_trains_with_it():
-    """The README's five lines: every term stays finite with L_GEN on, and without the generative
-    term the invariance + prior objective goes down (a smooth loss under Adam)."""
+    """The five lines of docs/usage.md ("GEDI in five lines"): every term stays finite with L_GEN
+    on, and without the generative term the invariance + prior objective goes down (a smooth loss
+    under Adam)."""
     for gen, steps in ((1.0, 10), (0.0, 60)):
         model, x = net(), torch.randn(64, 2)
         gedi = GEDILoss(gen=gen, inv=5.0, prior=1.0, augment=gaussian_noise(0.05), sgld=SGLDConfig(steps=2), seed=0)

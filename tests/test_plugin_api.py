@@ -1,5 +1,5 @@
 """The plugin as a DeepProbLog user meets it: gedi_network, GEDILoss, train_model, the example
-script, predict and export, and the frictions of issue 10 (fast, offline, embedded digits)."""
+script, predict and export, and the frictions a new user meets first (fast, offline, embedded digits)."""
 
 from __future__ import annotations
 
@@ -99,6 +99,7 @@ def test_a_config_that_names_another_program_is_refused():
     assert (cfg.epochs, cfg.data.examples, cfg.data.test_examples, cfg.data.download) == (100, 200, 7, False)
 
 
+@pytest.mark.slow
 def test_config_yaml_records_the_values_the_run_used(tmp_path, capsys):
     queries = tmp_path / "q.txt"
     queries.write_text("".join(f"sum(tensor(train({2 * i})), tensor(train({2 * i + 1})), {i % 10}).\n" for i in range(5)))
@@ -115,6 +116,7 @@ def test_config_yaml_records_the_values_the_run_used(tmp_path, capsys):
         assert {"prior_gap", "max_cluster_share", "embedding_var", "sgld_max_abs"} <= set(next(csv.DictReader(f)))
 
 
+@pytest.mark.slow
 def test_export_is_small_and_loads_back_as_the_same_network(tmp_path, capsys):
     run = tmp_path / "run"
     assert nesy_cli.main(["train", *FAST, "--out", str(run)]) == 0
@@ -127,6 +129,7 @@ def test_export_is_small_and_loads_back_as_the_same_network(tmp_path, capsys):
         assert torch.equal(v, state[k]), k
 
 
+@pytest.mark.slow
 def test_predict_writes_probabilities_energies_and_every_answer(tmp_path, capsys):
     run = tmp_path / "run"
     assert nesy_cli.main(["train", *FAST, "--program", str(ROOT / "programs" / "sum.pl"), "--out", str(run)]) == 0
@@ -155,6 +158,7 @@ def test_no_pyswip_warning_on_the_command_line():
     assert proc.returncode == 0 and "ApproximateEngine" not in proc.stderr and "PySwip" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_the_same_script_trains_the_same_weights_on_both_engines():
     """DeepProbLog's loop with GEDI on BatchedEngine and on ExactEngine: same weights after a few
     batches (same initialisation, same SGLD noise), up to float tolerance."""

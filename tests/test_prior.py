@@ -51,6 +51,7 @@ def test_the_prior_travels_with_the_objectives_state_and_must_match_the_classes(
         fresh(lambda x: x, torch.randn(5, 4))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["batched", "exact"])
 def test_the_addition_program_implies_the_counted_digit_frequencies(engine):
     """Under uninformative networks every addition query gives digit d of its first two images
@@ -64,6 +65,7 @@ def test_the_addition_program_implies_the_counted_digit_frequencies(engine):
     assert torch.allclose(prior, ADDITION, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_run_with_the_program_prior_records_it(tmp_path):
     from gedi_nesy.train import train_nesy
 

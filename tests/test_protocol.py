@@ -82,6 +82,7 @@ def test_carve_needs_labels_and_a_fraction_that_leaves_both_pools():
         carve_validation(pools, 0.05, 0)
 
 
+@pytest.mark.slow
 def test_training_queries_never_touch_validation_or_test_images():
     cfg = cli.build_nesy_config([("flags", {"seed": 0, "data": {"examples": 100, "validation": 0.1}})])
     pools, model, train_q, eval_q = cli.prepare(cfg, quiet=True)
@@ -139,6 +140,7 @@ def marked_test_pool(monkeypatch):
         yield seen
 
 
+@pytest.mark.slow
 def test_with_validation_the_test_pool_is_never_evaluated(tmp_path, capsys, marked_test_pool):
     out = tmp_path / "select"
     rc, stdout, err = run_cli(["train", *FAST, "--validation", "0.1", "--out", str(out)], capsys)
@@ -198,6 +200,7 @@ TINY = ["--data", "digits", "--sizes", "12", "--epochs", "1", "--arms", "nesy,ge
         "--set", "data.test_examples=6", "--set", "batch_size=6", "--set", "sgld.steps=2"]
 
 
+@pytest.mark.slow
 def test_table6_select_then_final_write_the_protocol_in_the_header(tmp_path):
     out = tmp_path / "t6"
     assert nesy_table6.main([*TINY, "--select", "--seeds", "0", "--out", str(out)]) == 0
@@ -232,7 +235,7 @@ ABSOLUTE = re.compile(r"(?<![\w.~:/])/(?:work|home|tmp|Users|root|mnt|data|scrat
 
 
 def test_committed_results_hold_no_absolute_paths():
-    files = sorted((REPO / "experiments" / "results").glob("*")) + sorted((REPO / "experiments").glob("*.md"))
+    files = sorted((REPO / "experiments" / "results").glob("*")) + sorted((REPO / "docs").rglob("*.md"))
     assert files
     for path in files:
         # figures are read as Latin-1 so that a path in their metadata is found too
@@ -258,6 +261,7 @@ def test_core_validation_split_is_a_seeded_partition_of_the_training_set():
     assert torch.equal(again.test_x, carved.test_x) and not torch.equal(other.test_x, carved.test_x)
 
 
+@pytest.mark.slow
 def test_core_run_with_validation_never_reads_the_test_split(tmp_path, capsys, monkeypatch):
     from gedi_core import cli as core_cli
     from gedi_core.data import DATASETS

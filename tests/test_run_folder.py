@@ -237,6 +237,7 @@ def kill_after_first_checkpoint(cmd: list[str], out: Path, timeout: float = 120)
     assert not (out / "metrics.json").exists(), "the run finished before it was killed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["core", "nesy"])
 def test_kill_9_then_resume_equals_an_uninterrupted_run(which, tmp_path, capsys):
     if which == "core":
@@ -263,6 +264,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(which, tmp_path, capsys)
 
 
 # ----------------------------------------------------------------------------- gedi-nesy under torchrun
+@pytest.mark.slow
 def test_gedi_nesy_on_two_cpu_processes_equals_one_process_with_the_same_global_batch(tmp_path, capsys):
     """``torchrun --nproc_per_node=2 -m gedi_nesy train``: each rank takes half of every batch's
     queries and the gradients are averaged, so the NeSy arm (L_NESY, a mean over the batch) trains
@@ -538,6 +540,7 @@ def test_ctrl_c_during_start_up_is_one_line_exit_130(tmp_path, capsys, monkeypat
     assert err.strip() == "gedi-nesy: interrupted" and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_a_damaged_compile_cache_file_is_rebuilt_with_a_warning(tmp_path, capsys):
     import pickle
 

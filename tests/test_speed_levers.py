@@ -1,4 +1,4 @@
-"""The SGLD speed levers of GEDILoss (issue 12): ``sgld.chains`` and ``sgld.every``.
+"""The SGLD speed levers of GEDILoss: ``sgld.chains`` and ``sgld.every``.
 
 Off by default they reproduce the paper's setting bit for bit; on, they change only how many
 chains are drawn and on which calls, and a checkpoint resumes mid-cycle exactly."""

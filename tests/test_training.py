@@ -14,6 +14,7 @@ def toy_cfg(method="gedi", **kw):
     return build_config(TrainConfig, [("method", get_spec(method).defaults), ("test", layer)])
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_a_run_stopped(tmp_path, interrupt_after):
     full = train(toy_cfg(), out=tmp_path / "full", progress=False)
     interrupt_after(1)  # killed right after the checkpoint of iteration 20
@@ -33,6 +34,7 @@ def test_every_method_runs(method):
     assert 0.0 <= m["nmi"] <= 1.0
 
 
+@pytest.mark.slow
 def test_gedi_no_prior_collapses_and_is_flagged():
     m = train(toy_cfg("gedi_no_prior", iters=400, data={"name": "moons", "n_train": 1000, "n_test": 500}),
               progress=False)
@@ -40,6 +42,7 @@ def test_gedi_no_prior_collapses_and_is_flagged():
     assert any("cluster collapse" in w for w in m["warnings"])
 
 
+@pytest.mark.slow
 def test_seeded_moons_runs_separate_the_moons():
     """GEDI separates the two moons (cluster accuracy >= 0.9; a run that cuts the moons
     crosswise scores about 0.75, a collapsed one 0.5) for a majority of seeds.

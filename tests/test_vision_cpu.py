@@ -4,6 +4,7 @@ import csv
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from vision_fakes import write_mnist_like
 
@@ -27,6 +28,7 @@ def test_feature_classifier_learns_and_gives_a_fid_that_tells_real_from_noise(tm
     assert fid_score(real, more_real, features=str(path)) < 0.5 * fid_score(real, noise, features=str(path))
 
 
+@pytest.mark.slow
 def test_vision_cpu_study_trains_evaluates_and_writes_the_table(tmp_path):
     root = write_mnist_like(tmp_path / "data", "FashionMNIST", n_train=96, n_test=48)
     write_mnist_like(tmp_path / "data", "MNIST", n_train=48, n_test=48)

@@ -4,6 +4,7 @@ import csv
 import sys
 from pathlib import Path
 
+import pytest
 from vision_fakes import write_mnist_like
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
@@ -13,6 +14,7 @@ import vision_table10  # noqa: E402
 from vision_common import ood_table  # noqa: E402
 
 
+@pytest.mark.slow
 def test_table_commands_train_collect_and_write(tmp_path):
     root = write_mnist_like(tmp_path / "data", "FashionMNIST", n_train=48, n_test=32)
     write_mnist_like(tmp_path / "data", "MNIST", n_train=48, n_test=32)
@@ -32,6 +34,7 @@ def test_table_commands_train_collect_and_write(tmp_path):
                                                                   for r in rows)
 
 
+@pytest.mark.slow
 def test_gpu_table_script_runs_tables_4_5_10_with_resume(tmp_path):
     """experiments/vision_gpu.sh end to end on synthetic files, on the CPU, with tiny settings."""
     import os

@@ -94,6 +94,7 @@ def test_eval_errors_are_one_line(root, tmp_path, capsys):
     assert "cannot import" in err and err.strip().count("\n") == 0
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(root, tmp_path):
     """``torchrun --nproc_per_node=2 -m gedi_core train`` on CPU (gloo): one JSON line, per-rank buffers."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
