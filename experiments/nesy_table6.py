@@ -101,7 +101,7 @@ def run_one(n: int, arm: str, seed: int, settings: dict) -> dict:
             t0 = time.time()
             pools, model, train_q, test_q = prepare(cfg, quiet=True)
             metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run_dir,
-                                 resume=(run_dir / "checkpoint.pt").is_file(),
+                                 resume=(run_dir / "checkpoint.pt").is_file() or (run_dir / "start0").is_dir(),
                                  progress=settings["progress"])
             metrics["wall_seconds"] = round(time.time() - t0, 2)
     except GediError as exc:
@@ -110,7 +110,8 @@ def run_one(n: int, arm: str, seed: int, settings: dict) -> dict:
     return {"examples": n, "arm": arm, "seed": seed, "epochs": metrics["epochs"],
             "evaluated_on": metrics.get("evaluated_on", "test"),
             **{k: metrics.get(k) for k in ("digit_acc", "nmi", "cluster_acc", "query_acc", "max_cluster_share",
-                                           "seconds", "train_seconds", "queries_per_s")},
+                                           "seconds", "train_seconds", "queries_per_s", "train_nesy", "chosen_start")},
+            "starts": len(metrics.get("starts", [])) or 1, "renamings": len(metrics.get("renamings", [])),
             "data_note": shown_note(metrics.get("data_note", ""), settings["data_root"])}
 
 

@@ -116,6 +116,11 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_json(path: str | Path, data: Any) -> None:
     write_text(path, jsonsafe.dumps(data, indent=2) + "\n")
 

@@ -58,6 +58,9 @@ NESY_FLAGS: dict[str, tuple[str, type, str]] = {
     "--rename-every": ("rename_every", int, "epochs between searches for a renaming of the clusters that lowers the "
                        "training L_NESY (label-free repair of wrongly named digits; 0: off)"),
     "--rename-queries": ("rename_queries", int, "training queries the renaming search scores"),
+    "--restarts": ("restarts", int, "starts drawn afresh while a start ends with training L_NESY above "
+                   "--restart-above (the lowest is kept; OUT/start<k> each; 0: one start)"),
+    "--restart-above": ("restart_above", float, "training L_NESY above which a start is restarted"),
     "--sgld-steps": ("sgld.steps", int, "SGLD steps per batch"),
     "--sgld-step-size": ("sgld.step_size", float, "SGLD step size"),
     "--sgld-noise": ("sgld.noise", float, "SGLD noise standard deviation"),
@@ -176,7 +179,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         cfg.device = str(device)  # cuda:LOCAL_RANK under torchrun
         if args.out is not None:
-            run = RunFolder(args.out, {}, args.resume, info.is_main)
+            # with restarts OUT gets its checkpoint at the end; --resume applies to OUT/start<k>
+            run = RunFolder(args.out, {}, args.resume and not cfg.restarts, info.is_main)
             run.inputs = input_files(replace(cfg, program=_resolve_path(cfg.program) or cfg.program))
             run.open()
         barrier(info)

@@ -132,6 +132,10 @@ class NesyConfig:
     # epoch always searches); 0: off
     rename_every: int = 0
     rename_queries: int = 256  # training queries (a fixed seeded subset) the renaming search scores
+    # starts drawn afresh while a start ends with a training L_NESY above restart_above (gedi_nesy.train:
+    # the start with the lowest is kept; out/start<k> each); 0: one start
+    restarts: int = 0
+    restart_above: float = 0.5
     device: str = "cpu"
     amp: bool = False  # bfloat16 autocast of the networks and GEDI terms (for CUDA; runs on CPU too; inference stays float32)
     engine: str = "batched"  # batched (gedi_nesy.engine, circuits of a batch at once) | exact (DeepProbLog's)
@@ -207,7 +211,7 @@ class NesyConfig:
 NESY_RANGES: dict[str, Range] = {
     "seed": SEED, "epochs": NON_NEGATIVE, "batch_size": POSITIVE, "lr": LEARNING_RATE,
     "weight_decay": NON_NEGATIVE, "eval_every": POSITIVE, "prior_window": NON_NEGATIVE,
-    "rename_every": NON_NEGATIVE, "rename_queries": POSITIVE,
+    "rename_every": NON_NEGATIVE, "rename_queries": POSITIVE, "restarts": NON_NEGATIVE, "restart_above": NON_NEGATIVE,
     "weights.nesy": NON_NEGATIVE, "weights.gen": NON_NEGATIVE, "weights.inv": NON_NEGATIVE,
     "weights.prior": NON_NEGATIVE,
     "data.examples": POSITIVE, "data.digits": POSITIVE, "data.test_examples": POSITIVE, "data.test_fraction": Range(0, 1, True, True),

@@ -46,6 +46,7 @@ def named_right(net) -> bool:
 SCRAMBLE = [1, 2, 0, 3, 4, 7, 6, 5, 8, 9]  # a 3-cycle and a swap
 
 
+@pytest.mark.slow
 def test_a_wrongly_named_oracle_is_renamed_back_and_a_right_one_is_left_alone():
     model, net, queries = oracle_model()
     found = search_renaming(model, queries)
@@ -72,6 +73,7 @@ def test_both_engines_score_a_renaming_alike():
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_renaming_permutes_the_optimizer_state_and_the_running_marginal_with_the_head():
     model, net, queries = oracle_model(scramble=SCRAMBLE, lr=1e-3)
     head = net.network_module.head_layer
@@ -90,6 +92,7 @@ def test_renaming_permutes_the_optimizer_state_and_the_running_marginal_with_the
     assert torch.equal(objective.marginal, marginal[idx])
 
 
+@pytest.mark.slow
 def test_train_model_renames_a_wrongly_named_network_between_batches():
     """DeepProbLog's training with the default renaming hook: the scrambled oracle (its learning
     rate 0, so only renaming can change it) is named right after training, and the renaming is
