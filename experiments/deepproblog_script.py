@@ -79,22 +79,24 @@ def replace_lines(source: str, table: dict[str, str], what: str) -> str:
     return "\n".join(lines)
 
 
-def gedi_arg(port: str, gedi_kwargs: str) -> str:
-    """The argument the ported ``train_model`` line gets: none (the default objective), ``gedi=False``
-    (``gedi-off``), or the default objective with other arguments (``--gedi gen=0,prior=5``)."""
+def gedi_arg(port: str, gedi_kwargs: str, train_args: str = "") -> str:
+    """The arguments the ported ``train_model`` line gets: none (the default objective), ``gedi=False``
+    (``gedi-off``), or the default objective with other arguments (``--gedi gen=0,prior=5``); with
+    ``--port gedi``, ``train_args`` are more of ``gedi_nesy.train_model``'s (``rename_every=0``)."""
     if port == "gedi-off":
         return ", gedi=False"
+    extra = f", {train_args}" if port == "gedi" and train_args else ""
     if port == "gedi" and gedi_kwargs:
-        return f", gedi=__import__('gedi_nesy.plugin').plugin.default_objective(model, loader, {gedi_kwargs})"
-    return ""
+        return f", gedi=__import__('gedi_nesy.plugin').plugin.default_objective(model, loader, {gedi_kwargs})" + extra
+    return extra
 
 
 def script_source(digits: int, pairs: int, batch: int, epochs: int, port: str, gedi_kwargs: str = "",
-                  test_pairs: int = 0) -> str:
+                  test_pairs: int = 0, train_args: str = "") -> str:
     source = deepproblog_file("examples", "MNIST", "addition.py").read_text()
     settings = {old: new.format(digits=digits, subset=f".subset({pairs})" if pairs > 0 else "", batch=batch,
                                 test_subset=f".subset({test_pairs})" if test_pairs > 0 else "",
-                                epochs=epochs, gedi_arg=gedi_arg(port, gedi_kwargs))
+                                epochs=epochs, gedi_arg=gedi_arg(port, gedi_kwargs, train_args))
                 for old, new in SETTINGS.items()}
     source = replace_lines(source, settings, "settings")
     if port != "none":
@@ -160,7 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pools = carve_validation(pools, args.validation, args.seed)
     held_out = (pools.eval_x, pools.eval_y)
     source = script_source(args.digits, args.pairs, args.batch_size, args.epochs, args.port, args.gedi,
-                           args.test_pairs)
+                           args.test_pairs, args.train_args)
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         offline_data_module(work / "data", (pools.train_x, pools.train_y), held_out)
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seconds = time.time() - t0
     comments = scope["train"].logger.comments
     accuracy = next(float(c.split()[1]) for c in comments if c.startswith("Accuracy"))
-    result = {"port": args.port, "gedi": args.gedi, "digits": args.digits, "pairs": len(scope["train_set"]), "test_pairs": len(scope["test_set"]), "batch": args.batch_size,
+    result = {"port": args.port, "gedi": args.gedi, "train_args": args.train_args, "digits": args.digits, "pairs": len(scope["train_set"]), "test_pairs": len(scope["test_set"]), "batch": args.batch_size,
               "epochs": args.epochs, "seed": args.seed, "split_seed": args.split_seed,
               "evaluated_on": pools.evaluated_on, "sum_acc": round(accuracy, 4),
               **digit_report(scope["net"], *held_out), "seconds": round(seconds, 1),
@@ -207,6 +209,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--validation", type=float, default=0.0,
                     help="carve this share of the training pool as the held-out images (choosing); 0: test pool")
     ap.add_argument("--gedi", default="", help="with --port gedi: GEDILoss arguments, e.g. 'gen=0, prior=5'")
+    ap.add_argument("--train-args", default="", help="with --port gedi: more gedi_nesy.train_model arguments, "
+                                                     "e.g. 'rename_every=0' or 'restarts=1, restart_above=0.5'")
     ap.add_argument("--verbose", action="store_true", help="the script's own output on stderr")
     return ap
 

@@ -56,6 +56,8 @@ def run_one(args: argparse.Namespace, port: str, budget: tuple[int, int, int, in
            "--test-pairs", str(args.test_pairs)]
     if port == "gedi" and args.gedi:
         cmd += ["--gedi", args.gedi]
+    if port == "gedi" and args.train_args:
+        cmd += ["--train-args", args.train_args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--split-seed", type=int, default=0)
     ap.add_argument("--validation", type=float, default=0.0)
     ap.add_argument("--gedi", default="", help="GEDILoss arguments for the gedi port (default: its defaults)")
+    ap.add_argument("--train-args", default="", help="more gedi_nesy.train_model arguments for the gedi port, "
+                                                     "e.g. 'rename_every=0'")
     ap.add_argument("--test-pairs", type=int, default=0, help="test queries of the sum accuracy (0: all)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
     ap.add_argument("--out", required=True)

@@ -179,8 +179,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         cfg.device = str(device)  # cuda:LOCAL_RANK under torchrun
         if args.out is not None:
-            # with restarts OUT gets its checkpoint at the end; --resume applies to OUT/start<k>
-            run = RunFolder(args.out, {}, args.resume and not cfg.restarts, info.is_main)
+            # with restarts OUT gets its checkpoint only at the end; --resume applies to OUT/start<k>
+            resume = args.resume and (not cfg.restarts or (Path(args.out) / "checkpoint.pt").is_file())
+            run = RunFolder(args.out, {}, resume, info.is_main)
             run.inputs = input_files(replace(cfg, program=_resolve_path(cfg.program) or cfg.program))
             run.open()
         barrier(info)

@@ -27,6 +27,7 @@ from gedi_core.objective import GEDILoss as CoreGEDILoss
 from gedi_nesy.config import NesyDataConfig, NesyWeights, plugin_sgld
 from gedi_nesy.engine import is_batched
 from gedi_nesy.renaming import DEFAULT_QUERIES, Renamer
+from gedi_nesy.restarts import reinitialize, training_nesy
 from gedi_nesy.step import batch_inputs, forward_batch, gedi_networks, gedi_terms
 
 # the images over which the plugin's L_PRIOR estimates the class marginal (GEDILoss(prior_window=...)):
@@ -174,7 +175,7 @@ def renaming_hook(train_object: GEDITrainObject, queries: list, subset: int = DE
 
 
 def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str, CoreGEDILoss] | bool | None = None,
-                rename_every: int | None = None, **kwargs: Any):
+                rename_every: int | None = None, restarts: int = 0, restart_above: float = 0.5, **kwargs: Any):
     """``deepproblog.train.train_model`` with the GEDI terms added on each batch's images.
 
     Same arguments (``loader``: a DeepProbLog ``DataLoader``; ``stop_condition``: epochs or a
@@ -188,7 +189,13 @@ def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str,
     label-free repair of wrongly named digits), and once more after the last iteration; ``None``
     (default): every :data:`PLUGIN_RENAME_QUERIES` training queries with the batched engine (a
     search scores a few hundred candidate namings: milliseconds each there, seconds each with
-    DeepProbLog's ``ExactEngine``, where the default is off), 0: never."""
+    DeepProbLog's ``ExactEngine``, where the default is off), 0: never.
+
+    ``restarts``: while the training ``L_NESY`` after training (:func:`training_nesy`) is above
+    ``restart_above``, draw the GEDI networks afresh (their optimizers' state cleared, the
+    objectives as given) and train again, up to ``restarts`` times; the start with the lowest
+    is kept (its weights in the model, its ``TrainObject`` returned, with ``starts``: each
+    start's training ``L_NESY``)."""
     if gedi is False:
         from deepproblog.train import train_model as deepproblog_train_model
 
@@ -197,11 +204,45 @@ def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str,
         gedi = default_objective(model, loader)
     if rename_every is not None and not (isinstance(rename_every, int) and rename_every >= 0):
         raise GediError(f"train_model: rename_every must be a number of iterations >= 0 (0: off), got {rename_every!r}")
-    train_object = GEDITrainObject(model, gedi)
+    if not (isinstance(restarts, int) and restarts >= 0):
+        raise GediError(f"train_model: restarts must be a whole number >= 0, got {restarts!r}")
     queries = loader_queries(loader)
-    hook = None
+    if restarts and not queries:
+        raise GediError("train_model: restarts need the loader's queries (a DeepProbLog DataLoader over a Dataset)")
+    fresh = copy.deepcopy(gedi) if restarts else gedi
+    starts: list[tuple[float, GEDITrainObject, dict]] = []
+    for k in range(restarts + 1):
+        if k:
+            reinitialize(model, 1000 * k)
+            for net in gedi_networks(model).values():
+                if getattr(net, "optimizer", None) is not None:
+                    net.optimizer.state.clear()
+        train_object = train_once(model, loader, stop_condition, copy.deepcopy(fresh) if k else gedi,
+                                  rename_every, queries, **kwargs)
+        if not restarts:
+            return train_object
+        loss = training_nesy(model, queries)
+        starts.append((loss, train_object, {n: {key: v.detach().clone() for key, v in net.network_module.state_dict().items()}
+                                            for n, net in gedi_networks(model).items()}))
+        print(f"\tStart {k}: training L_NESY {loss:.4f}" + (" (above %g: restart)" % restart_above
+                                                          if loss > restart_above and k < restarts else ""))
+        if not loss > restart_above:
+            break
+    best = min(range(len(starts)), key=lambda i: (starts[i][0], i))
+    for name, net in gedi_networks(model).items():
+        net.network_module.load_state_dict(starts[best][2][name])
+    chosen = starts[best][1]
+    chosen.starts = [loss for loss, _, _ in starts]
+    return chosen
+
+
+def train_once(model, loader, stop_condition, gedi, rename_every: int | None, queries: list, **kwargs: Any):
+    """One start of :func:`train_model`: DeepProbLog's training loop with the GEDI terms and the
+    renaming hook."""
     if rename_every is None and not is_batched(model):
         rename_every = 0
+    train_object = GEDITrainObject(model, gedi)
+    hook = None
     if rename_every != 0 and queries:
         if rename_every is None:
             rename_every = max(1, round(PLUGIN_RENAME_QUERIES / max(getattr(loader, "batch_size", 1), 1)))

@@ -30,6 +30,7 @@ from gedi_nesy.evaluation import evaluate_nesy
 from gedi_nesy.plugin import GEDILoss
 from gedi_nesy.prior import program_prior
 from gedi_nesy.renaming import Renamer
+from gedi_nesy.restarts import reinitialize, training_nesy
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
 
@@ -220,31 +221,6 @@ def train_start(
         run.finish(metrics)
     barrier(dist)
     return metrics
-
-
-def training_nesy(model, queries: Sequence, chunk: int = 512) -> float:
-    """``L_NESY`` of the networks as they are (evaluation mode, no shifts) over the training
-    queries: the label-free score by which restarts are judged."""
-    from gedi_nesy.renaming import network_log_probs, subset_loss
-
-    nets = list(gedi_networks(model))
-    total, n = 0.0, 0
-    for i in range(0, len(queries), chunk):
-        part = list(queries[i:i + chunk])
-        per_net, log_probs = network_log_probs(model, part, nets)
-        loss = subset_loss(model, part, per_net, log_probs)
-        if math.isfinite(loss):
-            total, n = total + loss * len(part), n + len(part)
-    return total / n if n else float("nan")
-
-
-def reinitialize(model, seed: int) -> None:
-    """Draw every GEDI network's parameters afresh (each layer's own initialisation, seeded)."""
-    torch.manual_seed(seed)
-    for net in gedi_networks(model).values():
-        for layer in net.network_module.modules():
-            if layer is not net.network_module and hasattr(layer, "reset_parameters"):
-                layer.reset_parameters()
 
 
 def train_nesy(

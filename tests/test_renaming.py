@@ -116,3 +116,91 @@ def test_a_bad_rename_every_is_refused():
     model, _, queries = oracle_model()
     with pytest.raises(GediError, match="rename_every"):
         train_model(model, DataLoader(QueryList(queries), 4, False), 1, rename_every=-1, verbose=0)
+
+
+# ----------------------------------------------------------------------------- restarts
+RESTART = ["train", "--examples", "12", "--test-examples", "6", "--epochs", "1", "--batch-size", "6",
+           "--sgld-steps", "2", "--no-progress", "--seed", "0", "--rename-every", "1"]
+
+
+def start_metrics(out, k):
+    import json
+
+    return json.loads((out / f"start{k}" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_restarts_keep_the_start_with_the_lowest_training_nesy_as_the_run(tmp_path, capsys):
+    """--restart-above 0 restarts every start: three run folders, each finished, with different
+    weights; OUT is the one with the lowest training L_NESY (its checkpoint byte for byte), and
+    its metrics say so. Running the same command again is refused (a finished run)."""
+    import json
+
+    from gedi_nesy import cli
+
+    out = tmp_path / "run"
+    assert cli.main([*RESTART, "--restarts", "2", "--restart-above", "0", "--out", str(out)]) == 0
+    capsys.readouterr()
+    metrics = json.loads((out / "metrics.json").read_text())
+    losses = [start_metrics(out, k)["train_nesy"] for k in range(3)]
+    assert [s["train_nesy"] for s in metrics["starts"]] == losses
+    best = min(range(3), key=lambda k: (losses[k], k))
+    assert metrics["chosen_start"] == best and metrics["digit_acc"] == start_metrics(out, best)["digit_acc"]
+    assert (out / "checkpoint.pt").read_bytes() == (out / f"start{best}" / "checkpoint.pt").read_bytes()
+    weights = [torch.load(out / f"start{k}" / "checkpoint.pt", weights_only=False)["step"]["model"]["networks"]
+               ["gedi_net"] for k in range(3)]
+    assert not torch.equal(next(iter(weights[0].values())), next(iter(weights[1].values())))
+    assert cli.main([*RESTART, "--restarts", "2", "--restart-above", "0", "--out", str(out)]) == 2
+    assert "finished run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_start_below_the_threshold_is_the_only_one(tmp_path, capsys):
+    import json
+
+    from gedi_nesy import cli
+
+    out = tmp_path / "run"
+    assert cli.main([*RESTART, "--restarts", "2", "--restart-above", "1000", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["starts"]) == 1 and metrics["chosen_start"] == 0 and not (out / "start1").exists()
+
+
+@pytest.mark.slow
+def test_an_interrupted_restart_resumes_and_finished_starts_are_reused(tmp_path, capsys):
+    """The process dies after start 0 finished: --resume reuses start 0 (not retrained: its
+    metrics.json is untouched) and trains the rest; without --resume the half-done run is refused."""
+    import os
+
+    from gedi_nesy import cli
+
+    out = tmp_path / "run"
+    args = [*RESTART, "--restarts", "1", "--restart-above", "0", "--out", str(out)]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    # as if killed during start 1: its folder unfinished, OUT not yet written
+    for f in ("metrics.json", "checkpoint.pt"):
+        (out / f).unlink()
+    (out / "start1" / "metrics.json").unlink()
+    stamp = os.stat(out / "start0" / "metrics.json").st_mtime_ns
+    assert cli.main(args) == 2 and "--resume" in capsys.readouterr().err
+    assert cli.main([*args, "--resume"]) == 0
+    assert os.stat(out / "start0" / "metrics.json").st_mtime_ns == stamp
+    assert (out / "metrics.json").is_file() and (out / "start1" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_train_model_restarts_a_start_above_the_threshold_and_keeps_the_lowest():
+    """The scrambled oracle at learning rate 0 with renaming off ends high; a restart draws the
+    network afresh; the start with the lowest training L_NESY is the one left in the model."""
+    from deepproblog.dataset import DataLoader
+
+    from gedi_nesy.restarts import training_nesy
+
+    model, net, queries = oracle_model(scramble=SCRAMBLE)
+    loader = DataLoader(QueryList(queries), 4, False)
+    gedi = GEDILoss(gen=0.0, prior=1.0, sgld=None)
+    train = train_model(model, loader, 1, gedi=gedi, rename_every=0, restarts=1, restart_above=0.0,
+                        log_iter=1000, verbose=0)
+    assert len(train.starts) == 2 and train.starts[0] > 1.0  # the scrambled start
+    assert training_nesy(model, queries) == pytest.approx(min(train.starts), rel=1e-5)
