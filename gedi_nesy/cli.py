@@ -190,6 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from gedi_core.checkpoint import loop_state
     from gedi_nesy.evaluation import evaluate_nesy
     from gedi_nesy.predict import load_run_weights, run_config
     from gedi_nesy.program import inspect_program, network_domains
@@ -199,7 +200,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     pools, model, _, test_q = prepare(cfg)
     load_run_weights(model.networks, state, str(run / "checkpoint.pt"))
     domains = network_domains(inspect_program(cfg.program))
-    metrics = {**evaluate_nesy(model, pools, domains, test_q), "epoch": state["loop"]["epoch"], "run": str(run)}
+    metrics = {**evaluate_nesy(model, pools, domains, test_q), "epoch": loop_state(state)["epoch"], "run": str(run)}
     print(json_line(metrics))
     return 0
 
