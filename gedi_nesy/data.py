@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from problog.logic import Constant, Term
 from torch import Tensor
 
+from gedi_core.data.base import validation_indices
 from gedi_core.data.idx import find_idx_files, read_idx_files
 from gedi_core.errors import GediError
 from gedi_nesy.config import NesyDataConfig
@@ -275,13 +276,11 @@ def npz_images(path: str | Path) -> Pools:
     return Pools(tx, ty, vx, vy, "npz", note)
 
 
-VALIDATION_SEED_OFFSET = 101  # the validation carve draws its permutation with seed + this
-
-
 def carve_validation(pools: Pools, fraction: float, seed: int) -> Pools:
     """A seeded (``seed``: the run's seed), disjoint share ``fraction`` of the training pool's
-    images as the validation pool; the training pool keeps the rest (re-indexed from 0), and the
-    test pool is set aside (not kept in the returned pools, so nothing downstream can read it).
+    images as the validation pool (the core's carve, :func:`gedi_core.data.base.validation_indices`);
+    the training pool keeps the rest (re-indexed from 0), and the test pool is set aside (not kept
+    in the returned pools, so nothing downstream can read it).
 
     The validation pool needs labels (digit accuracy / NMI and generated validation queries)."""
     if not 0 < fraction < 1:
@@ -290,11 +289,8 @@ def carve_validation(pools: Pools, fraction: float, seed: int) -> Pools:
         raise GediError("data.validation: the training images have no labels (add train_labels to the .npz); "
                         "the validation pool needs them")
     n = int(pools.train_x.shape[0])
-    n_val = int(round(n * fraction))
-    if not 0 < n_val < n:
-        raise GediError(f"data.validation {fraction:g} of {n} training images leaves "
-                        f"{'no validation' if n_val == 0 else 'no training'} image; choose another fraction")
-    tx, ty, vx, vy = _split(pools.train_x, pools.train_y, fraction, seed + VALIDATION_SEED_OFFSET)
+    val, train = validation_indices(n, fraction, seed, unit="image")
+    tx, ty, vx, vy = pools.train_x[train], pools.train_y[train], pools.train_x[val], pools.train_y[val]
     n_test = 0 if pools.test_x is None else int(pools.test_x.shape[0])
     note = (f"{pools.note}; validation split: {len(vy)} of these {n} training images (fraction {fraction:g}, "
             f"seed {seed}) are the validation pool, the other {len(ty)} the training pool; the test pool "
