@@ -14,7 +14,6 @@ import io
 import math
 import pickle
 import time
-import warnings
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -33,15 +32,15 @@ from gedi_nesy.circuits import PARAMETERS, SHAPES_FORMAT, CompiledShape, Unbatch
 from gedi_nesy.semiring import BatchedGraphSemiring, BatchGradient
 from gedi_nesy.shared_labels import free_label_query, order_sensitive, time_bound
 
-with warnings.catch_warnings():  # DeepProbLog warns on import when PySwip is missing
-    warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
-    from deepproblog.engines import ExactEngine
-    from deepproblog.arithmetic_circuit import ArithmeticCircuit
-    from deepproblog.semiring import Result
-    from deepproblog.semiring.graph_semiring import GraphSemiring
-    from deepproblog.solver import Solver
+from gedi_nesy.config import ENGINES
+from gedi_nesy.deepproblog_import import import_deepproblog
 
-ENGINES = ("batched", "exact")
+import_deepproblog()
+from deepproblog.engines import ExactEngine  # noqa: E402
+from deepproblog.arithmetic_circuit import ArithmeticCircuit  # noqa: E402
+from deepproblog.semiring import Result  # noqa: E402
+from deepproblog.semiring.graph_semiring import GraphSemiring  # noqa: E402
+from deepproblog.solver import Solver  # noqa: E402
 
 # ----------------------------------------------------------------------------- solver
 @dataclass

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from typing import Any
 
 import torch
 from problog.logic import Term
 from torch import Tensor
 
-with warnings.catch_warnings():  # DeepProbLog warns on import when PySwip is missing
-    warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
-    from deepproblog.semiring.graph_semiring import GraphSemiring
+from gedi_nesy.deepproblog_import import import_deepproblog
+
+import_deepproblog()
+from deepproblog.semiring.graph_semiring import GraphSemiring  # noqa: E402
 
 class BatchGradient:
     """The circuit answers' probabilities of one solved batch and the gradient DeepProbLog's
