@@ -79,7 +79,7 @@ def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
     import torch
 
     from gedi_core.checkpoint import model_state, read_checkpoint
-    from gedi_nesy.cli import prepare
+    from gedi_nesy.run_setup import prepare
     from gedi_nesy.data import load_pools
     from gedi_nesy.long_addition import sum_accuracy
     from gedi_nesy.train import train_nesy

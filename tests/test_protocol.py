@@ -19,6 +19,7 @@ from gedi_core.errors import GediError
 from gedi_nesy import cli
 from gedi_nesy.config import NesyConfig, NesyDataConfig
 from gedi_nesy.data import Pools, carve_validation, embedded_digits, load_pools
+from gedi_nesy.run_setup import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
@@ -84,7 +85,7 @@ def test_carve_needs_labels_and_a_fraction_that_leaves_both_pools():
 
 def test_training_queries_never_touch_validation_or_test_images():
     cfg = cli.build_nesy_config([("flags", {"seed": 0, "data": {"examples": 100, "validation": 0.1}})])
-    pools, model, train_q, eval_q = cli.prepare(cfg, quiet=True)
+    pools, model, train_q, eval_q = prepare(cfg, quiet=True)
     test = set(keys(embedded_digits(0.2, seed=0).test_x))
     val = set(keys(pools.val_x))
     assert len(train_q) == 100 and eval_q
