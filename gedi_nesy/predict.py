@@ -42,7 +42,7 @@ def run_config(run: Path) -> tuple[NesyConfig, dict[str, Any]]:
     cfg = from_dict(NesyConfig, config_of(state), f"{run}/{CHECKPOINT}").validate()
     if (run / PROGRAM).is_file():
         if cfg.data.queries is None and cfg.data.task == "auto":  # the task is named by the original file
-            from gedi_nesy.data import resolve_task
+            from gedi_nesy.tasks import resolve_task
 
             cfg.data.task = resolve_task(cfg.data.task, cfg.program)
         cfg.program = str(run / PROGRAM)
@@ -182,7 +182,9 @@ def predict(run: str | Path, images_path: str | Path, queries_path: str | Path |
     Every check runs before anything is written: the output files must be fresh (never
     overwritten), and every query must ground (a query whose image arguments are free is one
     line naming its file and line)."""
-    from gedi_nesy.data import ImagePool, npz_image_array, read_query_file
+    from gedi_nesy.image_sets import npz_image_array
+    from gedi_nesy.pools import ImagePool
+    from gedi_nesy.query_file import read_query_file
     from gedi_nesy.program import build_nesy_model, inspect_program, network_domains
 
     run = Path(run)

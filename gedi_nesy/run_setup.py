@@ -35,7 +35,8 @@ def prepare(cfg: NesyConfig, quiet: bool = False, ground_timeout: float = DEFAUL
     so that an error is the only line on stderr."""
     from gedi_core.rng import seed_everything
     from gedi_nesy.compile_cache import check_compile_cache
-    from gedi_nesy.data import has_proof, load_pools
+    from gedi_nesy.image_sets import load_pools
+    from gedi_nesy.query_file import has_proof
     from gedi_nesy.network import gedi_network
     from gedi_nesy.program import build_nesy_model, check_supported, inspect_program
 
@@ -64,7 +65,8 @@ def run_queries(cfg: NesyConfig, pools, known: Any, provable: Callable, notes: l
     """``(train_queries, test_queries, task)``: read from the query files, or generated for the
     program's task (``task`` None when the training queries come from a file); a note is added
     to ``notes`` where query_acc is measured on the training queries."""
-    from gedi_nesy.data import TASK_PREDICATES, read_query_file, resolve_task, task_options, task_queries
+    from gedi_nesy.query_file import read_query_file
+    from gedi_nesy.tasks import TASK_PREDICATES, resolve_task, task_options, task_queries
 
     sizes = pools.sizes()
     if cfg.data.queries is not None:

@@ -126,16 +126,16 @@ def sentinel_inputs(dims: int) -> Iterator[dict[str, int]]:
 def marked_test_pool(monkeypatch):
     """The embedded digits' test images become a constant SENTINEL image, and every input any
     torch module sees is watched: ``seen["test"]`` counts the inputs holding a test image."""
-    import gedi_nesy.data as data
+    import gedi_nesy.image_sets as image_sets
 
-    original = data.embedded_digits
+    original = image_sets.embedded_digits
 
     def marked(test_fraction: float = 0.2, seed: int = 0) -> Pools:
         pools = original(test_fraction, seed)
         pools.test_x = torch.full_like(pools.test_x, SENTINEL)
         return pools
 
-    monkeypatch.setattr(data, "embedded_digits", marked)
+    monkeypatch.setattr(image_sets, "embedded_digits", marked)
     with sentinel_inputs(4) as seen:
         yield seen
 

@@ -528,12 +528,12 @@ def test_two_writers_on_one_fresh_folder_the_second_is_refused(tmp_path, capsys)
 
 
 def test_ctrl_c_during_start_up_is_one_line_exit_130(tmp_path, capsys, monkeypatch):
-    import gedi_nesy.data
+    import gedi_nesy.image_sets
 
     def interrupted_load(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gedi_nesy.data, "load_pools", interrupted_load)
+    monkeypatch.setattr(gedi_nesy.image_sets, "load_pools", interrupted_load)
     assert nesy_cli.main(["train", *NESY_TINY, "--out", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "gedi-nesy: interrupted" and not (tmp_path / "run").exists()
