@@ -22,7 +22,6 @@ import contextlib
 import io
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,10 +33,11 @@ from problog.logic import Constant, Term, list2term
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
-    import deepproblog.examples
-    from deepproblog.engines import ExactEngine
+from gedi_nesy.deepproblog_import import import_deepproblog  # noqa: E402
+
+import_deepproblog()
+import deepproblog.examples  # noqa: E402
+from deepproblog.engines import ExactEngine  # noqa: E402
 
 from deepproblog.model import Model  # noqa: E402
 from deepproblog.network import Network  # noqa: E402

@@ -40,7 +40,6 @@ import pstats
 import random
 import sys
 import time
-import warnings
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -178,9 +177,10 @@ def dpl_model(pools, engine: str, init_state: dict, circuits: dict | None):
     from deepproblog.model import Model
     from deepproblog.network import Network
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
-        from deepproblog.engines import ExactEngine
+    from gedi_nesy.deepproblog_import import import_deepproblog
+
+    import_deepproblog()
+    from deepproblog.engines import ExactEngine
     module = MNIST_Net()
     module.load_state_dict(init_state)
     net = Network(module, "mnist_net", batching=True)

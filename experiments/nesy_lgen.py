@@ -36,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from reporting import markdown_table, seed_summary, shown_command, shown_path  # noqa: E402
 
+from gedi_core.checkpoint import extra_state, local_state  # noqa: E402
 from gedi_core.data.idx import find_idx_files, read_idx_files  # noqa: E402
 from gedi_core.errors import GediError  # noqa: E402
 from gedi_core.models import energy_from_logits, evaluating  # noqa: E402
@@ -89,7 +90,7 @@ def study_run(run: Path, ood: torch.Tensor) -> dict:
     name = cfg.network_names()[0]
     net = run_networks(cfg, state, pools.input_shape)[name]
     e_in, e_out = energies(net.network_module, pools.eval_x), energies(net.network_module, ood)
-    objective = state["step"]["local"]["objectives"][name].get("_extra_state", {})
+    objective = extra_state(local_state(state)["objectives"][name])
     buffer = objective.get("kept")  # the last SGLD samples (sgld.every > 1), else the buffer's chains
     if buffer is None:
         buffer = (objective.get("sampler") or {}).get("data")

@@ -78,7 +78,8 @@ def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
     """Train (or reuse / resume) one run in this process; return its table row."""
     import torch
 
-    from gedi_nesy.cli import prepare
+    from gedi_core.checkpoint import model_state, read_checkpoint
+    from gedi_nesy.run_setup import prepare
     from gedi_nesy.data import load_pools
     from gedi_nesy.long_addition import sum_accuracy
     from gedi_nesy.train import train_nesy
@@ -94,9 +95,9 @@ def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
         cfg.data.examples = max(1, int(load_pools(cfg.data, cfg.seed).train_x.shape[0]) // (2 * n))
     pools, model, train_q, test_q = prepare(cfg, quiet=True)
     if (run_dir / "metrics.json").is_file():  # trained, interrupted before its row: read the weights back
-        state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+        state = read_checkpoint(run_dir / "checkpoint.pt")
         for name, net in model.networks.items():
-            net.network_module.load_state_dict(state["step"]["model"]["networks"][name])
+            net.network_module.load_state_dict(model_state(state)["networks"][name])
         metrics, peak = json.loads((run_dir / "metrics.json").read_text()), None
     else:
         metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run_dir,

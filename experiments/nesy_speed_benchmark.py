@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from gedi_core.rng import seed_everything  # noqa: E402
 from gedi_core.sgld import EnergySampler  # noqa: E402
-from gedi_nesy.cli import prepare  # noqa: E402
+from gedi_nesy.run_setup import prepare  # noqa: E402
 from gedi_nesy.config import NesyConfig, nesy_fast_sgld, nesy_sgld  # noqa: E402
 from gedi_nesy.step import NesyStep, TrainShift, batch_inputs, forward_batch, gedi_networks, nesy_step_loss  # noqa: E402
 from gedi_nesy.train import nesy_objective  # noqa: E402

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from gedi_core import checkpoint as ckpt
 from gedi_core.distributed import DistInfo, all_reduce_mean, barrier
 from gedi_core.errors import GediError
 from gedi_core.monitor import FailureMonitor
@@ -138,11 +139,11 @@ def fit(
     state = run.resume_state(dist.rank) if run is not None else None
     if state is not None:
         with resume_errors(run.checkpoint_path):
-            step.load_state_dict(state["step"])
-            optimizer.load_state_dict(state["optimizer"])
-            batches.load_state_dict(state["batches"])
-            set_rng_state(state["rng"])
-        loop = state["loop"]
+            step.load_state_dict(ckpt.step_state(state))
+            optimizer.load_state_dict(ckpt.optimizer_state(state))
+            batches.load_state_dict(ckpt.batches_state(state))
+            set_rng_state(ckpt.random_state(state))
+        loop = ckpt.loop_state(state)
         if loop.get("world_size", 1) != dist.world_size:
             raise GediError(f"--resume: the checkpoint was written by {loop.get('world_size', 1)} process(es), "
                             f"resumed with {dist.world_size}; resume with the same --nproc_per_node")
@@ -158,18 +159,15 @@ def fit(
             return
         check_finite_parameters(params, f"epoch {epoch + 1} step {res.steps}")
         step_state = step.state_dict()  # once: it copies the replay buffer
-        own = {"step": {"local": step_state["local"]}, "rng": rng_state()}
+        rng = rng_state()
         if dist.is_main:
-            run.save({**own, "step": step_state, "optimizer": optimizer.state_dict(),
-                      "batches": batches.state_dict(),
-                      "loop": {"world_size": dist.world_size, "epoch": epoch, "pos": pos, "steps": res.steps,
-                               "items": res.items, "seconds": elapsed, "epoch_acc": epoch_acc, "rows": res.rows,
-                               "epoch_rows": res.epoch_rows, "warnings": res.warnings,
-                               "monitor_seen": sorted(monitor.seen) if monitor is not None else []}})
+            loop = ckpt.loop_section(dist.world_size, epoch, pos, res.steps, res.items, elapsed, epoch_acc, res.rows,
+                                     res.epoch_rows, res.warnings, sorted(monitor.seen) if monitor is not None else [])
+            run.save(ckpt.training_state(step_state, optimizer.state_dict(), batches.state_dict(), rng, loop))
             run.write_rows("log.csv", res.rows)
             run.write_rows("epochs.csv", res.epoch_rows)
         else:
-            run.save(own, dist.rank)
+            run.save(ckpt.rank_state(step_state, rng), dist.rank)
         barrier(dist)
 
     n = batches.steps_per_epoch
@@ -182,8 +180,8 @@ def fit(
         resumed_here = state is not None and epoch == start_epoch
         pos0 = start_pos if resumed_here else 0
         # the epoch's running sums (restored when resuming inside an epoch)
-        acc = dict(state["loop"]["epoch_acc"]) if resumed_here and start_pos else {"sums": {}, "count": 0, "items": 0,
-                                                                                  "seconds": 0.0}
+        acc = (dict(ckpt.loop_state(state)["epoch_acc"]) if resumed_here and start_pos
+               else {"sums": {}, "count": 0, "items": 0, "seconds": 0.0})
         sums: dict[str, float] = dict(acc["sums"])
         t_seg = time.time()
         for pos, batch in enumerate(batches.epoch(epoch, pos0), start=pos0):

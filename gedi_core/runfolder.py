@@ -40,7 +40,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 import yaml
 
-from gedi_core import __version__, jsonsafe
+from gedi_core import checkpoint, jsonsafe
+from gedi_core.checkpoint import load_checkpoint  # re-export: reading a checkpoint file
 from gedi_core.errors import GediError
 
 CHECKPOINT = "checkpoint.pt"  # the checkpoint's file name inside a run folder
@@ -52,11 +53,6 @@ INPUTS = "inputs.json"  # the path and SHA-256 of each input file of the run
 #: the files a run folder owns whether or not they exist yet: no other command writes them
 RUN_FILES = (CHECKPOINT, METRICS, CONFIG, LOCK, PROGRAM, INPUTS, "log.csv", "epochs.csv", "losses.png", "clusters.png",
              "density.png", "buffer.png", "classes.png", "confusion.png")
-#: the version of the checkpoint's layout (the keys ``resume_state`` needs); 1: no ``layout`` key
-CHECKPOINT_LAYOUT = 2
-#: keys of a checkpoint's ``loop`` section that resuming reads
-LOOP_KEYS = ("epoch", "pos", "steps", "items", "seconds", "epoch_acc", "rows", "epoch_rows", "warnings",
-             "monitor_seen")
 #: config keys that may change when a run is resumed (they do not change what is computed)
 RESUMABLE_KEYS = ("device", "compile_cache", "eval_every", "log_every")
 
@@ -149,21 +145,6 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 def file_digest(path: str | Path) -> str:
     """The SHA-256 of a file's bytes (hex)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's dict; a missing, empty, truncated or foreign file is one clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise GediError(f"{path}: no checkpoint there")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GediError(f"{path}: cannot read the checkpoint (empty, truncated or not a checkpoint: {reason})") from None
-    if not isinstance(state, dict):
-        raise GediError(f"{path}: not a checkpoint of this project (holds a {type(state).__name__})")
-    return state
 
 
 @contextlib.contextmanager
@@ -457,7 +438,7 @@ class RunFolder:
 
     def check_inputs(self, state: Mapping[str, Any]) -> None:
         """``--resume``: every input file the checkpoint recorded still has its digest."""
-        saved = state.get("inputs") or {}
+        saved = checkpoint.inputs_of(state)
         for name, path in self.inputs.items():
             if name not in saved or path is None or not Path(path).is_file():
                 continue
@@ -469,18 +450,7 @@ class RunFolder:
 
     def check_layout(self, state: Mapping[str, Any]) -> None:
         """A checkpoint of another layout (an older version's) is one line saying which."""
-        if "loop" not in state and "step" not in state:
-            return  # not a training checkpoint of the loop (e.g. a test's state): nothing to check
-        layout = state.get("layout", 1)
-        missing = [k for k in ("step", "optimizer", "batches", "rng", "loop") if k not in state]
-        missing += [f"loop.{k}" for k in LOOP_KEYS if k not in state.get("loop", {})]
-        if missing or layout > CHECKPOINT_LAYOUT:
-            which = "a newer" if layout > CHECKPOINT_LAYOUT else "an older"
-            lacks = f"; it lacks {', '.join(missing)}" if missing else ""
-            version = f"gedi {state['version']}, " if "version" in state else ""
-            raise GediError(f"{self.checkpoint_path}: written by {which} version of this project ({version}checkpoint "
-                            f"layout {layout}{lacks}); this version ({__version__}) resumes layout {CHECKPOINT_LAYOUT}: "
-                            "choose a fresh --out")
+        checkpoint.check_layout(state, self.checkpoint_path)
 
     def resume_state(self, rank: int = 0) -> dict[str, Any] | None:
         """The checkpoint to continue (None for a fresh run), after checking that it was written
@@ -491,7 +461,7 @@ class RunFolder:
             self.keep_inputs()
             return None
         state = load_checkpoint(self.checkpoint_path)
-        saved = state.get("config")
+        saved = checkpoint.config_of(state)
         if not isinstance(saved, Mapping):
             raise GediError(f"{self.checkpoint_path}: the checkpoint holds no config; it cannot be resumed")
         filled = {**flatten(self.defaults), **flatten(saved)}
@@ -504,7 +474,7 @@ class RunFolder:
         self.check_inputs(state)
         if rank != 0:  # this rank's own random state and replay buffer over rank 0's shared state
             own = load_checkpoint(self.rank_checkpoint_path(rank))
-            state = {**state, **own, "step": {**state.get("step", {}), **own.get("step", {})}}
+            state = checkpoint.merge_rank(state, own)
         self.lock()  # after the checks, which write nothing; before the first write
         self.write_config()
         return state
@@ -520,8 +490,7 @@ class RunFolder:
     def save(self, state: dict[str, Any], rank: int = 0) -> None:
         """A checkpoint (``config`` added); rank > 0 writes its own file of per-rank state."""
         if rank == 0:
-            save_checkpoint(self.checkpoint_path, {**state, "config": self.config, "layout": CHECKPOINT_LAYOUT,
-                                                   "version": __version__, "inputs": self.input_digests})
+            save_checkpoint(self.checkpoint_path, checkpoint.stamp(state, self.config, self.input_digests))
         else:
             save_checkpoint(self.rank_checkpoint_path(rank), state)
 

@@ -20,7 +20,6 @@ The names below are loaded on first use (PEP 562), so that ``import gedi_nesy.cl
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import Any
 
 # public name -> the module defining it
@@ -29,10 +28,10 @@ _EXPORTS: dict[str, str] = {
     "NesyDataConfig": "gedi_nesy.config",
     "NesyWeights": "gedi_nesy.config",
     "BatchedEngine": "gedi_nesy.engine",
-    "Pools": "gedi_nesy.data",
-    "load_pools": "gedi_nesy.data",
-    "read_query_file": "gedi_nesy.data",
-    "task_queries": "gedi_nesy.data",
+    "Pools": "gedi_nesy.pools",
+    "load_pools": "gedi_nesy.image_sets",
+    "read_query_file": "gedi_nesy.query_file",
+    "task_queries": "gedi_nesy.tasks",
     "evaluate_nesy": "gedi_nesy.evaluation",
     "GEDINetwork": "gedi_nesy.network",
     "gedi_network": "gedi_nesy.network",
@@ -50,20 +49,14 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def _import_deepproblog() -> None:
-    """Import DeepProbLog's engines once, silencing its warning that PySwip (its
-    ApproximateEngine) is missing."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="ApproximateEngine is not available", category=UserWarning)
-        import deepproblog.engines  # noqa: F401
-
-
 def __getattr__(name: str) -> Any:
     """``gedi_nesy.NAME`` for the names of ``__all__``, imported from their module on first use."""
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'gedi_nesy' has no attribute '{name}'")
-    _import_deepproblog()
+    from gedi_nesy.deepproblog_import import import_deepproblog
+
+    import_deepproblog()
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -357,17 +357,14 @@ def _read_weights(shape: CompiledShape, sdd, key: Term) -> None:
 def _build_circuit(shape: CompiledShape, sdd, nodes: list, evidence: list[int]) -> None:
     """KLay circuit with roots ``WMC(answer AND constraints AND evidence)`` per answer, then
     ``WMC(constraints AND evidence)``: ProbLog's evaluation (``SDDEvaluator.evaluate_custom``)."""
-    import klay
+    from gedi_nesy.adapters import klay_indices
 
     manager = sdd.get_manager()
     constraint = sdd.get_constraint_inode()
     if evidence:
         constraint = manager.conjoin(constraint, *[sdd.get_inode(lit) for lit in evidence])
-    circuit = klay.Circuit()
     numerators = [manager.conjoin(sdd.get_inode(node), constraint) for node in nodes]
-    for numerator in numerators + [constraint]:
-        circuit.add_sdd(numerator)
-    shape.indices = circuit._get_indices()
+    shape.indices = klay_indices(numerators + [constraint])
     for numerator in numerators:
         manager.deref(numerator)
     roots = len(shape.indices[1][-1]) - 1 if shape.indices[1] else 0

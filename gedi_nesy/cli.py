@@ -18,11 +18,9 @@ from typing import Any, Sequence
 
 from gedi_core.cli import add_config_flags, add_run_flags, flag_overrides, json_line, run_cli
 from gedi_core.config import read_config_file
-from gedi_core.errors import GediError
 from gedi_nesy.config import NesyConfig, build_nesy_config
-from gedi_nesy.limits import DEFAULT_GROUND_TIMEOUT, grounding_limit, timeout_flag
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from gedi_nesy.limits import DEFAULT_GROUND_TIMEOUT, timeout_flag
+from gedi_nesy.run_setup import prepare, resolve_path  # prepare re-exported: gedi_nesy.cli.prepare
 
 # flag -> dotted config key
 NESY_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -89,81 +87,6 @@ def resolve_config(args: argparse.Namespace) -> NesyConfig:
     return build_nesy_config(layers)
 
 
-def _resolve_path(path: str | None) -> str | None:
-    """Relative paths that do not exist here are looked up in the repository (programs/...)."""
-    if path is None or Path(path).exists() or not (REPO_ROOT / path).exists():
-        return path
-    return str(REPO_ROOT / path)
-
-
-def prepare(cfg: NesyConfig, quiet: bool = False, ground_timeout: float = DEFAULT_GROUND_TIMEOUT):
-    """Everything before training, with all input checks: pools, networks, model, queries
-    (grounding one query may take at most ``ground_timeout`` seconds).
-
-    Notes (the data used, where query_acc is measured) are printed only once every check passed,
-    so that an error is the only line on stderr."""
-    from problog.errors import ProbLogError
-
-    from gedi_core.rng import seed_everything
-    from gedi_nesy.data import (TASK_PREDICATES, has_proof, load_pools, read_query_file, resolve_task, task_options,
-                                 task_queries)
-    from gedi_nesy.engine import is_batched
-    from gedi_nesy.network import gedi_network
-    from gedi_nesy.compile_cache import check_compile_cache
-    from gedi_nesy.program import build_nesy_model, check_supported, inspect_program
-
-    cfg.program = _resolve_path(cfg.program) or cfg.program
-    known = inspect_program(cfg.program).predicates
-    check_supported(cfg.program)
-    if cfg.compile_cache is not None:
-        check_compile_cache(cfg.compile_cache)
-    seed_everything(cfg.seed)
-    pools = load_pools(cfg.data, cfg.seed)
-    networks = [gedi_network(name, cfg.model, pools.input_shape) for name in cfg.network_names()]
-    for net in networks:
-        net.network_module.to(cfg.device)
-    model = build_nesy_model(cfg.program, networks, pools, engine=cfg.engine, compile_cache=cfg.compile_cache)
-    sizes = pools.sizes()
-    provable = has_proof(model)
-    notes = [f"data: {pools.note}"] if pools.note else []
-    if cfg.data.queries is not None:
-        train_q = read_query_file(cfg.data.queries, sizes, known, provable, held_out=("test", "val"))
-        task = None
-    else:
-        task = resolve_task(cfg.data.task, cfg.program)
-        pred = TASK_PREDICATES[task]
-        if pred not in known:
-            raise GediError(f"{cfg.program}: task '{task}' queries {pred[0]}/{pred[1]}, which the program does not define")
-        if pools.train_y is None:
-            raise GediError(f"{cfg.data.images}: generating '{task}' examples needs train_labels; "
-                            "add them or pass --queries FILE")
-        options = task_options(cfg.data.digits, cfg.program)
-        train_q = task_queries(task, pools.train_y, cfg.data.examples, cfg.seed, "train", **options)
-    if cfg.data.test_queries is not None:
-        test_q = read_query_file(cfg.data.test_queries, sizes, known, provable)
-    elif task is not None:  # on the validation pool with data.validation, else the test pool
-        test_q = task_queries(task, pools.eval_y, cfg.data.test_examples, cfg.seed + 1000, pools.eval_source,
-                              strict=False, **options)
-    else:
-        test_q = train_q  # only training queries were given: query_acc is measured on them
-        notes.append("no --test-queries: query_acc is measured on the training queries")
-    # compile every query shape now: grounding errors surface before training
-    compile = model.solver.shape if is_batched(model) else model.solver.cache.get
-    for q in {q.query: q for q in list(train_q) + list(test_q)}.values():
-        with grounding_limit(ground_timeout, cfg.program, q.query):
-            try:
-                compile(q)
-            except ProbLogError as exc:
-                raise GediError(f"{cfg.program}: cannot ground query {q.query}: {exc}") from None
-            if task is not None and not provable(q):
-                raise GediError(f"{cfg.program}: the program cannot prove the generated query {q.query} "
-                                f"for any output of the networks (does it define {task} as the task expects?)")
-    if not quiet:
-        for note in notes:
-            print(f"gedi-nesy: {note}", file=sys.stderr)
-    return pools, model, train_q, test_q
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one run; under ``torchrun --nproc_per_node=N -m gedi_nesy train ...`` each process
     is one rank (gloo on CPU, NCCL on GPUs) and only rank 0 prints the metrics."""
@@ -182,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             # with restarts OUT gets its checkpoint only at the end; --resume applies to OUT/start<k>
             resume = args.resume and (not cfg.restarts or (Path(args.out) / "checkpoint.pt").is_file())
             run = RunFolder(args.out, {}, resume, info.is_main)
-            run.inputs = input_files(replace(cfg, program=_resolve_path(cfg.program) or cfg.program))
+            run.inputs = input_files(replace(cfg, program=resolve_path(cfg.program) or cfg.program))
             run.open()
         barrier(info)
         pools, model, train_q, test_q = prepare(cfg, quiet=not info.is_main, ground_timeout=args.ground_timeout)
@@ -198,6 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from gedi_core.checkpoint import loop_state
     from gedi_nesy.evaluation import evaluate_nesy
     from gedi_nesy.predict import load_run_weights, run_config
     from gedi_nesy.program import inspect_program, network_domains
@@ -207,7 +131,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     pools, model, _, test_q = prepare(cfg)
     load_run_weights(model.networks, state, str(run / "checkpoint.pt"))
     domains = network_domains(inspect_program(cfg.program))
-    metrics = {**evaluate_nesy(model, pools, domains, test_q), "epoch": state["loop"]["epoch"], "run": str(run)}
+    metrics = {**evaluate_nesy(model, pools, domains, test_q), "epoch": loop_state(state)["epoch"], "run": str(run)}
     print(json_line(metrics))
     return 0
 

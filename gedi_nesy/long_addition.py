@@ -4,7 +4,7 @@ A query names the N + 1 digits of its sum as terms ``tensor(sum_digit(K, V))`` (
 position K", K = 0 for the most significant).  The program reads them through the fixed network
 ``sum_digit`` (:func:`sum_digit_network`: probability 1 for V, 0 for every other digit) and the
 tensor source ``sum_digit`` (:class:`SumDigits`).  Since they are ``tensor(...)`` terms, the
-query's abstract form (:func:`gedi_nesy.data.abstract_query`) is the same for every sum: one
+query's abstract form (:func:`gedi_nesy.tasks.abstract_query`) is the same for every sum: one
 compiled circuit per N serves every label.  The position K only keeps the terms of one query
 distinct (two equal terms would share one placeholder and change the query's shape).
 

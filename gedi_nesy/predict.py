@@ -16,11 +16,12 @@ from typing import Any, Sequence
 
 import torch
 
+from gedi_core.checkpoint import config_of, load_checkpoint, model_state, read_checkpoint
 from gedi_core.config import ModelConfig, from_dict, to_dict
 from gedi_core.errors import GediError
 from gedi_core.models import energy_from_logits, evaluating
-from gedi_core.runfolder import (CHECKPOINT, PROGRAM, check_output_file, check_output_folder, load_checkpoint,
-                                 save_checkpoint, write_csv, write_json)
+from gedi_core.runfolder import (CHECKPOINT, PROGRAM, check_output_file, check_output_folder, save_checkpoint,
+                                 write_csv, write_json)
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.network import gedi_network
 
@@ -33,15 +34,15 @@ def run_config(run: Path) -> tuple[NesyConfig, dict[str, Any]]:
     and whatever the original file holds now; an older run falls back to the program's path."""
     if not (run / CHECKPOINT).is_file():
         raise GediError(f"--run {run}: no {CHECKPOINT} there (train with gedi-nesy train --out {run})")
-    state = load_checkpoint(run / CHECKPOINT)
-    step = state.get("step")
-    if not isinstance(step, dict) or not isinstance(step.get("model"), dict) \
-            or not isinstance(step["model"].get("networks"), dict) or not isinstance(state.get("config"), dict):
+    state = read_checkpoint(run / CHECKPOINT)
+    model = model_state(state) if isinstance(state.get("step"), dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("networks"), dict) \
+            or not isinstance(config_of(state), dict):
         raise GediError(f"--run {run}: {CHECKPOINT} is not a gedi-nesy checkpoint")
-    cfg = from_dict(NesyConfig, state["config"], f"{run}/{CHECKPOINT}").validate()
+    cfg = from_dict(NesyConfig, config_of(state), f"{run}/{CHECKPOINT}").validate()
     if (run / PROGRAM).is_file():
         if cfg.data.queries is None and cfg.data.task == "auto":  # the task is named by the original file
-            from gedi_nesy.data import resolve_task
+            from gedi_nesy.tasks import resolve_task
 
             cfg.data.task = resolve_task(cfg.data.task, cfg.program)
         cfg.program = str(run / PROGRAM)
@@ -73,11 +74,11 @@ def export_networks(run: str | Path, out: str | Path) -> dict[str, Any]:
     out = check_output_file(out)
     run = Path(run)
     cfg, state = run_config(run)
-    model_state = state["step"]["model"]
-    shapes = model_state.get("input_shapes", {})
-    payload = {"format": EXPORT_FORMAT, "program": state["config"].get("program", cfg.program), "networks": {
+    model = model_state(state)
+    shapes = model.get("input_shapes", {})
+    payload = {"format": EXPORT_FORMAT, "program": config_of(state).get("program", cfg.program), "networks": {
         name: {"model": to_dict(cfg.model), "input_shape": list(shapes.get(name, (1, 28, 28))), "state_dict": sd}
-        for name, sd in model_state["networks"].items()}}
+        for name, sd in model["networks"].items()}}
     save_checkpoint(out, payload)
     return {"out": str(out), "networks": list(payload["networks"]), "bytes": Path(out).stat().st_size}
 
@@ -121,7 +122,7 @@ def run_networks(cfg: NesyConfig, state: dict[str, Any], input_shape: Sequence[i
 def load_run_weights(networks: dict[str, Any], state: dict[str, Any], where: str) -> None:
     """Load a run checkpoint's weights (``state``, read from ``where``) into DeepProbLog ``Network``
     objects by name; a network it lacks or weights that do not fit are one line."""
-    saved = state["step"]["model"]["networks"]
+    saved = model_state(state)["networks"]
     for name, net in networks.items():
         if name not in saved:
             raise GediError(f"{where}: no weights of network '{name}' (has: {', '.join(saved)})")
@@ -181,7 +182,9 @@ def predict(run: str | Path, images_path: str | Path, queries_path: str | Path |
     Every check runs before anything is written: the output files must be fresh (never
     overwritten), and every query must ground (a query whose image arguments are free is one
     line naming its file and line)."""
-    from gedi_nesy.data import ImagePool, npz_image_array, read_query_file
+    from gedi_nesy.image_sets import npz_image_array
+    from gedi_nesy.pools import ImagePool
+    from gedi_nesy.query_file import read_query_file
     from gedi_nesy.program import build_nesy_model, inspect_program, network_domains
 
     run = Path(run)

@@ -147,7 +147,7 @@ def build_nesy_model(program: str | Path, networks: Sequence, pools=None, cache:
     All checks (parse, network names, domain sizes) run here, before any training."""
     from deepproblog.model import Model
 
-    from gedi_nesy.data import ImagePool
+    from gedi_nesy.pools import ImagePool
     from gedi_nesy.engine import set_engine
     from gedi_nesy.long_addition import SUM_DIGIT, SumDigits, sum_digit_network, uses_sum_digits
 

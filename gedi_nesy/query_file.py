@@ -1,7 +1,8 @@
-"""The syntax of query files: one ground ProbLog query per line, ``q.`` or ``P::q.``.
+"""Query files: one ground ProbLog query per line, ``q.`` or ``P::q.``.
 
-Checked by :meth:`gedi_nesy.config.NesyConfig.validate` before any image is loaded;
-:func:`gedi_nesy.data.read_query_file` then checks the queries against the pools and the program.
+Their syntax (:func:`parse_query_file`) is checked by :meth:`gedi_nesy.config.NesyConfig.validate`
+before any image is loaded; :func:`read_query_file` then checks the queries against the pools and
+the program and turns them into DeepProbLog queries. Importing this module costs no torch.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import functools
 import math
 from pathlib import Path
+from typing import Callable, Iterable, Sequence
 
-from problog.logic import Term
+from problog.logic import Constant, Term
 
 from gedi_core.config import read_text_file
 from gedi_core.errors import GediError
@@ -71,3 +73,71 @@ def _query_probability(term: Term, where: str) -> float:
     if not (math.isfinite(p) and 0.0 <= p <= 1.0):
         raise GediError(f"{where}: the probability of a query must lie in [0, 1], got {p:g}")
     return p
+
+
+def read_query_file(
+    path: str | Path,
+    sizes: dict[str, int],
+    known: Iterable[tuple[str, int]] | None = None,
+    provable: Callable[[object], bool] | None = None,
+    ground: bool = True,
+    held_out: Sequence[str] = (),
+) -> list:
+    """The queries of a query file (syntax: :func:`gedi_nesy.query_file.parse_query_file`) as
+    DeepProbLog queries.
+
+    Each ``tensor(S(I))`` must name a pool ``S`` in ``sizes`` with ``0 <= I < sizes[S]``; with
+    ``known`` (the program's predicates as (name, arity)), an unknown predicate is an error;
+    with ``provable`` (see :func:`has_proof`), so is a query the program cannot prove whatever
+    the networks say (e.g. a label outside what the program can produce); a query over an image
+    of a ``held_out`` pool (training queries: ``test``, ``val``) is refused, as training on the
+    images the run is evaluated on would report a meaningless accuracy. Errors name the file and
+    line."""
+    from problog.errors import ProbLogError
+
+    from gedi_nesy.tasks import abstract_query
+
+    known_set = set(known) if known is not None else None
+    queries = []
+    for lineno, term, p in parse_query_file(path, ground=ground):
+        if known_set is not None and (term.functor, term.arity) not in known_set:
+            raise GediError(f"{path}:{lineno}: query names unknown predicate {term.functor}/{term.arity} "
+                            f"(the program defines: {', '.join(sorted(f'{n}/{a}' for n, a in known_set))})")
+        q = abstract_query(term, p)
+        for t in q.substitution.values():
+            src = t.args[0]
+            if not (isinstance(src, Term) and src.arity == 1 and isinstance(src.args[0], Constant)
+                    and isinstance(src.args[0].value, int)):
+                raise GediError(f"{path}:{lineno}: image term {t} must be tensor(POOL(I)), e.g. tensor(train(I)) "
+                                "or tensor(test(I))")
+            name, idx = str(src.functor), int(src.args[0].value)
+            if name not in sizes:
+                raise GediError(f"{path}:{lineno}: image term {t} names unknown pool '{name}' (known: {', '.join(sizes)})")
+            if not 0 <= idx < sizes[name]:
+                raise GediError(f"{path}:{lineno}: image index {idx} in {t} out of range "
+                                f"({name} has {sizes[name]} images)")
+            if name in held_out:
+                raise GediError(f"{path}:{lineno}: training query uses {t}, an image of the {name} pool: the run "
+                                f"would train on the images it reports accuracy on; use tensor(train(I))")
+        try:
+            proved = provable is None or provable(q)
+        except ProbLogError as exc:
+            raise GediError(f"{path}:{lineno}: cannot ground query '{term}': {exc}") from None
+        if not proved:
+            raise GediError(f"{path}:{lineno}: the program cannot prove '{term}' whatever its networks answer "
+                            "(is the label outside what the program can produce?)")
+        queries.append(q)
+    return queries
+
+
+def has_proof(model) -> Callable[[object], bool]:
+    """For :func:`read_query_file`'s ``provable``: whether the program of ``model`` (a DeepProbLog
+    ``Model``, either engine) proves query ``q`` for some network output.  Compiles ``q``'s shape
+    into the model's circuit cache (the work training needs anyway)."""
+
+    def provable(q) -> bool:
+        sdd = model.solver.cache.get(q).sdd
+        nodes = [node for _, node in sdd.queries()]
+        return not nodes or any(node is not None and node != sdd.FALSE for node in nodes)
+
+    return provable

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from typing import Any
 
 import torch
 from problog.logic import Term
 from torch import Tensor
 
-with warnings.catch_warnings():  # DeepProbLog warns on import when PySwip is missing
-    warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
-    from deepproblog.semiring.graph_semiring import GraphSemiring
+from gedi_nesy.deepproblog_import import import_deepproblog
+
+import_deepproblog()
+from deepproblog.semiring.graph_semiring import GraphSemiring  # noqa: E402
+
+from gedi_nesy.adapters import result_tag  # noqa: E402
 
 class BatchGradient:
     """The circuit answers' probabilities of one solved batch and the gradient DeepProbLog's
@@ -96,7 +98,7 @@ def _batched_loss(loss_fn, value_and_grad):
 
     @functools.wraps(loss_fn)
     def loss(result, target, weight, q=None, **kwargs):
-        entry = getattr(result.semiring, "batch_entry", None)
+        entry = result_tag(result)
         key = q if q is not None or len(result) != 1 else next(iter(result))
         pos = None if entry is None else next((i for term, i in entry[1] if _same_term(term, key)), None)
         if pos is None:  # not batched, or decided without networks: DeepProbLog's own

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
-    import deepproblog.engines
+from gedi_nesy.deepproblog_import import import_deepproblog
 
-from deepproblog.model import Model
+import_deepproblog()
+import deepproblog.engines  # noqa: E402
+from deepproblog.model import Model  # noqa: E402
 
 from gedi_nesy.engine import BatchedEngine, BatchedSolver
 

@@ -6,7 +6,6 @@ predicates DeepProbLog does not take named in one line (fast, offline)."""
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
@@ -15,9 +14,10 @@ from problog import get_evaluatable
 from problog.logic import Constant, Term
 from problog.program import PrologString
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
-    from deepproblog.engines import ExactEngine
+from gedi_nesy.deepproblog_import import import_deepproblog  # noqa: E402
+
+import_deepproblog()
+from deepproblog.engines import ExactEngine  # noqa: E402
 
 from deepproblog.model import Model
 from deepproblog.network import Network

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-import warnings
 
 import pytest
 import torch
@@ -16,9 +15,10 @@ import torch.nn as nn
 
 torch.set_num_threads(1)
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
-    from deepproblog.engines import ExactEngine  # noqa: E402
+from gedi_nesy.deepproblog_import import import_deepproblog  # noqa: E402
+
+import_deepproblog()
+from deepproblog.engines import ExactEngine  # noqa: E402
 
 from deepproblog.dataset import DataLoader  # noqa: E402
 from deepproblog.evaluate import get_confusion_matrix  # noqa: E402

@@ -5,7 +5,6 @@ compilation kept where freeing the label could change a probability (fast, offli
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,11 @@ from problog.program import PrologFile
 
 torch.set_num_threads(1)
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="ApproximateEngine is not available")
-    import deepproblog.examples
-    from deepproblog.engines import ExactEngine
+from gedi_nesy.deepproblog_import import import_deepproblog  # noqa: E402
+
+import_deepproblog()
+import deepproblog.examples  # noqa: E402
+from deepproblog.engines import ExactEngine  # noqa: E402
 
 from deepproblog.model import Model
 from deepproblog.network import Network

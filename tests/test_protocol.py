@@ -19,6 +19,7 @@ from gedi_core.errors import GediError
 from gedi_nesy import cli
 from gedi_nesy.config import NesyConfig, NesyDataConfig
 from gedi_nesy.data import Pools, carve_validation, embedded_digits, load_pools
+from gedi_nesy.run_setup import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "experiments"))
@@ -85,7 +86,7 @@ def test_carve_needs_labels_and_a_fraction_that_leaves_both_pools():
 @pytest.mark.slow
 def test_training_queries_never_touch_validation_or_test_images():
     cfg = cli.build_nesy_config([("flags", {"seed": 0, "data": {"examples": 100, "validation": 0.1}})])
-    pools, model, train_q, eval_q = cli.prepare(cfg, quiet=True)
+    pools, model, train_q, eval_q = prepare(cfg, quiet=True)
     test = set(keys(embedded_digits(0.2, seed=0).test_x))
     val = set(keys(pools.val_x))
     assert len(train_q) == 100 and eval_q
@@ -126,16 +127,16 @@ def sentinel_inputs(dims: int) -> Iterator[dict[str, int]]:
 def marked_test_pool(monkeypatch):
     """The embedded digits' test images become a constant SENTINEL image, and every input any
     torch module sees is watched: ``seen["test"]`` counts the inputs holding a test image."""
-    import gedi_nesy.data as data
+    import gedi_nesy.image_sets as image_sets
 
-    original = data.embedded_digits
+    original = image_sets.embedded_digits
 
     def marked(test_fraction: float = 0.2, seed: int = 0) -> Pools:
         pools = original(test_fraction, seed)
         pools.test_x = torch.full_like(pools.test_x, SENTINEL)
         return pools
 
-    monkeypatch.setattr(data, "embedded_digits", marked)
+    monkeypatch.setattr(image_sets, "embedded_digits", marked)
     with sentinel_inputs(4) as seen:
         yield seen
 

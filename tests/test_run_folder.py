@@ -26,7 +26,8 @@ from gedi_core import cli as core_cli
 from gedi_core.errors import GediError
 from gedi_core.loop import FitOptions, StepOutput, fit
 from gedi_core.objective import NonFiniteError
-from gedi_core.runfolder import RunFolder, load_checkpoint
+from gedi_core.checkpoint import load_checkpoint, loop_state, model_state
+from gedi_core.runfolder import RunFolder
 from gedi_nesy import cli as nesy_cli
 from gedi_nesy.data import embedded_digits
 
@@ -195,7 +196,7 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(NonFiniteError, match=r"epoch 2 step 7: the loss is not finite \(gen = nan\)"):
         fit(step, Ones(), opt, FitOptions(epochs=3, log_every=100, ckpt_every=2, progress=False), run=run)
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
-    assert state["loop"]["steps"] == 6 and math.isfinite(float(state["step"]["model"]["w"]))
+    assert loop_state(state)["steps"] == 6 and math.isfinite(float(model_state(state)["w"]))
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
@@ -206,7 +207,7 @@ def test_non_finite_parameters_are_never_checkpointed(tmp_path):
     with pytest.raises(NonFiniteError):
         fit(step, Ones(), opt, FitOptions(epochs=3, log_every=100, ckpt_every=2, progress=False), run=run)
     if (tmp_path / "run" / "checkpoint.pt").exists():
-        assert math.isfinite(float(load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"]["model"]["w"]))
+        assert math.isfinite(float(model_state(load_checkpoint(tmp_path / "run" / "checkpoint.pt"))["w"]))
 
 
 def test_the_run_folder_writes_no_partial_files(tmp_path):
@@ -255,8 +256,8 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(which, tmp_path, capsys)
     assert main([*argv, "--out", str(tmp_path / "straight")]) == 0
     straight = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert resumed["nmi"] == straight["nmi"] and resumed.get("acc") == straight.get("acc")
-    a = load_checkpoint(killed / "checkpoint.pt")["step"]["model"]
-    b = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["step"]["model"]
+    a = model_state(load_checkpoint(killed / "checkpoint.pt"))
+    b = model_state(load_checkpoint(tmp_path / "straight" / "checkpoint.pt"))
     flat = (lambda d: {k: v for k, v in d.items()}) if which == "core" else (
         lambda d: {f"{n}.{k}": v for n, sd in d["networks"].items() for k, v in sd.items()})
     for k, v in flat(a).items():
@@ -281,10 +282,10 @@ def test_gedi_nesy_on_two_cpu_processes_equals_one_process_with_the_same_global_
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1 and json.loads(lines[0])["world_size"] == 2
     assert (tmp_path / "ddp" / "checkpoint.rank1.pt").is_file()
-    assert load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["loop"]["items"] == 12  # half of 2 x 12 queries
+    assert loop_state(load_checkpoint(tmp_path / "ddp" / "checkpoint.pt"))["items"] == 12  # half of 2 x 12 queries
     assert nesy_cli.main([*argv, "--out", str(tmp_path / "one")]) == 0
-    a = load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["step"]["model"]["networks"]["gedi_net"]
-    b = load_checkpoint(tmp_path / "one" / "checkpoint.pt")["step"]["model"]["networks"]["gedi_net"]
+    a = model_state(load_checkpoint(tmp_path / "ddp" / "checkpoint.pt"))["networks"]["gedi_net"]
+    b = model_state(load_checkpoint(tmp_path / "one" / "checkpoint.pt"))["networks"]["gedi_net"]
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
 
@@ -440,7 +441,7 @@ def test_predict_refuses_a_checkpoint_with_another_head_shape(finished_runs, tmp
     doctored = tmp_path / "run"
     shutil.copytree(finished_runs["nesy"], doctored)
     state = load_checkpoint(doctored / "checkpoint.pt")
-    weights = state["step"]["model"]["networks"]["gedi_net"]
+    weights = model_state(state)["networks"]["gedi_net"]
     key = next(k for k in weights if k.endswith("head.weight"))
     weights[key] = weights[key][:5]
     torch.save(state, doctored / "checkpoint.pt")
@@ -489,7 +490,7 @@ def test_disk_full_is_one_line_and_keeps_the_last_good_checkpoint(error, reason,
     line = run_one_line(core_cli.main, [*CORE, "--out", str(out)], "gedi-core", capsys)
     assert f"{out}/checkpoint.pt: cannot write it ({reason});" in line and f"free in {out}" in line
     assert "the previous checkpoint.pt is kept" in line
-    assert load_checkpoint(out / "checkpoint.pt")["loop"]["steps"] == 20
+    assert loop_state(load_checkpoint(out / "checkpoint.pt"))["steps"] == 20
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml", "log.csv"]
 
 
@@ -529,12 +530,12 @@ def test_two_writers_on_one_fresh_folder_the_second_is_refused(tmp_path, capsys)
 
 
 def test_ctrl_c_during_start_up_is_one_line_exit_130(tmp_path, capsys, monkeypatch):
-    import gedi_nesy.data
+    import gedi_nesy.image_sets
 
     def interrupted_load(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gedi_nesy.data, "load_pools", interrupted_load)
+    monkeypatch.setattr(gedi_nesy.image_sets, "load_pools", interrupted_load)
     assert nesy_cli.main(["train", *NESY_TINY, "--out", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "gedi-nesy: interrupted" and not (tmp_path / "run").exists()

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from gedi_core.checkpoint import load_checkpoint, model_state
 from gedi_core.config import TrainConfig
 from gedi_core.methods import get_spec
 from gedi_core.config import build_config
@@ -21,8 +22,8 @@ def test_resume_continues_exactly_where_a_run_stopped(tmp_path, interrupt_after)
     with pytest.raises(KeyboardInterrupt):
         train(toy_cfg(), out=tmp_path / "split", progress=False)
     resumed = train(toy_cfg(), out=tmp_path / "split", resume=True, progress=False)
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["step"]["model"]
-    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["step"]["model"]
+    a = model_state(load_checkpoint(tmp_path / "full" / "checkpoint.pt"))
+    b = model_state(load_checkpoint(tmp_path / "split" / "checkpoint.pt"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert resumed["nmi"] == full["nmi"]

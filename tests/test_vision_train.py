@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from vision_fakes import write_mnist_like
 
+from gedi_core.checkpoint import load_checkpoint, local_state, model_state
 from gedi_core.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,11 +48,11 @@ def test_resume_after_an_epoch_equals_an_uninterrupted_run(root, tmp_path, capsy
     assert main([*common, "--out", str(tmp_path / "split")]) == 130
     assert main([*common, "--out", str(tmp_path / "split"), "--resume"]) == 0
     resumed = last_json(capsys)
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["step"]
-    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["step"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    buffers = [s["local"]["extra"]["objective"]["sampler"]["data"] for s in (a, b)]
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    for k in model_state(a):
+        assert torch.equal(model_state(a)[k], model_state(b)[k]), k
+    buffers = [local_state(s)["extra"]["objective"]["sampler"]["data"] for s in (a, b)]
     assert torch.equal(*buffers)
     assert resumed["nmi"] == full["nmi"] and resumed["iters"] == full["iters"] == 8
     assert len((tmp_path / "split" / "epochs.csv").read_text().strip().splitlines()) == 1 + 2
@@ -109,7 +110,7 @@ def test_torchrun_two_cpu_processes(root, tmp_path):
     m = json.loads(lines[0])
     assert m["world_size"] == 2 and m["iters"] == 64 // 2 // 16
     def buffer(name: str) -> torch.Tensor:
-        state = torch.load(tmp_path / "ddp" / name, weights_only=False)["step"]["local"]
+        state = local_state(load_checkpoint(tmp_path / "ddp" / name))
         return state["extra"]["objective"]["sampler"]["data"]
 
     b0, b1 = buffer("checkpoint.pt"), buffer("checkpoint.rank1.pt")

@@ -52,17 +52,27 @@ class DataBundle:
 VALIDATION_SEED_OFFSET = 101  # the validation carve draws its permutation with seed + this
 
 
-def carve_validation(data: DataBundle, fraction: float, seed: int) -> DataBundle:
-    """A seeded (``seed``: the run's seed), disjoint share ``fraction`` of the training set as the
-    held-out split: the run trains on the rest and is evaluated on it; the test split is dropped
-    from the bundle, so nothing downstream can read it (``evaluated_on`` becomes ``validation``)."""
-    n = int(data.train_x.shape[0])
+def validation_indices(n: int, fraction: float, seed: int, unit: str = "sample") -> tuple[Tensor, Tensor]:
+    """The validation carve, written once for both packages: ``(validation, training)`` indices
+    of ``n`` training items, a seeded (``seed``: the run's seed) disjoint share ``fraction`` of
+    them (rounded) held out. A share that leaves either side empty is one line (``unit``: what
+    the items are called in it)."""
     n_val = int(round(n * fraction))
     if not 0 < n_val < n:
-        raise GediError(f"data.validation {fraction:g} of {n} training samples leaves "
-                        f"{'no validation' if n_val == 0 else 'no training'} sample; choose another fraction")
+        raise GediError(f"data.validation {fraction:g} of {n} training {unit}s leaves "
+                        f"{'no validation' if n_val == 0 else 'no training'} {unit}; choose another fraction")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + VALIDATION_SEED_OFFSET))
-    val, train = perm[:n_val], perm[n_val:]
+    return perm[:n_val], perm[n_val:]
+
+
+def carve_validation(data: DataBundle, fraction: float, seed: int) -> DataBundle:
+    """A seeded (``seed``: the run's seed), disjoint share ``fraction`` of the training set as the
+    held-out split (:func:`validation_indices`): the run trains on the rest and is evaluated on
+    it; the test split is dropped from the bundle, so nothing downstream can read it
+    (``evaluated_on`` becomes ``validation``)."""
+    n = int(data.train_x.shape[0])
+    val, train = validation_indices(n, fraction, seed)
+    n_val = len(val)
     note = (f"{data.note}; validation split: {n_val} of these {n} training samples (fraction {fraction:g}, seed "
             f"{seed}) are held out for evaluation, the other {n - n_val} train; the test split is not read")
     return DataBundle(data.name, data.train_x[train], data.train_y[train], data.train_x[val], data.train_y[val],

@@ -11,7 +11,8 @@ from gedi_core.config import TrainConfig, build_config, read_config_file
 from gedi_core.data import DataBundle, load_dataset
 from gedi_core.errors import GediError
 from gedi_core.methods import Method, build_method
-from gedi_core.runfolder import CHECKPOINT, METRICS, load_checkpoint
+from gedi_core.checkpoint import local_state, model_state, read_checkpoint
+from gedi_core.runfolder import CHECKPOINT, METRICS
 
 
 def load_run(run_dir: str | Path, device: str = "cpu", data_overrides: dict | None = None,
@@ -26,9 +27,9 @@ def load_run(run_dir: str | Path, device: str = "cpu", data_overrides: dict | No
                                      ("overrides", {"data": data_overrides or {}, "device": device})])
     data = load_dataset(cfg.data, cfg.seed)
     method = build_method(cfg, data.input_shape, data.augment).to(torch.device(device))
-    state = load_checkpoint(run_dir / "checkpoint.pt")
-    method.model.load_state_dict(state["step"]["model"])
-    method.load_extra_state(state["step"]["local"]["extra"])
+    state = read_checkpoint(run_dir / CHECKPOINT, need=("step.model", "step.local.extra"))
+    method.model.load_state_dict(model_state(state))
+    method.load_extra_state(local_state(state)["extra"])
     method.eval()
     return method, data, cfg
 
