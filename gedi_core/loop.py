@@ -23,7 +23,7 @@ from gedi_core import checkpoint as ckpt
 from gedi_core.distributed import DistInfo, all_reduce_mean, barrier
 from gedi_core.errors import GediError
 from gedi_core.monitor import FailureMonitor
-from gedi_core.objective import NonFiniteError
+from gedi_core.errors import NonFiniteError
 from gedi_core.rng import rng_state, set_rng_state
 from gedi_core.runfolder import RunFolder, resume_errors
 

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from gedi_core.config import SGLDConfig
-from gedi_core.errors import GediError
+from gedi_core.errors import GediError, NonFiniteError  # NonFiniteError: re-exported here too
 from gedi_core.losses import (batch_mean_probs, gen_loss, inv_loss, prior_at_marginal, prior_cross_entropy,
                               prior_entropy_loss, prior_loss, prior_neg_entropy, running_marginal)
 from gedi_core.models import energy_from_logits
@@ -34,10 +34,6 @@ LogitsFn = Callable[[Tensor], Tensor]
 Augment = Callable[[Tensor, "torch.Generator | None"], Tensor]
 PRIOR_FORMS = ("uniform", "entropy")
 TERMS = ("gen", "inv", "prior")
-
-
-class NonFiniteError(GediError):
-    """A loss, a gradient or an SGLD sample became NaN or infinite."""
 
 
 def weighted_sum(terms: Mapping[str, Tensor], weights: Mapping[str, float]) -> Tensor | float:

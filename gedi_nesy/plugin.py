@@ -25,7 +25,6 @@ from gedi_core.data.base import gaussian_noise
 from gedi_core.errors import GediError
 from gedi_core.objective import GEDILoss as CoreGEDILoss
 from gedi_nesy.config import NesyDataConfig, NesyWeights, plugin_sgld
-from gedi_nesy.engine import is_batched
 from gedi_nesy.renaming import DEFAULT_QUERIES, Renamer
 from gedi_nesy.restarts import reinitialize, training_nesy
 from gedi_nesy.step import batch_inputs, forward_batch, gedi_networks, gedi_terms
@@ -37,8 +36,6 @@ PLUGIN_PRIOR_WINDOW = 64
 # DeepProbLog's own script (docs/trials/nesy.md, "2026-12-01: DeepProbLog's own script"); the CLI's 25
 # (batches of 60, hundreds of epochs) makes DeepProbLog's one epoch of batches of 2 collapse
 PLUGIN_PRIOR_WEIGHT = 1.0
-# train_model's default for rename_every: a renaming search after about this many training queries
-PLUGIN_RENAME_QUERIES = 256
 
 
 class GEDILoss(CoreGEDILoss):
@@ -175,7 +172,7 @@ def renaming_hook(train_object: GEDITrainObject, queries: list, subset: int = DE
 
 
 def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str, CoreGEDILoss] | bool | None = None,
-                rename_every: int | None = None, restarts: int = 0, restart_above: float = 0.5, **kwargs: Any):
+                rename_every: int = 0, restarts: int = 0, restart_above: float = 0.5, **kwargs: Any):
     """``deepproblog.train.train_model`` with the GEDI terms added on each batch's images.
 
     Same arguments (``loader``: a DeepProbLog ``DataLoader``; ``stop_condition``: epochs or a
@@ -186,10 +183,10 @@ def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str,
 
     ``rename_every``: iterations between searches for a renaming of each GEDI network's classes
     that lowers ``L_NESY`` on a subset of the training queries (:mod:`gedi_nesy.renaming`, the
-    label-free repair of wrongly named digits), and once more after the last iteration; ``None``
-    (default): every :data:`PLUGIN_RENAME_QUERIES` training queries with the batched engine (a
-    search scores a few hundred candidate namings: milliseconds each there, seconds each with
-    DeepProbLog's ``ExactEngine``, where the default is off), 0: never.
+    label-free repair of wrongly named digits), and once more after the last iteration; 0
+    (default): never. A search scores a few hundred candidate namings: milliseconds each with the
+    batched engine, seconds each with DeepProbLog's ``ExactEngine``. Off by default: in
+    DeepProbLog's own script (one epoch, batch 2) it changed nothing on the validation pool.
 
     ``restarts``: while the training ``L_NESY`` after training (:func:`training_nesy`) is above
     ``restart_above``, draw the GEDI networks afresh (their optimizers' state cleared, the
@@ -202,7 +199,7 @@ def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str,
         return deepproblog_train_model(model, loader, stop_condition, **kwargs)
     if gedi is None or gedi is True:
         gedi = default_objective(model, loader)
-    if rename_every is not None and not (isinstance(rename_every, int) and rename_every >= 0):
+    if not (isinstance(rename_every, int) and rename_every >= 0):
         raise GediError(f"train_model: rename_every must be a number of iterations >= 0 (0: off), got {rename_every!r}")
     if not (isinstance(restarts, int) and restarts >= 0):
         raise GediError(f"train_model: restarts must be a whole number >= 0, got {restarts!r}")
@@ -236,16 +233,12 @@ def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str,
     return chosen
 
 
-def train_once(model, loader, stop_condition, gedi, rename_every: int | None, queries: list, **kwargs: Any):
+def train_once(model, loader, stop_condition, gedi, rename_every: int, queries: list, **kwargs: Any):
     """One start of :func:`train_model`: DeepProbLog's training loop with the GEDI terms and the
     renaming hook."""
-    if rename_every is None and not is_batched(model):
-        rename_every = 0
     train_object = GEDITrainObject(model, gedi)
     hook = None
-    if rename_every != 0 and queries:
-        if rename_every is None:
-            rename_every = max(1, round(PLUGIN_RENAME_QUERIES / max(getattr(loader, "batch_size", 1), 1)))
+    if rename_every and queries:
         hook = renaming_hook(train_object, queries)
         train_object.hooks.append((rename_every, hook))
     train_object.train(loader, stop_condition, **kwargs)

@@ -18,12 +18,13 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm import tqdm
 
+from gedi_core.checkpoint import model_state, read_checkpoint
 from gedi_core.config import to_dict
 from gedi_core.distributed import DistInfo, average_gradients, barrier
 from gedi_core.errors import GediError
 from gedi_core.loop import FitOptions, fit
 from gedi_core.monitor import FailureMonitor, collapse_message, prior_term_optimum
-from gedi_core.runfolder import RunFolder, write_bytes
+from gedi_core.runfolder import CHECKPOINT, METRICS, RunFolder, write_bytes
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
@@ -91,19 +92,11 @@ def checked_config(cfg: NesyConfig, model, n_train: int, n_test: int) -> NesyCon
     return dataclasses.replace(cfg, epochs=cfg.resolved_epochs(n_train), data=data)
 
 
-def train_start(
-    cfg: NesyConfig,
-    model,
-    train_queries: Sequence,
-    pools,
-    test_queries: Sequence | None = None,
-    out: str | Path | RunFolder | None = None,
-    resume: bool = False,
-    progress: bool = True,
-    extra: dict[str, Any] | None = None,
-    dist: DistInfo | None = None,
-) -> dict[str, Any]:
-    """One start of :func:`train_nesy` (the whole run when ``cfg.restarts`` is 0).
+def train_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_queries: Sequence | None,
+                out: str | Path | RunFolder | None, resume: bool, progress: bool, extra: dict[str, Any] | None,
+                dist: DistInfo | None) -> dict[str, Any]:
+    """One start of :func:`train_nesy` (the whole run when ``cfg.restarts`` is 0; the arguments
+    are :func:`train_nesy`'s).
 
     Train ``model`` (a DeepProbLog ``Model`` with GEDI networks, e.g. from
     :func:`gedi_nesy.program.build_nesy_model`) on ``train_queries``.
@@ -258,12 +251,12 @@ def train_nesy(
         if k:
             reinitialize(model, cfg.seed + 1000 * k)
         folder = None if run is None else run.path / f"start{k}"
-        if folder is not None and (folder / "metrics.json").is_file():  # a finished start: reused
-            metrics = json.loads((folder / "metrics.json").read_text())
+        if folder is not None and (folder / METRICS).is_file():  # a finished start: reused
+            metrics = json.loads((folder / METRICS).read_text())
             state = load_start_weights(folder)
         else:
             metrics = train_start(cfg, model, train_queries, pools, test_queries, folder,
-                                  resume and folder is not None and (folder / "checkpoint.pt").is_file(),
+                                  resume and folder is not None and (folder / CHECKPOINT).is_file(),
                                   progress, extra, dist)
             state = {n: {k2: v.detach().clone() for k2, v in net.network_module.state_dict().items()}
                      for n, net in model.networks.items()}
@@ -293,8 +286,7 @@ def train_nesy(
 
 def load_start_weights(folder: Path) -> dict[str, Any]:
     """The networks' weights a finished start ended with (its checkpoint)."""
-    state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
-    return state["step"]["model"]["networks"]
+    return model_state(read_checkpoint(folder / CHECKPOINT))["networks"]
 
 
 def renaming_hook(cfg: NesyConfig, model, train_queries: Sequence, optimizer, objectives):
@@ -304,6 +296,10 @@ def renaming_hook(cfg: NesyConfig, model, train_queries: Sequence, optimizer, ob
     after the search) and ``renamed`` (what changed). None when ``rename_every`` is 0."""
     if cfg.rename_every <= 0:
         return None
+    if not is_batched(model):
+        tqdm.write(f"warning: --rename-every {cfg.rename_every} with the exact engine: each search scores a few "
+                   f"hundred namings of {min(cfg.rename_queries, len(train_queries))} queries with DeepProbLog's "
+                   "solver (seconds each); --rename-queries 16 or --rename-every 0 make it cheap")
     renamer = Renamer(model, train_queries, cfg.rename_queries, seed=cfg.seed + 11)
 
     def after_epoch(epoch: int, is_last: bool) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import torch
 
 from gedi_core.config import ModelConfig, SGLDConfig
 from gedi_core.errors import GediError
-from gedi_core.objective import NonFiniteError
+from gedi_core.errors import NonFiniteError
 from gedi_nesy import GEDILoss, gedi_network, load_network, program_prior
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ from gedi_core.data import gaussian_noise
 from gedi_core.errors import GediError
 from gedi_core.losses import gen_loss, inv_loss, prior_entropy_loss, prior_loss
 from gedi_core.models import energy_from_logits
-from gedi_core.objective import GEDILoss, NonFiniteError
+from gedi_core.errors import NonFiniteError
+from gedi_core.objective import GEDILoss
 
 
 def net() -> nn.Module:

@@ -25,7 +25,7 @@ import torch
 from gedi_core import cli as core_cli
 from gedi_core.errors import GediError
 from gedi_core.loop import FitOptions, StepOutput, fit
-from gedi_core.objective import NonFiniteError
+from gedi_core.errors import NonFiniteError
 from gedi_core.checkpoint import load_checkpoint, loop_state, model_state
 from gedi_core.runfolder import RunFolder
 from gedi_nesy import cli as nesy_cli
