@@ -24,7 +24,7 @@ from gedi_core.distributed import DistInfo, average_gradients, barrier
 from gedi_core.errors import GediError
 from gedi_core.loop import FitOptions, fit
 from gedi_core.monitor import FailureMonitor, collapse_message, prior_term_optimum
-from gedi_core.runfolder import CHECKPOINT, METRICS, RunFolder, write_bytes
+from gedi_core.runfolder import CHECKPOINT, LOCK, METRICS, RunFolder, write_bytes
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
@@ -245,40 +245,44 @@ def train_nesy(
     if dist.enabled:
         raise GediError("restarts: not supported under torchrun; set restarts to 0")
     run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, False, dist.is_main).open()
-    starts: list[dict[str, Any]] = []
-    kept: list[dict[str, Any]] = []
+    found: list[tuple[dict[str, Any], dict[str, Any]]] = []  # each start's (metrics, network weights)
     for k in range(cfg.restarts + 1):
         if k:
             reinitialize(model, cfg.seed + 1000 * k)
         folder = None if run is None else run.path / f"start{k}"
         if folder is not None and (folder / METRICS).is_file():  # a finished start: reused
-            metrics = json.loads((folder / METRICS).read_text())
-            state = load_start_weights(folder)
+            found.append((json.loads((folder / METRICS).read_text()), load_start_weights(folder)))
         else:
             metrics = train_start(cfg, model, train_queries, pools, test_queries, folder,
                                   resume and folder is not None and (folder / CHECKPOINT).is_file(),
                                   progress, extra, dist)
-            state = {n: {k2: v.detach().clone() for k2, v in net.network_module.state_dict().items()}
-                     for n, net in model.networks.items()}
-        starts.append({"start": k, "train_nesy": metrics["train_nesy"],
-                       **{key: metrics.get(key) for key in ("digit_acc", "nmi", "query_acc", "seconds")}})
-        kept.append(state)
-        tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: training L_NESY {metrics['train_nesy']:.4f}"
-                   + (f" > {cfg.restart_above:g}: restart" if metrics["train_nesy"] > cfg.restart_above
-                      and k < cfg.restarts else ""))
-        if not metrics["train_nesy"] > cfg.restart_above:
+            found.append((metrics, {n: {key: v.detach().clone() for key, v in net.network_module.state_dict().items()}
+                                    for n, net in model.networks.items()}))
+        loss = found[-1][0]["train_nesy"]
+        again = loss > cfg.restart_above
+        tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: training L_NESY {loss:.4f}"
+                   + (f" > {cfg.restart_above:g}: restart" if again and k < cfg.restarts else ""))
+        if not again:
             break
-    best = min(range(len(starts)), key=lambda i: (starts[i]["train_nesy"], i))
+    return keep_best_start(model, found, run)
+
+
+def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], run: RunFolder | None) -> dict[str, Any]:
+    """Put the start with the lowest training ``L_NESY`` into ``model`` and, with a run folder,
+    its files into ``run`` (``metrics.json`` last, with every start's figures)."""
+    best = min(range(len(found)), key=lambda i: (found[i][0]["train_nesy"], i))
     for name, net in model.networks.items():
-        net.network_module.load_state_dict(kept[best][name])
-    chosen = json.loads(((run.path / f"start{best}") / "metrics.json").read_text()) if run is not None else metrics
-    result = {**chosen, "starts": starts, "chosen_start": best,
+        net.network_module.load_state_dict(found[best][1][name])
+    starts = [{"start": k, "train_nesy": m["train_nesy"], **{key: m.get(key) for key in ("digit_acc", "nmi",
+                                                                                         "query_acc", "seconds")}}
+              for k, (m, _) in enumerate(found)]
+    result = {**found[best][0], "starts": starts, "chosen_start": best,
               "seconds": round(sum(s["seconds"] or 0 for s in starts), 2)}
     result.pop("inputs", None)
     if run is not None:
         run.lock()
         for f in sorted((run.path / f"start{best}").iterdir()):
-            if f.is_file() and f.name not in ("metrics.json", ".lock"):
+            if f.is_file() and f.name not in (METRICS, LOCK):
                 write_bytes(run.path / f.name, f.read_bytes())
         run.finish(result)
     return result

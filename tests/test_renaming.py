@@ -204,3 +204,23 @@ def test_train_model_restarts_a_start_above_the_threshold_and_keeps_the_lowest()
                         log_iter=1000, verbose=0)
     assert len(train.starts) == 2 and train.starts[0] > 1.0  # the scrambled start
     assert training_nesy(model, queries) == pytest.approx(min(train.starts), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_restarts_without_a_run_folder_return_the_kept_start():
+    """train_nesy(out=None): the metrics returned and the weights left in the model are the
+    lowest start's, not the last one's."""
+    from gedi_nesy.config import NesyConfig
+    from gedi_nesy.restarts import training_nesy
+    from gedi_nesy.run_setup import prepare
+    from gedi_nesy.train import train_nesy
+
+    cfg = NesyConfig(epochs=1, batch_size=6, restarts=2, restart_above=0.0, rename_every=0)
+    cfg.data.examples, cfg.data.test_examples, cfg.sgld.steps = 12, 6, 2
+    pools, model, train_q, test_q = prepare(cfg.validate(), quiet=True)
+    metrics = train_nesy(cfg, model, train_q, pools, test_q, progress=False)
+    losses = [s["train_nesy"] for s in metrics["starts"]]
+    best = min(range(len(losses)), key=lambda k: (losses[k], k))
+    assert len(losses) == 3 and metrics["chosen_start"] == best
+    assert metrics["digit_acc"] == metrics["starts"][best]["digit_acc"]
+    assert training_nesy(model, train_q) == pytest.approx(losses[best], rel=1e-5)
