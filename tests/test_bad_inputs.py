@@ -145,6 +145,8 @@ CASES = [
     case("nesy-prior-target", "nesy", ["--prior-target", "counted"], {},
          "prior_target: unknown prior target 'counted' (known: uniform, program)"),
     case("nesy-lr-nan", "nesy", ["--lr", "nan"], {}, "'lr' must be a finite number, got nan"),
+    case("nesy-restarts-negative", "nesy", ["--restarts", "-1"], {}, "restarts must be >= 0, got -1"),
+    case("nesy-rename-queries-zero", "nesy", ["--rename-queries", "0"], {}, "rename_queries must be > 0, got 0"),
     case("nesy-lr-huge", "nesy", ["--lr", "1e30"], {}, "lr must lie in (0, 1], got 1e+30"),
     case("nesy-set-epochs-inf", "nesy", ["--set", "epochs=.inf"], {}, "'epochs' must be a finite number, got inf"),
     case("nesy-one-cluster", "nesy", ["--num-clusters", "1"], {}, "model.num_clusters must be >= 2, got 1"),
