@@ -126,7 +126,8 @@ def fit(
     ``on_epoch_end(epoch, is_last)`` (rank 0) may return extra columns for that epoch's row
     (e.g. test metrics). ``after_epoch(epoch, is_last)`` runs on every rank right after the
     epoch's last step, as part of training (its time counts, the checkpoint that follows holds
-    what it changed; e.g. renaming a network's classes); rank 0's columns join the row. ``grad_sync(params)`` runs on every rank after every backward pass (e.g.
+    what it changed; e.g. renaming a network's classes); rank 0's columns join the row.
+    ``grad_sync(params)`` runs on every rank after every backward pass (e.g.
     :func:`gedi_core.distributed.average_gradients` for a step that DDP does not wrap). With
     ``run`` the loop resumes from its checkpoint when the run folder was opened with ``resume``
     and writes ``log.csv``, ``epochs.csv`` and checkpoints.

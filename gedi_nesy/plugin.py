@@ -26,7 +26,7 @@ from gedi_core.errors import GediError
 from gedi_core.objective import GEDILoss as CoreGEDILoss
 from gedi_nesy.config import NesyDataConfig, NesyWeights, plugin_sgld
 from gedi_nesy.renaming import DEFAULT_QUERIES, Renamer
-from gedi_nesy.restarts import reinitialize, training_nesy
+from gedi_nesy.restarts import lowest, network_weights, reinitialize, restore_weights, training_nesy
 from gedi_nesy.step import batch_inputs, forward_batch, gedi_networks, gedi_terms
 
 # the images over which the plugin's L_PRIOR estimates the class marginal (GEDILoss(prior_window=...)):
@@ -191,8 +191,8 @@ def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str,
     ``restarts``: while the training ``L_NESY`` after training (:func:`training_nesy`) is above
     ``restart_above``, draw the GEDI networks afresh (their optimizers' state cleared, the
     objectives as given) and train again, up to ``restarts`` times; the start with the lowest
-    is kept (its weights in the model, its ``TrainObject`` returned, with ``starts``: each
-    start's training ``L_NESY``)."""
+    is kept (every network's weights as that start ended, its ``TrainObject`` returned, with
+    ``starts``: each start's training ``L_NESY``)."""
     if gedi is False:
         from deepproblog.train import train_model as deepproblog_train_model
 
@@ -219,15 +219,13 @@ def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str,
         if not restarts:
             return train_object
         loss = training_nesy(model, queries)
-        starts.append((loss, train_object, {n: {key: v.detach().clone() for key, v in net.network_module.state_dict().items()}
-                                            for n, net in gedi_networks(model).items()}))
+        starts.append((loss, train_object, network_weights(model)))
         print(f"\tStart {k}: training L_NESY {loss:.4f}" + (" (above %g: restart)" % restart_above
                                                           if loss > restart_above and k < restarts else ""))
         if not loss > restart_above:
             break
-    best = min(range(len(starts)), key=lambda i: (starts[i][0], i))
-    for name, net in gedi_networks(model).items():
-        net.network_module.load_state_dict(starts[best][2][name])
+    best = lowest([loss for loss, _, _ in starts])
+    restore_weights(model, starts[best][2])
     chosen = starts[best][1]
     chosen.starts = [loss for loss, _, _ in starts]
     return chosen

@@ -39,3 +39,21 @@ def reinitialize(model, seed: int) -> None:
         for layer in net.network_module.modules():
             if layer is not net.network_module and hasattr(layer, "reset_parameters"):
                 layer.reset_parameters()
+
+
+def network_weights(model) -> dict[str, dict[str, torch.Tensor]]:
+    """A copy of every network's weights, by network name (what a start ended with)."""
+    return {n: {k: v.detach().clone() for k, v in net.network_module.state_dict().items()}
+            for n, net in model.networks.items()}
+
+
+def restore_weights(model, weights: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Load :func:`network_weights` (or a checkpoint's networks) back into the model's networks."""
+    for name, net in model.networks.items():
+        net.network_module.load_state_dict(weights[name])
+
+
+def lowest(losses: Sequence[float]) -> int:
+    """The start to keep: the lowest training ``L_NESY`` (the first of equals)."""
+    return min(range(len(losses)), key=lambda i: (losses[i], i))
+

@@ -31,7 +31,7 @@ from gedi_nesy.evaluation import evaluate_nesy
 from gedi_nesy.plugin import GEDILoss
 from gedi_nesy.prior import program_prior
 from gedi_nesy.renaming import Renamer
-from gedi_nesy.restarts import reinitialize, training_nesy
+from gedi_nesy.restarts import lowest, network_weights, reinitialize, restore_weights, training_nesy
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
 
@@ -256,8 +256,7 @@ def train_nesy(
             metrics = train_start(cfg, model, train_queries, pools, test_queries, folder,
                                   resume and folder is not None and (folder / CHECKPOINT).is_file(),
                                   progress, extra, dist)
-            found.append((metrics, {n: {key: v.detach().clone() for key, v in net.network_module.state_dict().items()}
-                                    for n, net in model.networks.items()}))
+            found.append((metrics, network_weights(model)))
         loss = found[-1][0]["train_nesy"]
         again = loss > cfg.restart_above
         tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: training L_NESY {loss:.4f}"
@@ -270,9 +269,8 @@ def train_nesy(
 def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], run: RunFolder | None) -> dict[str, Any]:
     """Put the start with the lowest training ``L_NESY`` into ``model`` and, with a run folder,
     its files into ``run`` (``metrics.json`` last, with every start's figures)."""
-    best = min(range(len(found)), key=lambda i: (found[i][0]["train_nesy"], i))
-    for name, net in model.networks.items():
-        net.network_module.load_state_dict(found[best][1][name])
+    best = lowest([m["train_nesy"] for m, _ in found])
+    restore_weights(model, found[best][1])
     starts = [{"start": k, "train_nesy": m["train_nesy"], **{key: m.get(key) for key in ("digit_acc", "nmi",
                                                                                          "query_acc", "seconds")}}
               for k, (m, _) in enumerate(found)]
