@@ -11,61 +11,22 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from gedi_core import jsonsafe
-from gedi_core.config import TrainConfig, dotted_to_nested, parse_set, read_config_file
+from gedi_core.config import Flag, TrainConfig, dotted_to_nested, flags_of, parse_set, read_config_file
 from gedi_core.errors import GediError
 
-# flag -> dotted config key
-TRAIN_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--dataset": ("data.name", str, "data set name (moons, circles, svhn, cifar10, cifar100, mnist, fashion-mnist, "
-                  "mnist-t10k)"),
-    "--method": ("method", str, "method name (gedi, gedi_no_gen, gedi_no_inv, gedi_no_prior, jem, barlow, swav)"),
-    "--seed": ("seed", int, "random seed"),
-    "--iters": ("iters", int, "training iterations"),
-    "--batch-size": ("batch_size", int, "batch size"),
-    "--lr": ("lr", float, "Adam learning rate"),
-    "--weight-decay": ("weight_decay", float, "Adam weight decay"),
-    "--w-gen": ("weights.gen", float, "weight of L_GEN"),
-    "--w-inv": ("weights.inv", float, "weight of L_INV"),
-    "--w-prior": ("weights.prior", float, "weight of L_PRIOR"),
-    "--sgld-steps": ("sgld.steps", int, "SGLD steps per iteration"),
-    "--sgld-step-size": ("sgld.step_size", float, "SGLD step size"),
-    "--sgld-noise": ("sgld.noise", float, "SGLD noise standard deviation"),
-    "--buffer-size": ("sgld.buffer_size", int, "replay buffer size"),
-    "--reinit-freq": ("sgld.reinit_freq", float, "replay buffer reinitialisation frequency"),
-    "--sgld-chains": ("sgld.chains", int, "SGLD chains per step (0: one per input image)"),
-    "--sgld-every": ("sgld.every", int, "run SGLD every N steps, re-scoring the last samples in between (1: every step)"),
-    "--tau": ("model.tau", float, "temperature of the cluster head"),
-    "--num-clusters": ("model.num_clusters", int, "number of clusters c"),
-    "--backbone": ("model.backbone", str, "backbone (mlp, resnet8, lenet)"),
-    "--width": ("model.width", int, "ResNet-8 channels F"),
-    "--n-train": ("data.n_train", int, "training points (toy data)"),
-    "--aug-noise": ("data.aug_noise", float, "Gaussian-noise augmentation sigma"),
-    "--data-root": ("data.data_root", str, "folder with local data files (torchvision layout)"),
-    "--device": ("device", str, "torch device (cpu, cuda, cuda:1)"),
-    "--epochs": ("epochs", int, "training epochs (image data sets)"),
-    "--train-subset": ("data.train_subset", int, "use only the first N training images (0: all)"),
-    "--test-subset": ("data.test_subset", int, "use only the first N test images (0: all)"),
-    "--validation": ("data.validation", float, "share of the training set held out and evaluated on instead of "
-                     "the test split, which is then never read (for choosing hyperparameters; 0: off)"),
-    "--eval-every": ("eval_every", int, "also evaluate test NMI every N epochs"),
-    "--log-every": ("log_every", int, "log and monitor every N iterations"),
-    "--ckpt-every": ("ckpt_every", int, "checkpoint every N iterations"),
-}
+#: the flags of ``gedi-core train``, built from the config's field declarations (gedi_core.config.schema)
+TRAIN_FLAGS: list[Flag] = flags_of(TrainConfig)
 
 
-# switch flags -> dotted config key set to true
-BOOL_FLAGS: dict[str, tuple[str, str]] = {
-    "--download": ("data.download", "let torchvision download missing data files into --data-root"),
-    "--amp": ("amp", "mixed precision (bfloat16 autocast; for CUDA, also runs on CPU)"),
-}
-
-
-def add_config_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, type, str]]) -> None:
-    for flag, (key, typ, help_text) in flags.items():
-        parser.add_argument(flag, dest=key, type=typ, default=None, help=f"{help_text} [{key}]")
-    for flag, (key, help_text) in BOOL_FLAGS.items():
-        parser.add_argument(flag, dest=key, action="store_const", const=True, default=None,
-                            help=f"{help_text} [{key}=true]")
+def add_config_flags(parser: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
+    """``flags`` (switches last), then ``--config`` and ``--set``; each flag's help ends with its key."""
+    for f in flags:
+        if f.type is not bool:
+            parser.add_argument(f.flag, dest=f.key, type=f.type, default=None, help=f"{f.help} [{f.key}]")
+    for f in flags:
+        if f.type is bool:
+            parser.add_argument(f.flag, dest=f.key, action="store_const", const=True, default=None,
+                                help=f"{f.help} [{f.key}=true]")
     parser.add_argument("--config", default=None, help="YAML/JSON config file (flags override it)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key, e.g. sgld.steps=5")
 
@@ -77,9 +38,9 @@ def add_run_flags(parser: argparse.ArgumentParser, out_help: str) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def flag_overrides(args: argparse.Namespace, flags: dict[str, tuple[str, type, str]]) -> dict[str, Any]:
-    keys = [key for key, _, _ in flags.values()] + [key for key, _ in BOOL_FLAGS.values()]
-    values = {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
+def flag_overrides(args: argparse.Namespace, flags: Sequence[Flag]) -> dict[str, Any]:
+    """The config keys the given flags and ``--set`` items set, as a nested mapping."""
+    values = {f.key: getattr(args, f.key) for f in flags if getattr(args, f.key, None) is not None}
     values.update(parse_set(args.set))
     return dotted_to_nested(values)
 

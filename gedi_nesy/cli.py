@@ -17,65 +17,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from gedi_core.cli import add_config_flags, add_run_flags, flag_overrides, json_line, run_cli
-from gedi_core.config import read_config_file
+from gedi_core.config import flags_of, read_config_file
 from gedi_nesy.config import NesyConfig, build_nesy_config
 from gedi_nesy.limits import DEFAULT_GROUND_TIMEOUT, timeout_flag
 from gedi_nesy.run_setup import prepare, resolve_path  # prepare re-exported: gedi_nesy.cli.prepare
 
-# flag -> dotted config key
-NESY_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--program": ("program", str, "ProbLog program (.pl) with nn(...) predicates"),
-    "--network": ("networks", str, "name(s) the GEDI network(s) are registered under, comma-separated"),
-    "--arm": ("arm", str, "nesy | gedi | gedi+nesy"),
-    "--data": ("data.name", str, "digits (embedded, offline) | mnist | npz"),
-    "--data-root": ("data.data_root", str, "folder with the MNIST raw files (t10k-* and/or train-*)"),
-    "--images": ("data.images", str, ".npz with train_images, test_images, test_labels"),
-    "--queries": ("data.queries", str, "training queries, one ground ProbLog query per line"),
-    "--test-queries": ("data.test_queries", str, "test queries for query_acc (same syntax)"),
-    "--task": ("data.task", str, "example generator: auto | addition | sum | multi_addition"),
-    "--examples": ("data.examples", int, "number of training examples"),
-    "--digits": ("data.digits", int, "multi_addition: digits per number (default 2); queries are cut from seeded "
-                 "permutations of the training pool, 2N distinct images each: pool / 2N queries use each image "
-                 "once, more queries reuse images in further permutations"),
-    "--test-examples": ("data.test_examples", int, "number of generated test queries (validation queries with --validation)"),
-    "--seed": ("seed", int, "random seed (data split, examples, initialisation)"),
-    "--split-seed": ("data.split_seed", int, "seed of the train/test split of a single image set (-1: --seed)"),
-    "--validation": ("data.validation", float, "share of the training pool held out as the validation pool: "
-                     "evaluate there, never read the test pool (for choosing hyperparameters; 0: off)"),
-    "--epochs": ("epochs", int, "epochs (0: paper default 500/100/25 for 100/1000/10000 examples)"),
-    "--batch-size": ("batch_size", int, "queries per batch"),
-    "--lr": ("lr", float, "Adam learning rate"),
-    "--weight-decay": ("weight_decay", float, "Adam L2 weight decay"),
-    "--w-nesy": ("weights.nesy", float, "weight of L_NESY"),
-    "--w-gen": ("weights.gen", float, "weight of L_GEN"),
-    "--w-prior": ("weights.prior", float, "weight of L_PRIOR"),
-    "--w-inv": ("weights.inv", float, "weight of L_INV"),
-    "--prior": ("prior", str, "entropy | uniform"),
-    "--prior-target": ("prior_target", str, "uniform | program: the class prior the training queries imply"),
-    "--prior-window": ("prior_window", float, "images over which L_PRIOR estimates the class marginal (0: the batch)"),
-    "--rename-every": ("rename_every", int, "epochs between searches for a renaming of the clusters that lowers the "
-                       "training L_NESY (label-free repair of wrongly named digits; 0: off)"),
-    "--rename-queries": ("rename_queries", int, "training queries the renaming search scores"),
-    "--restarts": ("restarts", int, "starts drawn afresh while a start ends with training L_NESY above "
-                   "--restart-above (the lowest is kept; OUT/start<k> each; 0: one start)"),
-    "--restart-above": ("restart_above", float, "training L_NESY above which a start is restarted"),
-    "--sgld-steps": ("sgld.steps", int, "SGLD steps per batch"),
-    "--sgld-step-size": ("sgld.step_size", float, "SGLD step size"),
-    "--sgld-noise": ("sgld.noise", float, "SGLD noise standard deviation"),
-    "--buffer-size": ("sgld.buffer_size", int, "replay buffer size"),
-    "--reinit-freq": ("sgld.reinit_freq", float, "replay buffer reinitialisation frequency"),
-    "--sgld-chains": ("sgld.chains", int, "SGLD chains per step (0: one per input image)"),
-    "--sgld-every": ("sgld.every", int, "run SGLD every N steps, re-scoring the last samples in between (1: every step)"),
-    "--aug-noise": ("data.aug_noise", float, "Gaussian-noise augmentation sigma"),
-    "--train-shift": ("data.train_shift", int, "random shift in pixels of the training images (0: off)"),
-    "--tau": ("model.tau", float, "temperature of the cluster head"),
-    "--num-clusters": ("model.num_clusters", int, "network outputs (must equal the nn domain size)"),
-    "--backbone": ("model.backbone", str, "backbone (lenet, mlp, resnet8)"),
-    "--eval-every": ("eval_every", int, "epochs between digit accuracy / NMI evaluations"),
-    "--device": ("device", str, "torch device"),
-    "--engine": ("engine", str, "inference: batched (tensorised circuits, default) | exact (DeepProbLog's ExactEngine)"),
-    "--compile-cache": ("compile_cache", str, "folder keeping the batched engine's compiled query shapes across runs"),
-}
+#: the flags of ``gedi-nesy train``, built from the config's field declarations (gedi_nesy.config)
+NESY_FLAGS = flags_of(NesyConfig)
 
 
 def resolve_config(args: argparse.Namespace) -> NesyConfig:
