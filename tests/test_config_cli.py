@@ -87,3 +87,68 @@ def test_cli_train_writes_run_folder_and_prints_json_last(tmp_path, capsys):
     for name in ("metrics.json", "log.csv", "config.yaml", "checkpoint.pt", "losses.png", "clusters.png", "density.png"):
         assert (out / name).exists(), name
     assert len((out / "log.csv").read_text().strip().splitlines()) == 1 + 3
+
+
+def test_flag_tables_come_from_the_config_declarations():
+    """Each flag sets a key its config has; a section's flags read as the including config says."""
+    from gedi_core.cli import TRAIN_FLAGS
+    from gedi_core.config import flags_of, to_dict
+    from gedi_nesy.cli import NESY_FLAGS
+    from gedi_nesy.config import NesyConfig
+
+    for table, cfg in ((TRAIN_FLAGS, TrainConfig()), (NESY_FLAGS, NesyConfig())):
+        names = [f.flag for f in table]
+        assert len(names) == len(set(names))
+        keys = set(flatten(to_dict(cfg)))
+        assert all(f.key in keys for f in table), [f.key for f in table if f.key not in keys]
+    core, nesy = ({f.flag: f for f in t} for t in (TRAIN_FLAGS, NESY_FLAGS))
+    assert core["--sgld-steps"].help == "SGLD steps per iteration" and nesy["--sgld-steps"].help == "SGLD steps per batch"
+    assert "--width" in core and "--width" not in nesy  # hidden by NesyConfig's model section
+    assert (core["--w-gen"].key, nesy["--w-nesy"].key, nesy["--amp"].type) == ("weights.gen", "weights.nesy", bool)
+    assert flags_of(NesyConfig) == NESY_FLAGS
+
+
+def flatten(d, prefix=""):
+    out = {}
+    for key, value in d.items():
+        out.update(flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def test_a_declared_field_gets_its_flag_range_and_choice_check():
+    """A new field is one line: its flag, range and choices follow from it."""
+    from dataclasses import dataclass
+
+    from gedi_core.config import POSITIVE, check_choices, flags_of, ranges_of, section, setting
+
+    @dataclass
+    class Inner:
+        steps: int = setting(1, "--steps", "steps", range=POSITIVE)
+        size: int = setting(3, "--size", "size")
+
+    @dataclass
+    class Outer:
+        mode: str = setting("a", "--mode", "a | b", choices=("a", "b"), kind="mode")
+        quiet: bool = setting(False, "--quiet", "say less")
+        inner: Inner = section(Inner, help={"steps": "inner steps"}, hide=("size",))
+
+    assert [(f.flag, f.key, f.type, f.help) for f in flags_of(Outer)] == [
+        ("--mode", "mode", str, "a | b"), ("--quiet", "quiet", bool, "say less"), ("--steps", "inner.steps", int,
+                                                                                   "inner steps")]
+    assert ranges_of(Outer) == {"inner.steps": POSITIVE}
+    check_choices(Outer())
+    with pytest.raises(GediError, match=r"^mode: unknown mode 'c' \(known: a, b\)$"):
+        check_choices(Outer(mode="c"))
+
+
+def test_nesy_validate_changes_nothing_and_images_mean_npz():
+    import copy
+
+    from gedi_nesy.config import NesyConfig, NesyDataConfig, build_nesy_config
+
+    cfg = NesyConfig()
+    before = copy.deepcopy(cfg)
+    assert cfg.validate() == before == cfg
+    assert NesyDataConfig(images="x.npz").name == "npz"  # normalised where the config is built
+    built = build_nesy_config([("file", {"data": {"name": "mnist"}}), ("flags", {"data": {"images": __file__}})])
+    assert (built.data.name, built.data.images) == ("npz", __file__)
