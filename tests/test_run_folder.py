@@ -402,12 +402,10 @@ def test_eval_updates_its_own_eval_json(finished_runs, tmp_path, capsys):
 
 
 def test_outputs_in_a_read_only_folder_are_refused_before_any_work(finished_runs, capsys, monkeypatch):
-    import gedi_core.runfolder as runfolder
-
     nesy, root = finished_runs["nesy"], finished_runs["root"]
     before = digest(root)
     real = os.access
-    monkeypatch.setattr(runfolder.os, "access", lambda p, mode: False if Path(p) == nesy else real(p, mode))
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == nesy else real(p, mode))
     line = run_one_line(nesy_cli.main, ["predict", "--run", str(nesy), "--images", str(root / "imgs.npz")],
                         "gedi-nesy", capsys)
     assert f"cannot write there ({nesy} is not a writable folder)" in line
@@ -474,8 +472,6 @@ def test_disk_full_is_one_line_and_keeps_the_last_good_checkpoint(error, reason,
     """torch.save failing as on a full disk on the second checkpoint (an OSError, or the RuntimeError
     torch raises then): one line naming the folder and its free space; the first checkpoint stays,
     no temporary file or metrics.json is left."""
-    import gedi_core.runfolder as runfolder
-
     real, calls = torch.save, {"n": 0}
 
     def save(obj, f, *args, **kwargs):
@@ -485,7 +481,7 @@ def test_disk_full_is_one_line_and_keeps_the_last_good_checkpoint(error, reason,
             raise error
         return real(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(runfolder.torch, "save", save)
+    monkeypatch.setattr(torch, "save", save)
     out = tmp_path / "run"
     line = run_one_line(core_cli.main, [*CORE, "--out", str(out)], "gedi-core", capsys)
     assert f"{out}/checkpoint.pt: cannot write it ({reason});" in line and f"free in {out}" in line
