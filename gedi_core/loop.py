@@ -124,6 +124,7 @@ class _Fit:
         self.warmup = max(options.epochs * batches.steps_per_epoch // 5, 1)
 
     def __call__(self) -> FitResult:
+        """Resume or start, train every epoch left, and return the log."""
         state = loop_state.restore(self.run, self.dist, self.step, self.optimizer, self.batches)
         resumed = state is not None
         state = state or LoopState(world_size=self.dist.world_size)
