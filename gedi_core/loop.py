@@ -5,7 +5,8 @@ around it is written here once: zero-grad / backward / optimizer step, the progr
 log row every ``log_every`` steps with the failure monitor's indicators, a row per epoch,
 NaN/inf detection, checkpoints (every epoch and every ``ckpt_every`` steps) and bit-exact
 resume from them, and DDP's bookkeeping (rank 0 logs and writes; each rank keeps its own
-random state).
+random state). Where the loop stands is one :class:`~gedi_core.loop_state.LoopState`, which
+the checkpoint's loop section is written from and read back into.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from gedi_core import checkpoint as ckpt
-from gedi_core.distributed import DistInfo, all_reduce_mean, barrier
-from gedi_core.errors import GediError
-from gedi_core.monitor import FailureMonitor
+from gedi_core import loop_state
+from gedi_core.distributed import DistInfo, all_reduce_mean
 from gedi_core.errors import NonFiniteError
-from gedi_core.rng import rng_state, set_rng_state
-from gedi_core.runfolder import RunFolder, resume_errors
+from gedi_core.loop_state import LoopState
+from gedi_core.monitor import FailureMonitor
+from gedi_core.runfolder import RunFolder
 
 
 @dataclass
@@ -108,6 +108,140 @@ def check_finite_parameters(params: list[Tensor], where: str) -> None:
                                  "the last good checkpoint is kept")
 
 
+class _Fit:
+    """One call of :func:`fit`: its collaborators, and the epoch, step, log and checkpoint
+    pieces of the loop, each moving the one :class:`~gedi_core.loop_state.LoopState`."""
+
+    def __init__(self, step: Step, batches: Batches, optimizer: torch.optim.Optimizer, options: FitOptions,
+                 run: RunFolder | None, monitor: FailureMonitor | None,
+                 on_epoch_end: Callable[[int, bool], dict[str, Any]] | None, dist: DistInfo,
+                 device: torch.device | None, grad_sync: Callable[[list[Tensor]], None] | None,
+                 after_epoch: Callable[[int, bool], dict[str, Any]] | None) -> None:
+        self.step, self.batches, self.optimizer, self.options = step, batches, optimizer, options
+        self.run, self.monitor, self.dist, self.device, self.grad_sync = run, monitor, dist, device, grad_sync
+        self.on_epoch_end, self.after_epoch = on_epoch_end, after_epoch
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.warmup = max(options.epochs * batches.steps_per_epoch // 5, 1)
+
+    def __call__(self) -> FitResult:
+        """Resume or start, train every epoch left, and return the log."""
+        state = loop_state.restore(self.run, self.dist, self.step, self.optimizer, self.batches)
+        resumed = state is not None
+        state = state or LoopState(world_size=self.dist.world_size)
+        resumed_seconds = state.seconds
+        if self.monitor is not None:
+            self.monitor.seen = set(state.monitor_seen)
+        n = self.batches.steps_per_epoch
+        self.bar = tqdm(total=self.options.epochs * n, initial=state.epoch * n + state.pos,
+                        disable=not (self.options.progress and self.dist.is_main), desc=self.options.desc,
+                        dynamic_ncols=True)
+        self.step.train()
+        while state.epoch < self.options.epochs:
+            self.epoch(state)
+        self.bar.close()
+        return FitResult(rows=state.rows, epoch_rows=state.epoch_rows, warnings=state.warnings,
+                         seconds=state.seconds, steps=state.steps, items=state.items, resumed=resumed,
+                         resumed_seconds=resumed_seconds)
+
+    def epoch(self, state: LoopState) -> None:
+        """The rest of epoch ``state.epoch`` (from step ``state.pos``), its row and checkpoint."""
+        n = self.batches.steps_per_epoch
+        t_seg = time.time()
+        for pos, batch in enumerate(self.batches.epoch(state.epoch, state.pos), start=state.pos):
+            out, loss_value = self.train_batch(batch, f"epoch {state.epoch + 1} step {state.steps + 1}")
+            state.steps += 1
+            state.items += out.size
+            state.tally.add(loss_value, out.terms, out.size)
+            state.pos = pos + 1
+            self.bar.update(1)
+            last_of_epoch = pos == n - 1
+            if self.dist.is_main and (state.steps % self.options.log_every == 0 or last_of_epoch):
+                self.log(state, batch, out, loss_value, t_seg)
+            if self.options.ckpt_every and state.steps % self.options.ckpt_every == 0 and not last_of_epoch:
+                self.add_seconds(state, t_seg)
+                self.checkpoint(state)
+                t_seg = time.time()
+        self.end_epoch(state, t_seg)
+
+    def train_batch(self, batch: Any, where: str) -> tuple[StepOutput, float]:
+        """One step on ``batch`` (forward, backward, gradient sync, optimizer step) and its loss;
+        NaN/inf in it is one :class:`NonFiniteError` saying ``where``."""
+        try:
+            out = self.step(batch)
+        except NonFiniteError as exc:  # NaN/inf logits or SGLD samples: say where, as for the loss
+            raise NonFiniteError(f"{where}: {exc}; the last good checkpoint is kept") from None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value = 0.0
+        if out.loss is not None:
+            loss_value = float(out.loss.detach())
+            if not math.isfinite(loss_value):
+                raise NonFiniteError(f"{where}: the loss is not finite ({_non_finite_terms(out)}); "
+                                     "the last good checkpoint is kept")
+            out.loss.backward()
+        if self.grad_sync is not None:  # every rank, every step: the ranks stay in step
+            self.grad_sync(self.params)
+        if out.loss is not None or self.grad_sync is not None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, float("inf")))
+            if not math.isfinite(grad_norm):
+                raise NonFiniteError(f"{where}: the gradients are not finite (gradient norm {grad_norm}); "
+                                     "the last good checkpoint is kept")
+            self.optimizer.step()
+        return out, loss_value
+
+    def log(self, state: LoopState, batch: Any, out: StepOutput, loss_value: float, t_seg: float) -> None:
+        """A row of ``log.csv`` with the monitor's indicators on ``batch``; its warnings; the bar."""
+        diag = self.step.diagnose(batch)
+        row = {"epoch": state.epoch + 1, "iter": state.steps, "loss": loss_value, **out.terms, **diag,
+               "seconds": round(state.seconds + time.time() - t_seg, 3)}
+        state.rows.append(row)
+        if self.monitor is not None and state.steps >= self.warmup:
+            where = f"epoch {state.epoch + 1} iter {state.steps}" if self.options.epochs > 1 else f"iter {state.steps}"
+            for message in self.monitor.check(diag, head_modes=self.options.head_modes):
+                state.warnings.append(f"{where}: {message}")
+                tqdm.write(f"warning [{self.options.label}] {where}: {message}")
+        self.bar.set_postfix({label: f"{row[k]:.3f}" for label, k in self.options.bar_fields.items() if k in row})
+
+    def end_epoch(self, state: LoopState, t_seg: float) -> None:
+        """After the epoch's last step: the ``after_epoch`` hook, the epoch's row (with
+        ``on_epoch_end``'s columns), then the checkpoint at the next epoch's start."""
+        epoch, is_last = state.epoch, state.epoch + 1 == self.options.epochs
+        hook_row = self.after_epoch(epoch, is_last) if self.after_epoch is not None else {}
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.add_seconds(state, t_seg)
+        tally = state.tally
+        count = max(tally.count, 1)
+        mean_loss = all_reduce_mean(tally.sums.get("loss", 0.0) / count, self.dist, self.device or torch.device("cpu"))
+        erow: dict[str, Any] = {"epoch": epoch + 1, "iter": state.steps, "loss": round(mean_loss, 6),
+                                **{k: v / count for k, v in tally.sums.items() if k != "loss"},
+                                "seconds": round(tally.seconds, 3),
+                                f"{self.options.item_name}_per_s": round(tally.items * self.dist.world_size
+                                                                         / max(tally.seconds, 1e-9), 1),
+                                **hook_row}
+        if self.on_epoch_end is not None and self.dist.is_main:
+            erow.update(self.on_epoch_end(epoch, is_last))
+            self.step.train()
+        state.epoch_rows.append(erow)
+        state.next_epoch()
+        self.checkpoint(state)
+
+    @staticmethod
+    def add_seconds(state: LoopState, t_seg: float) -> None:
+        """Count the training time since ``t_seg`` (the segment ends: a checkpoint or the epoch's end)."""
+        dt = time.time() - t_seg
+        state.seconds += dt
+        state.tally.seconds += dt
+
+    def checkpoint(self, state: LoopState) -> None:
+        """With a run folder: the checkpoint of ``state`` (refused when the parameters are no
+        longer finite, so that the last good one is kept)."""
+        if self.run is None:
+            return
+        check_finite_parameters(self.params, f"epoch {state.epoch + 1} step {state.steps}")
+        state.monitor_seen = sorted(self.monitor.seen) if self.monitor is not None else []
+        loop_state.save(self.run, self.dist, state, self.step, self.optimizer, self.batches)
+
+
 def fit(
     step: Step,
     batches: Batches,
@@ -132,129 +266,5 @@ def fit(
     ``run`` the loop resumes from its checkpoint when the run folder was opened with ``resume``
     and writes ``log.csv``, ``epochs.csv`` and checkpoints.
     """
-    dist = dist or DistInfo()
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    res = FitResult()
-    start_epoch, start_pos, elapsed = 0, 0, 0.0
-    seen: list[str] = []
-    state = run.resume_state(dist.rank) if run is not None else None
-    if state is not None:
-        with resume_errors(run.checkpoint_path):
-            step.load_state_dict(ckpt.step_state(state))
-            optimizer.load_state_dict(ckpt.optimizer_state(state))
-            batches.load_state_dict(ckpt.batches_state(state))
-            set_rng_state(ckpt.random_state(state))
-        loop = ckpt.loop_state(state)
-        if loop.get("world_size", 1) != dist.world_size:
-            raise GediError(f"--resume: the checkpoint was written by {loop.get('world_size', 1)} process(es), "
-                            f"resumed with {dist.world_size}; resume with the same --nproc_per_node")
-        res.rows, res.epoch_rows, res.warnings = loop["rows"], loop["epoch_rows"], loop["warnings"]
-        res.steps, res.items, elapsed = loop["steps"], loop["items"], loop["seconds"]
-        start_epoch, start_pos, seen = loop["epoch"], loop["pos"], loop["monitor_seen"]
-        res.resumed, res.resumed_seconds = True, elapsed
-    if monitor is not None:
-        monitor.seen = set(seen)
-
-    def checkpoint(epoch: int, pos: int, epoch_acc: dict[str, Any] | None) -> None:
-        if run is None:
-            return
-        check_finite_parameters(params, f"epoch {epoch + 1} step {res.steps}")
-        step_state = step.state_dict()  # once: it copies the replay buffer
-        rng = rng_state()
-        if dist.is_main:
-            loop = ckpt.loop_section(dist.world_size, epoch, pos, res.steps, res.items, elapsed, epoch_acc, res.rows,
-                                     res.epoch_rows, res.warnings, sorted(monitor.seen) if monitor is not None else [])
-            run.save(ckpt.training_state(step_state, optimizer.state_dict(), batches.state_dict(), rng, loop))
-            run.write_rows("log.csv", res.rows)
-            run.write_rows("epochs.csv", res.epoch_rows)
-        else:
-            run.save(ckpt.rank_state(step_state, rng), dist.rank)
-        barrier(dist)
-
-    n = batches.steps_per_epoch
-    total = options.epochs * n
-    warmup = max(total // 5, 1)
-    bar = tqdm(total=total, initial=start_epoch * n + start_pos, disable=not (options.progress and dist.is_main),
-               desc=options.desc, dynamic_ncols=True)
-    step.train()
-    for epoch in range(start_epoch, options.epochs):
-        resumed_here = state is not None and epoch == start_epoch
-        pos0 = start_pos if resumed_here else 0
-        # the epoch's running sums (restored when resuming inside an epoch)
-        acc = (dict(ckpt.loop_state(state)["epoch_acc"]) if resumed_here and start_pos
-               else {"sums": {}, "count": 0, "items": 0, "seconds": 0.0})
-        sums: dict[str, float] = dict(acc["sums"])
-        t_seg = time.time()
-        for pos, batch in enumerate(batches.epoch(epoch, pos0), start=pos0):
-            try:
-                out = step(batch)
-            except NonFiniteError as exc:  # NaN/inf logits or SGLD samples: say where, as for the loss
-                raise NonFiniteError(f"epoch {epoch + 1} step {res.steps + 1}: {exc}; the last good checkpoint "
-                                     "is kept") from None
-            optimizer.zero_grad(set_to_none=True)
-            if out.loss is not None:
-                loss_value = float(out.loss.detach())
-                if not math.isfinite(loss_value):
-                    raise NonFiniteError(f"epoch {epoch + 1} step {res.steps + 1}: the loss is not finite "
-                                         f"({_non_finite_terms(out)}); the last good checkpoint is kept")
-                out.loss.backward()
-            else:
-                loss_value = 0.0
-            if grad_sync is not None:  # every rank, every step: the ranks stay in step
-                grad_sync(params)
-            if out.loss is not None or grad_sync is not None:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, float("inf")))
-                if not math.isfinite(grad_norm):
-                    raise NonFiniteError(f"epoch {epoch + 1} step {res.steps + 1}: the gradients are not finite "
-                                         f"(gradient norm {grad_norm}); the last good checkpoint is kept")
-                optimizer.step()
-            res.steps += 1
-            res.items += out.size
-            acc["items"] += out.size
-            acc["count"] += 1
-            sums["loss"] = sums.get("loss", 0.0) + loss_value
-            for k, v in out.terms.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.update(1)
-            last_of_epoch = pos == n - 1
-            if dist.is_main and (res.steps % options.log_every == 0 or last_of_epoch):
-                diag = step.diagnose(batch)
-                row = {"epoch": epoch + 1, "iter": res.steps, "loss": loss_value, **out.terms, **diag,
-                       "seconds": round(elapsed + time.time() - t_seg, 3)}
-                res.rows.append(row)
-                if monitor is not None and res.steps >= warmup:
-                    where = f"epoch {epoch + 1} iter {res.steps}" if options.epochs > 1 else f"iter {res.steps}"
-                    for message in monitor.check(diag, head_modes=options.head_modes):
-                        res.warnings.append(f"{where}: {message}")
-                        tqdm.write(f"warning [{options.label}] {where}: {message}")
-                bar.set_postfix({label: f"{row[k]:.3f}" for label, k in options.bar_fields.items() if k in row})
-            if options.ckpt_every and res.steps % options.ckpt_every == 0 and not last_of_epoch:
-                dt = time.time() - t_seg
-                elapsed += dt
-                acc["seconds"] += dt
-                acc["sums"] = dict(sums)
-                checkpoint(epoch, pos + 1, acc)
-                t_seg = time.time()
-        hook_row = after_epoch(epoch, epoch + 1 == options.epochs) if after_epoch is not None else {}
-        if device is not None and device.type == "cuda":
-            torch.cuda.synchronize(device)
-        dt = time.time() - t_seg
-        elapsed += dt
-        acc["seconds"] += dt
-        res.seconds = elapsed
-        count = max(acc["count"], 1)
-        mean_loss = all_reduce_mean(sums.get("loss", 0.0) / count, dist, device or torch.device("cpu"))
-        erow: dict[str, Any] = {"epoch": epoch + 1, "iter": res.steps, "loss": round(mean_loss, 6),
-                                **{k: v / count for k, v in sums.items() if k != "loss"},
-                                "seconds": round(acc["seconds"], 3),
-                                f"{options.item_name}_per_s": round(acc["items"] * dist.world_size
-                                                                    / max(acc["seconds"], 1e-9), 1),
-                                **hook_row}
-        if on_epoch_end is not None and dist.is_main:
-            erow.update(on_epoch_end(epoch, epoch + 1 == options.epochs))
-            step.train()
-        res.epoch_rows.append(erow)
-        checkpoint(epoch + 1, 0, None)
-    bar.close()
-    res.seconds = elapsed
-    return res
+    return _Fit(step, batches, optimizer, options, run, monitor, on_epoch_end, dist or DistInfo(), device,
+                grad_sync, after_epoch)()

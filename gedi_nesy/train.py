@@ -1,19 +1,19 @@
 """Train GEDI networks inside a DeepProbLog model: the NeSy recipe over the one loop.
 
-Read top to bottom: the batch source (queries shuffled per epoch), the objective each GEDI
-network gets from the config, then :func:`train_nesy`, which runs :func:`gedi_core.loop.fit`
-with a :class:`~gedi_nesy.step.NesyStep`, evaluates, and writes the run folder.
+Read top to bottom: the checks of a start's config and inputs, then :func:`train_start`, which
+builds the start (:func:`gedi_nesy.start.build_start`: batch source, objectives, step,
+optimizer, monitor, renaming hook), runs :func:`gedi_core.loop.fit` with it (:func:`fit_start`),
+evaluates (:func:`start_metrics`) and writes the run folder; then :func:`train_nesy`, which
+restarts badly ending starts and keeps the best.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import random
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from tqdm import tqdm
@@ -22,55 +22,16 @@ from gedi_core.checkpoint import model_state, read_checkpoint
 from gedi_core.config import to_dict
 from gedi_core.distributed import DistInfo, average_gradients, barrier
 from gedi_core.errors import GediError
-from gedi_core.loop import FitOptions, fit
-from gedi_core.monitor import FailureMonitor, collapse_message, prior_term_optimum
+from gedi_core.loop import FitOptions, FitResult, fit
+from gedi_core.monitor import collapse_message, prior_term_optimum
 from gedi_core.runfolder import CHECKPOINT, LOCK, METRICS, RunFolder, write_bytes
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
-from gedi_nesy.plugin import GEDILoss
-from gedi_nesy.prior import program_prior
-from gedi_nesy.renaming import Renamer
 from gedi_nesy.restarts import lowest, network_weights, reinitialize, restore_weights, training_nesy
 from gedi_nesy.program import inspect_program, model_program, network_domains
-from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
-
-
-class QueryBatches:
-    """Each epoch, the training queries in a new seeded order, cut into batches; under torchrun
-    rank ``r`` of ``world`` takes ``batch[r::world]`` of each (global) batch."""
-
-    def __init__(self, queries: Sequence, batch_size: int, seed: int, dist: DistInfo | None = None) -> None:
-        self.queries = list(queries)
-        self.batch_size = batch_size
-        self.dist = dist or DistInfo()
-        self.steps_per_epoch = math.ceil(len(self.queries) / batch_size)
-        self.shuffler = random.Random(seed)
-        self.order: list[int] = []
-        self.order_epoch = -1
-
-    def epoch(self, epoch: int, start: int) -> Iterator[list]:
-        if self.order_epoch != epoch:
-            self.order = list(range(len(self.queries)))
-            self.shuffler.shuffle(self.order)
-            self.order_epoch = epoch
-        bs, rank, world = self.batch_size, self.dist.rank, self.dist.world_size
-        for b in range(start, self.steps_per_epoch):
-            yield [self.queries[i] for i in self.order[b * bs:(b + 1) * bs][rank::world]]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"shuffler": self.shuffler.getstate(), "order": self.order, "order_epoch": self.order_epoch}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.shuffler.setstate(state["shuffler"])
-        self.order, self.order_epoch = list(state["order"]), state["order_epoch"]
-
-
-def nesy_objective(cfg: NesyConfig, seed: int) -> GEDILoss:
-    """The GEDI terms of one network under ``cfg`` (the arm's mask applied to the weights)."""
-    w = cfg.active_weights()
-    return GEDILoss(w["gen"], w["inv"], w["prior"], prior_form=cfg.prior, sgld=cfg.sgld, prior_window=cfg.prior_window,
-                    aug_noise=cfg.data.aug_noise, seed=seed)
+from gedi_nesy.start import Start, build_start, nesy_objective  # noqa: F401 (nesy_objective: imported from here)
+from gedi_nesy.step import gedi_networks
 
 
 def checked_config(cfg: NesyConfig, model, n_train: int, n_test: int) -> NesyConfig:
@@ -90,6 +51,22 @@ def checked_config(cfg: NesyConfig, model, n_train: int, n_test: int) -> NesyCon
     data = dataclasses.replace(cfg.data, examples=n_train, test_examples=n_test,
                                download=cfg.data.download and cfg.data.name == "mnist")
     return dataclasses.replace(cfg, epochs=cfg.resolved_epochs(n_train), data=data)
+
+
+def checked_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_queries: Sequence | None,
+                  dist: DistInfo) -> NesyConfig:
+    """``cfg`` validated (in place) and checked against the model, the queries, the pools and the
+    number of processes (:func:`checked_config`): every refusal before the run folder is opened."""
+    cfg.validate()
+    if not gedi_networks(model):
+        raise GediError("the model has no GEDI network (build networks with gedi_nesy.gedi_network)")
+    if not train_queries:
+        raise GediError("no training queries")
+    cfg = checked_config(cfg, model, len(train_queries), len(test_queries or []))
+    check_pools(cfg, pools)
+    if dist.world_size > cfg.batch_size:
+        raise GediError(f"batch_size {cfg.batch_size} cannot be shared by {dist.world_size} processes")
+    return cfg
 
 
 def train_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_queries: Sequence | None,
@@ -115,75 +92,67 @@ def train_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_que
     and returns the metrics (the other ranks return ``{}``).
     """
     t_start = time.time()
-    cfg.validate()
-    nets = gedi_networks(model)
-    if not nets:
-        raise GediError("the model has no GEDI network (build networks with gedi_nesy.gedi_network)")
-    if not train_queries:
-        raise GediError("no training queries")
-    cfg = checked_config(cfg, model, len(train_queries), len(test_queries or []))
-    check_pools(cfg, pools)
-    program = Path(cfg.program)
-    domains = network_domains(model_program(model))
     dist = dist or DistInfo()
-    if dist.world_size > cfg.batch_size:
-        raise GediError(f"batch_size {cfg.batch_size} cannot be shared by {dist.world_size} processes")
+    cfg = checked_start(cfg, model, train_queries, pools, test_queries, dist)
+    domains = network_domains(model_program(model))
     run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, resume, dist.is_main).open()
     if run is not None:
         run.config, run.defaults = to_dict(cfg), to_dict(NesyConfig())
         run.inputs = input_files(cfg)
-
-    weights = cfg.active_weights()
-    params = [p for net in model.networks.values() for p in net.network_module.parameters()]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rank_seed = 7919 * dist.rank  # every rank its own replay buffer, shifts and SGLD noise
-    if dist.rank:
-        torch.manual_seed(cfg.seed + rank_seed)
-    objectives = {name: nesy_objective(cfg, cfg.seed + 10 + 7 * i + rank_seed) for i, name in enumerate(nets)}
-    with_program_prior = cfg.prior_target == "program" and weights["prior"] > 0
-    priors = program_prior(model, train_queries, cfg.batch_size) if with_program_prior else {}
-    for name, prior in priors.items():
-        objectives[name].set_prior(prior)
-    shift = TrainShift(cfg.data.train_shift, cfg.seed + 5 + rank_seed) if cfg.data.train_shift > 0 else None
-    step = NesyStep(model, objectives, weights["nesy"], shift, amp=cfg.amp)
-    step.input_shapes = {name: list(pools.input_shape) for name in nets}
-    batches = QueryBatches(train_queries, cfg.batch_size, cfg.seed + 3, dist)
-    first = next(iter(nets.values())).network_module
-    monitor = FailureMonitor(first.num_clusters, sgld_range=100 * max(abs(cfg.sgld.init_low), abs(cfg.sgld.init_high)))
-
-    def on_epoch_end(epoch: int, is_last: bool) -> dict[str, Any]:
-        if (epoch + 1) % cfg.eval_every == 0 or is_last:
-            found = evaluate_nesy(model, pools, domains, with_queries=False)
-            return {k: v for k, v in found.items() if k not in ("networks", "evaluated_on")}
-        return {}
-
-    after_epoch = renaming_hook(cfg, model, train_queries, optimizer, objectives) if weights["nesy"] > 0 else None
-    label = f"{cfg.arm} {program.stem} seed {cfg.seed}"
-    options = FitOptions(epochs=cfg.epochs, log_every=batches.steps_per_epoch, desc=f"{label} n={len(train_queries)}",
-                         progress=progress, label=label, item_name="queries", bar_fields=BAR_FIELDS)
-    result = fit(step, batches, optimizer, options, run=run, monitor=monitor, on_epoch_end=on_epoch_end,
-                 dist=dist, device=torch.device(cfg.device), after_epoch=after_epoch,
-                 grad_sync=(lambda ps: average_gradients(ps, dist)) if dist.enabled else None)
+    start = build_start(cfg, model, train_queries, pools, test_queries, domains, dist)
+    result = fit_start(start, run, progress)
     if not dist.is_main:
         barrier(dist)
         return {}
+    metrics = start_metrics(start, result, extra)
+    metrics["seconds"] = round(result.resumed_seconds + time.time() - t_start, 2)
+    if run is not None:
+        write_start_figures(start, result, run)
+        run.finish(metrics)
+    barrier(dist)
+    return metrics
 
-    fitted = {"train_nesy": round(training_nesy(model, train_queries), 6)} \
+
+def fit_start(start: Start, run: RunFolder | None, progress: bool) -> FitResult:
+    """The start's training: :func:`gedi_core.loop.fit` with an evaluation (digit accuracy, NMI)
+    every ``eval_every`` epochs and after the last, and the renaming hook."""
+    cfg, dist = start.cfg, start.dist
+
+    def on_epoch_end(epoch: int, is_last: bool) -> dict[str, Any]:
+        if (epoch + 1) % cfg.eval_every == 0 or is_last:
+            found = evaluate_nesy(start.model, start.pools, start.domains, with_queries=False)
+            return {k: v for k, v in found.items() if k not in ("networks", "evaluated_on")}
+        return {}
+
+    label = f"{cfg.arm} {Path(cfg.program).stem} seed {cfg.seed}"
+    options = FitOptions(epochs=cfg.epochs, log_every=start.batches.steps_per_epoch,
+                         desc=f"{label} n={len(start.train_queries)}", progress=progress, label=label,
+                         item_name="queries", bar_fields=BAR_FIELDS)
+    return fit(start.step, start.batches, start.optimizer, options, run=run, monitor=start.monitor,
+               on_epoch_end=on_epoch_end, dist=dist, device=torch.device(cfg.device), after_epoch=start.after_epoch,
+               grad_sync=(lambda ps: average_gradients(ps, dist)) if dist.enabled else None)
+
+
+def start_metrics(start: Start, result: FitResult, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The start's metrics (all but ``seconds``): the final evaluation, the run's description,
+    its warnings (a final cluster collapse included), the engine's statistics and ``extra``."""
+    cfg, pools, test_queries, weights, priors = start.cfg, start.pools, start.test_queries, start.weights, start.priors
+    fitted = {"train_nesy": round(training_nesy(start.model, start.train_queries), 6)} \
         if weights["nesy"] > 0 and (cfg.restarts or cfg.rename_every) else {}
-    final = evaluate_nesy(model, pools, domains, test_queries)
-    first_name = next(iter(nets))
+    final = evaluate_nesy(start.model, pools, start.domains, test_queries)
+    first_name, first = next(iter(start.nets.items()))
     expected = float(priors[first_name].max()) if first_name in priors else None
     n_eval = len(pools.eval_x)
-    collapse = collapse_message(final.get("max_cluster_share", float("nan")), n_eval, first.num_clusters,
+    collapse = collapse_message(final.get("max_cluster_share", float("nan")), n_eval, first.network_module.num_clusters,
                                 f"the {n_eval} {pools.evaluated_on} images", expected)
     warnings = result.warnings + ([f"final evaluation: cluster collapse: {collapse}"] if collapse else [])
-    metrics: dict[str, Any] = {
+    return {
         **final,
         "arm": cfg.arm,
         "program": str(cfg.program),
         "data": pools.name,
         "data_note": pools.note,
-        "examples": len(train_queries),
+        "examples": len(start.train_queries),
         # the number of evaluation queries (query_acc), named after the pool they are drawn from
         ("validation_queries" if pools.evaluated_on == "validation" else "test_queries"):
             len(test_queries) if test_queries is not None else 0,
@@ -191,29 +160,29 @@ def train_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_que
         "seed": cfg.seed,
         "weights": weights,
         "prior_target": {n: [round(float(v), 5) for v in p] for n, p in priors.items()} or "uniform",
-        "skipped_queries": step.skipped,
+        "skipped_queries": start.step.skipped,
         "renamings": [{"epoch": r["epoch"], "renamed": r["renamed"]} for r in result.epoch_rows if r.get("renamed")],
-        **engine_stats(model),
+        **engine_stats(start.model),
         "train_seconds": round(result.seconds, 2),
-        "queries_per_s": result.items_per_s and round(result.items_per_s * dist.world_size, 2),
-        "world_size": dist.world_size,
+        "queries_per_s": result.items_per_s and round(result.items_per_s * start.dist.world_size, 2),
+        "world_size": start.dist.world_size,
         "warnings": warnings,
         **result.final_diagnostics(("prior_gap", "max_cluster_share", "embedding_var")),
         **fitted,
         **(extra or {}),
     }
-    metrics["seconds"] = round(result.resumed_seconds + time.time() - t_start, 2)
-    if run is not None:
-        from gedi_nesy.figures import write_figures
 
-        optimum = sum(prior_term_optimum(o.prior_form, o.prior_target, nets[n].network_module.num_clusters)
-                      for n, o in objectives.items())  # the logged L_PRIOR is summed over the networks
-        write_figures(model, pools, domains, result.rows, run,
-                      samples={n: o.buffer_samples() for n, o in objectives.items()},
-                      prior_optimum=optimum if weights["prior"] > 0 else None)
-        run.finish(metrics)
-    barrier(dist)
-    return metrics
+
+def write_start_figures(start: Start, result: FitResult, run: RunFolder) -> None:
+    """The start's figures in ``run`` (the logged losses against the prior term's optimum, the
+    replay buffers' samples, the clusters)."""
+    from gedi_nesy.figures import write_figures
+
+    optimum = sum(prior_term_optimum(o.prior_form, o.prior_target, start.nets[n].network_module.num_clusters)
+                  for n, o in start.objectives.items())  # the logged L_PRIOR is summed over the networks
+    write_figures(start.model, start.pools, start.domains, result.rows, run,
+                  samples={n: o.buffer_samples() for n, o in start.objectives.items()},
+                  prior_optimum=optimum if start.weights["prior"] > 0 else None)
 
 
 def train_nesy(
@@ -289,32 +258,6 @@ def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], r
 def load_start_weights(folder: Path) -> dict[str, Any]:
     """The networks' weights a finished start ended with (its checkpoint)."""
     return model_state(read_checkpoint(folder / CHECKPOINT))["networks"]
-
-
-def renaming_hook(cfg: NesyConfig, model, train_queries: Sequence, optimizer, objectives):
-    """``fit``'s ``after_epoch``: every ``cfg.rename_every`` epochs and after the last, rename
-    each GEDI network's classes where that lowers ``L_NESY`` on a fixed subset of the training
-    queries (:mod:`gedi_nesy.renaming`); the epoch's row gets ``rename_nesy`` (the subset's loss
-    after the search) and ``renamed`` (what changed). None when ``rename_every`` is 0."""
-    if cfg.rename_every <= 0:
-        return None
-    if not is_batched(model):
-        tqdm.write(f"warning: --rename-every {cfg.rename_every} with the exact engine: each search scores a few "
-                   f"hundred namings of {min(cfg.rename_queries, len(train_queries))} queries with DeepProbLog's "
-                   "solver (seconds each); --rename-queries 16 or --rename-every 0 make it cheap")
-    renamer = Renamer(model, train_queries, cfg.rename_queries, seed=cfg.seed + 11)
-
-    def after_epoch(epoch: int, is_last: bool) -> dict[str, Any]:
-        if (epoch + 1) % cfg.rename_every and not is_last:
-            return {}
-        found = renamer([optimizer], objectives)
-        row: dict[str, Any] = {"rename_nesy": round(renamer.last_loss, 6)}
-        if found:
-            row["renamed"] = "; ".join(r.describe() for r in found)
-            tqdm.write(f"[{cfg.arm} seed {cfg.seed}] epoch {epoch + 1}: {row['renamed']}")
-        return row
-
-    return after_epoch
 
 
 def input_files(cfg: NesyConfig) -> dict[str, str | None]:

@@ -76,6 +76,32 @@ def test_the_accessors_read_what_the_loop_wrote(written):
     assert set(ckpt.LOOP_KEYS) <= set(loop) and loop["epoch"] == 2 and loop["pos"] == 0 and loop["steps"] == 8
 
 
+def test_the_loop_state_is_the_loop_section_both_ways(tmp_path, monkeypatch):
+    """Every loop section the loop writes (2 epochs of 4 steps, a checkpoint every 3 steps too)
+    reads back into a LoopState that writes the same section; inside an epoch it holds the
+    epoch's running sums, at an epoch's start none."""
+    from gedi_core.loop_state import EpochTally, LoopState
+
+    sections: list[dict[str, Any]] = []
+    save = RunFolder.save
+    monkeypatch.setattr(RunFolder, "save", lambda self, state, rank=0: (sections.append(ckpt.loop_state(state)),
+                                                                        save(self, state, rank)))
+    step = Line()
+    run = RunFolder(tmp_path / "run", {"lr": 0.1}).open()
+    fit(step, Four(), torch.optim.SGD([step.w], lr=0.1), FitOptions(epochs=2, ckpt_every=3, progress=False), run=run)
+    assert [(s["epoch"], s["pos"], s["steps"]) for s in sections] == [(0, 3, 3), (1, 0, 4), (1, 2, 6), (2, 0, 8)]
+    for section in sections:
+        state = LoopState.from_section(section)
+        assert state.section() == section and set(ckpt.LOOP_KEYS) <= set(section)
+        if section["pos"]:
+            assert state.tally.count == section["pos"] and state.tally.items == section["pos"]
+            assert state.tally.sums["loss"] > 0 and state.tally == EpochTally.from_dict(section["epoch_acc"])
+        else:
+            assert section["epoch_acc"] is None and state.tally == EpochTally()
+    state.next_epoch()
+    assert (state.epoch, state.pos, state.tally) == (3, 0, EpochTally())
+
+
 def test_a_checkpoint_without_a_layout_key_holding_the_current_keys_still_loads(written, tmp_path):
     path, _ = written
     state = ckpt.load_checkpoint(path)

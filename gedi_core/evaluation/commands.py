@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from gedi_core.errors import GediError
 from gedi_core.runfolder import check_output_folder, write_json
@@ -30,6 +31,39 @@ def previous_eval(folder: Path) -> dict[str, Any]:
     return found
 
 
+def checked_evaluations(what: Iterable[str]) -> list[str]:
+    """The names in ``what`` (``--what``), each one of :data:`KNOWN`."""
+    what = [w.strip() for w in what if w.strip()]
+    for w in what:
+        if w not in KNOWN:
+            raise GediError(f"--what: unknown evaluation '{w}' (known: {', '.join(KNOWN)})")
+    return what
+
+
+def output_folder(run: str | Path, out: str | Path | None, what: Sequence[str]) -> Path:
+    """The folder ``eval.json`` (and the sample grids) go to, checked before any work: what an
+    earlier evaluation recorded there is this command's own to replace."""
+    out_dir = Path(out if out is not None else run)
+    previous = previous_eval(out_dir)
+    owned = ("eval.json", *(Path(previous[k]).name for k in SAMPLE_KEYS if isinstance(previous.get(k), str)))
+    pngs = ("samples.png", "samples_buffer.png") if "samples" in what else ()
+    return check_output_folder(out_dir, ("eval.json", *pngs), owned=owned)
+
+
+@dataclass
+class LoadedRun:
+    """A run folder under evaluation: its method, data and config; ``say`` reports progress."""
+
+    method: Any
+    data: Any
+    cfg: Any
+    progress: bool = True
+
+    def say(self, msg: str) -> None:
+        if self.progress:
+            print(f"[eval {self.cfg.method}/{self.cfg.data.name}] {msg}", flush=True)
+
+
 def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"), device: str = "cpu",
                  data_overrides: dict | None = None, ood_datasets: Iterable[str] = (), fid_samples: int = 1000,
                  fid_steps: int = 500, fid_features: str | None = None, out: str | Path | None = None,
@@ -48,21 +82,13 @@ def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"),
     - ``samples``: a 10x10 grid of SGLD samples (``fid_steps`` steps) as ``samples.png`` (Fig. 6),
       and from the buffer as ``samples_buffer.png`` where there is one.
     """
-    from gedi_core.evaluation import fid_score, linear_probe, load_run, ood_auroc, sample_images, save_samples
+    from gedi_core.evaluation import linear_probe, load_run
     from gedi_core.evaluation.clusters import evaluate_clustering
-    from gedi_core.evaluation.ood import ood_images
 
-    what = [w.strip() for w in what if w.strip()]
-    for w in what:
-        if w not in KNOWN:
-            raise GediError(f"--what: unknown evaluation '{w}' (known: {', '.join(KNOWN)})")
-    # the outputs are checked before any work: eval.json and what it records are this command's own
-    out_dir = Path(out if out is not None else run)
-    previous = previous_eval(out_dir)
-    owned = ("eval.json", *(Path(previous[k]).name for k in SAMPLE_KEYS if isinstance(previous.get(k), str)))
-    pngs = ("samples.png", "samples_buffer.png") if "samples" in what else ()
-    out_dir = check_output_folder(out_dir, ("eval.json", *pngs), owned=owned)
-    method, data, cfg = load_run(run, device=device, data_overrides=data_overrides)
+    what = checked_evaluations(what)
+    out_dir = output_folder(run, out, what)
+    r = LoadedRun(*load_run(run, device=device, data_overrides=data_overrides), progress=progress)
+    method, data, cfg = r.method, r.data, r.cfg
     fid_metric = None
     if "fid" in what:  # fail fast, before the other evaluations, when FID cannot run
         from gedi_core.evaluation.fid import make_fid_metric
@@ -71,51 +97,76 @@ def evaluate_run(run: str | Path, what: Iterable[str] = ("nmi", "probe", "ood"),
     out_dir.mkdir(exist_ok=True)
     result: dict[str, Any] = {"run": str(run), "method": cfg.method, "dataset": cfg.data.name, "seed": cfg.seed,
                               "evaluated_on": data.evaluated_on}
-
-    def say(msg: str) -> None:
-        if progress:
-            print(f"[eval {cfg.method}/{cfg.data.name}] {msg}", flush=True)
-
     t0 = time.time()
     if "nmi" in what:
         result.update(evaluate_clustering(method, data))
-        say(f"nmi {result['nmi']:.4f} acc {result['acc']:.4f}")
+        r.say(f"nmi {result['nmi']:.4f} acc {result['acc']:.4f}")
     if "probe" in what:
         result.update(linear_probe(method, data.train_x, data.train_y, data.test_x, data.test_y, seed=cfg.seed))
-        say(f"linear probe test acc {result['probe_test_acc']:.4f}")
+        r.say(f"linear probe test acc {result['probe_test_acc']:.4f}")
     if "ood" in what:
         for name in ood_datasets:
-            other_x, split = ood_images(name, cfg.data, cfg.seed, ood_root)
-            if tuple(other_x.shape[1:]) != tuple(data.input_shape):
-                raise GediError(f"--ood-dataset {name}: images of shape {tuple(other_x.shape[1:])} do not match the "
-                                f"run's {tuple(data.input_shape)}")
-            for score in ("grad_norm", "logp"):
-                result[f"ood_auroc_{score}_{name}"] = ood_auroc(method, data.test_x, other_x, score=score)
-            if split != data.evaluated_on:
-                result[f"ood_split_{name}"] = split
-            say(f"OOD AUROC vs {name}: {result[f'ood_auroc_grad_norm_{name}']:.4f} (-||dE/dx||), "
-                f"{result[f'ood_auroc_logp_{name}']:.4f} (-E)")
+            result.update(evaluate_ood(r, name, ood_root))
     if "fid" in what:
-        n = min(fid_samples, len(data.test_x))
-        fake = sample_images(method, n=n, steps=fid_steps, seed=cfg.seed)
-        result["fid"] = fid_score(data.test_x[:n], fake, features=fid_features, device=device,
-                                   metric=fid_metric)
-        if method.replay_buffer() is not None:
-            fake = sample_images(method, n=n, steps=fid_steps, seed=cfg.seed, from_buffer=True)
-            result["fid_buffer"] = fid_score(data.test_x[:n], fake, features=fid_features, device=device,
-                                              metric=fid_metric)
-        result["fid_samples"], result["fid_steps"] = n, fid_steps
-        result["fid_features"] = fid_features or "inception"
-        say(f"FID {result['fid']:.2f} ({n} samples, {fid_steps} SGLD steps)"
-            + (f", from the replay buffer {result['fid_buffer']:.2f}" if "fid_buffer" in result else ""))
+        result.update(evaluate_fid(r, fid_samples, fid_steps, fid_features, device, fid_metric))
     if "samples" in what:
-        save_samples(method, out_dir / "samples.png", n=100, steps=fid_steps, seed=cfg.seed)
-        result["samples_png"] = str(out_dir / "samples.png")
-        if method.replay_buffer() is not None:
-            save_samples(method, out_dir / "samples_buffer.png", n=100, steps=fid_steps, seed=cfg.seed,
-                         from_buffer=True)
-            result["samples_buffer_png"] = str(out_dir / "samples_buffer.png")
-        say(f"samples -> {out_dir / 'samples.png'}")
+        result.update(write_sample_grids(r, out_dir, fid_steps))
     result["eval_seconds"] = round(time.time() - t0, 2)
     write_json(out_dir / "eval.json", {**previous_eval(out_dir), **result})
     return result
+
+
+def evaluate_ood(r: LoadedRun, name: str, ood_root: str | None) -> dict[str, Any]:
+    """The OOD AUROCs of the run's test split against image set ``name`` (and the split of
+    ``name`` used, when it is not the run's)."""
+    from gedi_core.evaluation import ood_auroc
+    from gedi_core.evaluation.ood import ood_images
+
+    other_x, split = ood_images(name, r.cfg.data, r.cfg.seed, ood_root)
+    if tuple(other_x.shape[1:]) != tuple(r.data.input_shape):
+        raise GediError(f"--ood-dataset {name}: images of shape {tuple(other_x.shape[1:])} do not match the "
+                        f"run's {tuple(r.data.input_shape)}")
+    found: dict[str, Any] = {}
+    for score in ("grad_norm", "logp"):
+        found[f"ood_auroc_{score}_{name}"] = ood_auroc(r.method, r.data.test_x, other_x, score=score)
+    if split != r.data.evaluated_on:
+        found[f"ood_split_{name}"] = split
+    r.say(f"OOD AUROC vs {name}: {found[f'ood_auroc_grad_norm_{name}']:.4f} (-||dE/dx||), "
+          f"{found[f'ood_auroc_logp_{name}']:.4f} (-E)")
+    return found
+
+
+def evaluate_fid(r: LoadedRun, fid_samples: int, fid_steps: int, fid_features: str | None, device: str,
+                 fid_metric: Any) -> dict[str, Any]:
+    """FID of SGLD samples from noise (and from the replay buffer, where there is one) against
+    as many test images."""
+    from gedi_core.evaluation import fid_score, sample_images
+
+    method, test_x, seed = r.method, r.data.test_x, r.cfg.seed
+    n = min(fid_samples, len(test_x))
+    fake = sample_images(method, n=n, steps=fid_steps, seed=seed)
+    found: dict[str, Any] = {"fid": fid_score(test_x[:n], fake, features=fid_features, device=device,
+                                              metric=fid_metric)}
+    if method.replay_buffer() is not None:
+        fake = sample_images(method, n=n, steps=fid_steps, seed=seed, from_buffer=True)
+        found["fid_buffer"] = fid_score(test_x[:n], fake, features=fid_features, device=device, metric=fid_metric)
+    found["fid_samples"], found["fid_steps"] = n, fid_steps
+    found["fid_features"] = fid_features or "inception"
+    r.say(f"FID {found['fid']:.2f} ({n} samples, {fid_steps} SGLD steps)"
+          + (f", from the replay buffer {found['fid_buffer']:.2f}" if "fid_buffer" in found else ""))
+    return found
+
+
+def write_sample_grids(r: LoadedRun, out_dir: Path, fid_steps: int) -> dict[str, Any]:
+    """``samples.png`` (and ``samples_buffer.png`` from the replay buffer, where there is one):
+    10x10 grids of SGLD samples; returns where they were written."""
+    from gedi_core.evaluation import save_samples
+
+    found = {"samples_png": str(out_dir / "samples.png")}
+    save_samples(r.method, out_dir / "samples.png", n=100, steps=fid_steps, seed=r.cfg.seed)
+    if r.method.replay_buffer() is not None:
+        save_samples(r.method, out_dir / "samples_buffer.png", n=100, steps=fid_steps, seed=r.cfg.seed,
+                     from_buffer=True)
+        found["samples_buffer_png"] = str(out_dir / "samples_buffer.png")
+    r.say(f"samples -> {out_dir / 'samples.png'}")
+    return found

@@ -1,0 +1,142 @@
+"""What one start of :func:`gedi_nesy.train.train_nesy` trains with, built from its checked config.
+
+:func:`build_start` gives a :class:`Start`: the start's inputs (config, model, queries, pools,
+the networks' domains, the processes) and what :func:`gedi_core.loop.fit` runs on them: the
+batch source (:class:`QueryBatches`, the training queries shuffled per epoch), the objective
+each GEDI network gets (:func:`nesy_objective`), the NeSy step, the optimizer, the failure
+monitor and the renaming hook (:func:`renaming_hook`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from gedi_core.distributed import DistInfo
+from gedi_core.monitor import FailureMonitor
+from gedi_nesy.config import NesyConfig
+from gedi_nesy.engine import is_batched
+from gedi_nesy.plugin import GEDILoss
+from gedi_nesy.prior import program_prior
+from gedi_nesy.renaming import Renamer
+from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
+
+
+class QueryBatches:
+    """Each epoch, the training queries in a new seeded order, cut into batches; under torchrun
+    rank ``r`` of ``world`` takes ``batch[r::world]`` of each (global) batch."""
+
+    def __init__(self, queries: Sequence, batch_size: int, seed: int, dist: DistInfo | None = None) -> None:
+        self.queries = list(queries)
+        self.batch_size = batch_size
+        self.dist = dist or DistInfo()
+        self.steps_per_epoch = math.ceil(len(self.queries) / batch_size)
+        self.shuffler = random.Random(seed)
+        self.order: list[int] = []
+        self.order_epoch = -1
+
+    def epoch(self, epoch: int, start: int) -> Iterator[list]:
+        if self.order_epoch != epoch:
+            self.order = list(range(len(self.queries)))
+            self.shuffler.shuffle(self.order)
+            self.order_epoch = epoch
+        bs, rank, world = self.batch_size, self.dist.rank, self.dist.world_size
+        for b in range(start, self.steps_per_epoch):
+            yield [self.queries[i] for i in self.order[b * bs:(b + 1) * bs][rank::world]]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shuffler": self.shuffler.getstate(), "order": self.order, "order_epoch": self.order_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.shuffler.setstate(state["shuffler"])
+        self.order, self.order_epoch = list(state["order"]), state["order_epoch"]
+
+
+def nesy_objective(cfg: NesyConfig, seed: int) -> GEDILoss:
+    """The GEDI terms of one network under ``cfg`` (the arm's mask applied to the weights)."""
+    w = cfg.active_weights()
+    return GEDILoss(w["gen"], w["inv"], w["prior"], prior_form=cfg.prior, sgld=cfg.sgld, prior_window=cfg.prior_window,
+                    aug_noise=cfg.data.aug_noise, seed=seed)
+
+
+@dataclass
+class Start:
+    """One start: its checked inputs and what the loop trains with (see :func:`build_start`)."""
+
+    cfg: NesyConfig
+    model: Any
+    train_queries: Sequence
+    pools: Any
+    test_queries: Sequence | None
+    domains: dict[str, list]
+    dist: DistInfo
+    nets: dict[str, Any]  # the GEDI networks, in registration order
+    weights: dict[str, float]  # the arm's active loss weights
+    optimizer: torch.optim.Optimizer
+    objectives: dict[str, GEDILoss]  # network name -> its GEDI terms
+    priors: dict[str, Tensor]  # network name -> the program's class prior (empty: uniform)
+    step: NesyStep
+    batches: QueryBatches
+    monitor: FailureMonitor
+    after_epoch: Callable[[int, bool], dict[str, Any]] | None  # the renaming hook
+
+
+def build_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_queries: Sequence | None,
+                domains: dict[str, list], dist: DistInfo) -> Start:
+    """The objectives (with the program's prior where configured), the Adam optimizer over every
+    network's parameters, the NeSy step, the batch source, the monitor and the renaming hook of a
+    start under the checked ``cfg``. Under torchrun every rank draws its own replay buffer,
+    shifts and SGLD noise."""
+    nets = gedi_networks(model)
+    weights = cfg.active_weights()
+    params = [p for net in model.networks.values() for p in net.network_module.parameters()]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rank_seed = 7919 * dist.rank  # every rank its own replay buffer, shifts and SGLD noise
+    if dist.rank:
+        torch.manual_seed(cfg.seed + rank_seed)
+    objectives = {name: nesy_objective(cfg, cfg.seed + 10 + 7 * i + rank_seed) for i, name in enumerate(nets)}
+    with_program_prior = cfg.prior_target == "program" and weights["prior"] > 0
+    priors = program_prior(model, train_queries, cfg.batch_size) if with_program_prior else {}
+    for name, prior in priors.items():
+        objectives[name].set_prior(prior)
+    shift = TrainShift(cfg.data.train_shift, cfg.seed + 5 + rank_seed) if cfg.data.train_shift > 0 else None
+    step = NesyStep(model, objectives, weights["nesy"], shift, amp=cfg.amp)
+    step.input_shapes = {name: list(pools.input_shape) for name in nets}
+    batches = QueryBatches(train_queries, cfg.batch_size, cfg.seed + 3, dist)
+    first = next(iter(nets.values())).network_module
+    monitor = FailureMonitor(first.num_clusters, sgld_range=100 * max(abs(cfg.sgld.init_low), abs(cfg.sgld.init_high)))
+    after_epoch = renaming_hook(cfg, model, train_queries, optimizer, objectives) if weights["nesy"] > 0 else None
+    return Start(cfg, model, train_queries, pools, test_queries, domains, dist, nets, weights, optimizer, objectives,
+                 priors, step, batches, monitor, after_epoch)
+
+
+def renaming_hook(cfg: NesyConfig, model, train_queries: Sequence, optimizer, objectives):
+    """``fit``'s ``after_epoch``: every ``cfg.rename_every`` epochs and after the last, rename
+    each GEDI network's classes where that lowers ``L_NESY`` on a fixed subset of the training
+    queries (:mod:`gedi_nesy.renaming`); the epoch's row gets ``rename_nesy`` (the subset's loss
+    after the search) and ``renamed`` (what changed). None when ``rename_every`` is 0."""
+    if cfg.rename_every <= 0:
+        return None
+    if not is_batched(model):
+        tqdm.write(f"warning: --rename-every {cfg.rename_every} with the exact engine: each search scores a few "
+                   f"hundred namings of {min(cfg.rename_queries, len(train_queries))} queries with DeepProbLog's "
+                   "solver (seconds each); --rename-queries 16 or --rename-every 0 make it cheap")
+    renamer = Renamer(model, train_queries, cfg.rename_queries, seed=cfg.seed + 11)
+
+    def after_epoch(epoch: int, is_last: bool) -> dict[str, Any]:
+        if (epoch + 1) % cfg.rename_every and not is_last:
+            return {}
+        found = renamer([optimizer], objectives)
+        row: dict[str, Any] = {"rename_nesy": round(renamer.last_loss, 6)}
+        if found:
+            row["renamed"] = "; ".join(r.describe() for r in found)
+            tqdm.write(f"[{cfg.arm} seed {cfg.seed}] epoch {epoch + 1}: {row['renamed']}")
+        return row
+
+    return after_epoch
