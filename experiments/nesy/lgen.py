@@ -35,7 +35,7 @@ from gedi_core.checkpoint import extra_state, local_state
 from gedi_core.data.idx import find_idx_files, read_idx_files
 from gedi_core.errors import GediError
 from gedi_core.models import energy_from_logits, evaluating
-from gedi_core.plots import save_figure
+from gedi_core.figures import save_figure
 from gedi_core.runfolder import write_csv, write_text
 from gedi_core.sgld import EnergySampler, sgld as run_sgld
 from gedi_nesy.data import load_pools

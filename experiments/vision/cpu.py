@@ -107,7 +107,7 @@ def sample_figure(args: Any, dataset: str, path: Path, load_data: Callable[[], D
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gedi_core.plots import save_image_grid
+    from gedi_core.figures import save_image_grid
     from gedi_core.runfolder import atomic_path
 
     seed = args.seeds[0]
