@@ -1,8 +1,7 @@
 """Batched exact inference for DeepProbLog: each query shape compiled once, a batch as one circuit.
 
 Install with ``model.set_engine(BatchedEngine(model), cache=True)`` (DeepProbLog's own API) or
-:func:`set_engine`.  How it works and what it supports: the "Batched engine" section of
-``gedi_nesy/README.md``.
+:func:`set_engine`.  How it works and what it supports: ``docs/engine.md``.
 """
 
 from __future__ import annotations

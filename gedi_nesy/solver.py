@@ -1,8 +1,7 @@
 """The batched engine's solver: a DeepProbLog ``Solver`` that evaluates a whole batch of queries
 as one tensorised circuit (each query shape compiled once, :mod:`gedi_nesy.shape_compiler`), and
 the queries the KLay path does not take as DeepProbLog's ``Solver`` does, in the same batch.
-:class:`gedi_nesy.engine.BatchedEngine` installs it; the "Batched engine" section of
-``gedi_nesy/README.md`` says how it works.
+:class:`gedi_nesy.engine.BatchedEngine` installs it; ``docs/engine.md`` says how it works.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ class _Evaluation:
 
 class BatchedSolver(ShapeCompilation, Solver):
     """A DeepProbLog ``Solver`` that evaluates a whole batch of queries with tensorised
-    circuits (see the README's "Batched engine").  ``disk_cache``: folder where compiled
+    circuits (see ``docs/engine.md``).  ``disk_cache``: folder where compiled
     shapes are kept across runs (keyed by the program text).
 
     A query whose circuit the KLay path does not take (tensor-valued probabilities, outputs of
