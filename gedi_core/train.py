@@ -21,14 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from gedi_core.config import TrainConfig, to_dict
-from gedi_core.data import DataBundle, load_dataset
+from gedi_core.data import load_dataset
 from gedi_core.data.vision import is_image_dataset
 from gedi_core.devices import mixed_precision
 from gedi_core.distributed import DistInfo, barrier, cleanup, init_distributed
 from gedi_core.errors import GediError
 from gedi_core.evaluation.clusters import evaluate_clustering
-from gedi_core.loop import FitOptions, FitResult, StepOutput, fit
-from gedi_core.models import evaluating
+from gedi_core.loop import FitOptions, StepOutput, fit
 from gedi_core.methods import Method, build_method
 from gedi_core.monitor import FailureMonitor, collapse_indicators
 from gedi_core.rng import seed_everything
@@ -225,23 +224,9 @@ def _train(cfg: TrainConfig, info: DistInfo, device: torch.device, run: RunFolde
                        images_per_s=result.items_per_s and round(result.items_per_s * info.world_size, 1))
     metrics.update(result.final_diagnostics())
     if run is not None:
+        from gedi_core.figures import write_figures
+
         write_figures(method, data, result, run)
         run.finish(metrics)
     barrier(info)
     return metrics
-
-
-def write_figures(method: Method, data: DataBundle, result: FitResult, run: RunFolder) -> None:
-    """Loss curves; cluster assignments and density for 2-D data; the replay buffer for images."""
-    from gedi_core.plots import plot_clusters, plot_density, plot_losses, save_image_grid
-
-    title = f"{method.name} on {data.name}"
-    plot_losses(result.rows, method.cfg.model.num_clusters, run.file("losses.png"), title)
-    buffer = method.replay_buffer()
-    if len(data.input_shape) == 1 and data.input_shape[0] == 2:
-        preds = method.predict(data.test_x.to(method.device)).cpu()
-        plot_clusters(data.test_x, preds, run.file("clusters.png"), title)
-        with evaluating(method):
-            plot_density(method.model.energy, data.test_x.to(method.device), buffer, run.file("density.png"), title)
-    elif buffer is not None and len(data.input_shape) == 3:
-        save_image_grid(buffer[:100], run.file("buffer.png"), nrow=10)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gedi_core.errors import GediError
 
-CACHE_FILES = "shapes-v*.pkl"  # the engine's file names (gedi_nesy.engine.BatchedSolver)
+CACHE_FILES = "shapes-v*.pkl"  # the engine's file names (gedi_nesy.solver.BatchedSolver)
 
 
 def check_compile_cache(folder: str | Path, prog: str = "gedi-nesy") -> None:

@@ -17,7 +17,7 @@ def write_figures(model, pools, domains: Mapping[str, Sequence], rows: list[dict
                   per_class: int = 10, samples: Mapping[str, torch.Tensor | None] | None = None,
                   prior_optimum: float | None = None) -> None:
     """``losses.png`` (``prior_optimum``: the trained ``L_PRIOR``'s optimum, see
-    :func:`gedi_core.plots.plot_losses`); for the first GEDI network with a domain:
+    :func:`gedi_core.figures.plot_losses`); for the first GEDI network with a domain:
     ``confusion.png`` (true digit against the name the network gives it) and ``classes.png`` (one
     row of images per predicted class, up to ``per_class`` each), all on the evaluation pool;
     ``samples.png``: the first 100 chains of its replay buffer (``samples``: per network; runs
@@ -25,7 +25,7 @@ def write_figures(model, pools, domains: Mapping[str, Sequence], rows: list[dict
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    from gedi_core.plots import plot_losses, save_figure, save_labelled_grid
+    from gedi_core.figures import plot_losses, save_figure, save_labelled_grid
 
     nets = [(n, net.network_module) for n, net in gedi_networks(model).items() if n in domains]
     if not nets:

@@ -111,7 +111,7 @@ def _npz_array(data, key: str, path: Path) -> np.ndarray:
     return arr
 
 
-#: the pixel rule of .npz images, by dtype (documented in gedi_nesy/README.md and docs/errors.md):
+#: the pixel rule of .npz images, by dtype (documented in docs/nesy_usage.md and docs/errors.md):
 #: floats must lie in [0, 1]; uint8 (and any other integer dtype whose values fit 0..255) is
 #: divided by 255; bool is 0/1. Nothing is clamped and nothing depends on the values' maximum.
 PIXEL_RULE = "[0, 255] (integers) or [0, 1] (floats)"

@@ -38,8 +38,13 @@ PLUGIN_PRIOR_WINDOW = 64
 PLUGIN_PRIOR_WEIGHT = 1.0
 
 
-class GEDILoss(CoreGEDILoss):
-    """:class:`gedi_core.objective.GEDILoss` with the plugin's defaults, for DeepProbLog's loop.
+def GEDILoss(gen: float = NesyWeights.gen, inv: float = NesyWeights.inv, prior: float = PLUGIN_PRIOR_WEIGHT,  # noqa: N802
+             *, prior_form: str = "entropy", sgld: SGLDConfig | None = None,
+             aug_noise: float = NesyDataConfig.aug_noise, seed: int = 0,
+             prior_window: float = PLUGIN_PRIOR_WINDOW, **kwargs: Any) -> CoreGEDILoss:
+    """The one GEDI objective, :class:`gedi_core.objective.GEDILoss`, configured with the plugin's
+    defaults for DeepProbLog's loop (a factory under the class's name, as DeepProbLog scripts write
+    it: ``GEDILoss(gen=0.1)``; what it returns is the core class itself).
 
     ``GEDILoss()`` = ``0.04 L_GEN + 1 L_PRIOR`` (entropy form, paper appendix O) relative to
     DeepProbLog's ``L_NESY``, no ``L_INV`` (set ``inv`` > 0 to add it, with Gaussian noise of sigma
@@ -47,15 +52,11 @@ class GEDILoss(CoreGEDILoss):
     batch of 2 included: the class marginal of ``L_PRIOR`` is estimated over the last
     ``prior_window`` images (64; a batch of 64 images or more is its own estimate); SGLD
     (:func:`plugin_sgld`) draws a fixed number of chains per step, whatever the batch size. ``train_model`` sets the prior to the
-    class marginal the training queries imply (:func:`program_prior`) unless one is given."""
-
-    def __init__(self, gen: float = NesyWeights.gen, inv: float = NesyWeights.inv, prior: float = PLUGIN_PRIOR_WEIGHT,
-                 *, prior_form: str = "entropy", sgld: SGLDConfig | None = None,
-                 aug_noise: float = NesyDataConfig.aug_noise, seed: int = 0,
-                 prior_window: float = PLUGIN_PRIOR_WINDOW, **kwargs: Any) -> None:
-        kwargs.setdefault("augment", gaussian_noise(aug_noise))
-        super().__init__(gen, inv, prior, prior_form=prior_form, sgld=sgld if sgld is not None else plugin_sgld(),
-                         seed=seed, prior_window=prior_window, **kwargs)
+    class marginal the training queries imply (:func:`program_prior`) unless one is given.
+    ``**kwargs``: the core class's other arguments (``prior_target``, ``augment``, ``generator``)."""
+    kwargs.setdefault("augment", gaussian_noise(aug_noise))
+    return CoreGEDILoss(gen, inv, prior, prior_form=prior_form, sgld=sgld if sgld is not None else plugin_sgld(),
+                        seed=seed, prior_window=prior_window, **kwargs)
 
 
 def _train_object_class():
@@ -139,8 +140,8 @@ def loader_queries(loader) -> list:
     return list(queries) if queries else []
 
 
-def default_objective(model, loader, seed: int = 0, **kwargs: Any) -> GEDILoss | dict[str, GEDILoss]:
-    """:class:`GEDILoss` (``**kwargs``: its arguments) with the class prior the loader's queries imply
+def default_objective(model, loader, seed: int = 0, **kwargs: Any) -> CoreGEDILoss | dict[str, CoreGEDILoss]:
+    """:func:`GEDILoss` (``**kwargs``: its arguments) with the class prior the loader's queries imply
     (:func:`program_prior`), for each GEDI network of ``model``."""
     from gedi_nesy.prior import program_prior
 
@@ -178,7 +179,7 @@ def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str,
     Same arguments (``loader``: a DeepProbLog ``DataLoader``; ``stop_condition``: epochs or a
     ``StopCondition``; ``**kwargs``: ``log_iter``, ``test``, ``with_negatives``, ...) and the same
     returned ``TrainObject`` (with its ``logger``). ``gedi``: the objective; ``None`` (default):
-    :class:`GEDILoss` with the class prior the loader's queries imply; ``False``: no GEDI terms
+    :func:`GEDILoss` with the class prior the loader's queries imply; ``False``: no GEDI terms
     (DeepProbLog's own training).
 
     ``rename_every``: iterations between searches for a renaming of each GEDI network's classes

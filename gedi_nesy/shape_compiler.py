@@ -1,6 +1,6 @@
 """Compiling a batched solver's query shapes: each shape once, kept in memory and on disk.
 
-:class:`ShapeCompilation` is the compiling half of :class:`gedi_nesy.engine.BatchedSolver` (a
+:class:`ShapeCompilation` is the compiling half of :class:`gedi_nesy.solver.BatchedSolver` (a
 DeepProbLog ``Solver``): a query's shape is its abstract term with DeepProbLog's AC cache; its
 KLay circuit is compiled on first use (:func:`gedi_nesy.circuits.compile_shape`), read from the
 disk cache when it holds it, or read off the circuit of its query structure, ground once for all
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from problog.logic import Term
 
 from gedi_nesy import adapters
-from gedi_nesy.circuits import SHAPES_FORMAT, CompiledShape, Unbatchable, compile_shape
+from gedi_nesy.circuits import SHAPES_FORMAT, CompiledShape, compile_shape
+from gedi_nesy.symbolic_weights import Unbatchable
 from gedi_nesy.shared_labels import free_label_query, order_sensitive, time_bound
 
 if TYPE_CHECKING:

@@ -3,14 +3,11 @@ addition, Coins, HWF, Forth sort/add/WAP, Poker) on small synthetic inputs (rand
 tiny networks): ``BatchedEngine`` gives ``ExactEngine``'s query probabilities and gradients
 (networks and learnable ``t(_)`` parameters) to 1e-5, and each query takes the path expected
 (KLay circuits, or DeepProbLog's evaluation for nn/3 networks).  The examples' synthetic
-networks and queries are defined in ``experiments/deepproblog_examples.py`` (also their
+networks and queries are defined in ``experiments/nesy/deepproblog_examples.py`` (also their
 benchmark).  CLUTRR's program is written for DeepProbLog's ApproximateEngine (SWI-Prolog
 lambdas), which ExactEngine does not run (fast, offline)."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,9 +15,8 @@ from problog.logic import Constant, Term
 
 torch.set_num_threads(1)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-from deepproblog_examples import (EXAMPLES, ExactEngine, Query, SGD, examples, image_net, images,  # noqa: E402
-                                  img, probabilities_and_gradients)
+from experiments.nesy.deepproblog_examples import (EXAMPLES, ExactEngine, Query, SGD, examples, image_net,  # noqa: E402
+                                                   images, img, probabilities_and_gradients)
 from gedi_nesy.engine import BatchedEngine  # noqa: E402
 
 from deepproblog.model import Model  # noqa: E402

@@ -1,19 +1,16 @@
-"""experiments/nesy_table6.py: runs the arms, reuses finished runs, and reports from run folders."""
+"""experiments.nesy.table6: runs the arms, reuses finished runs, and reports from run folders."""
 
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
+from experiments.nesy import table6
 
-import nesy_table6  # noqa: E402
+torch.set_num_threads(1)
 
 TINY = ["--data", "digits", "--sizes", "12", "--seeds", "0", "--epochs", "1",
         "--set", "data.test_examples=6", "--set", "batch_size=6", "--set", "sgld.steps=2"]
@@ -27,7 +24,7 @@ def read_table(out: Path) -> list[dict]:
 @pytest.mark.slow
 def test_table_runs_each_arm_then_reports_from_the_run_folders(tmp_path, capsys):
     out = tmp_path / "t6"
-    assert nesy_table6.main([*TINY, "--out", str(out)]) == 0
+    assert table6.main([*TINY, "--out", str(out)]) == 0
     rows = read_table(out)
     assert [r["arm"] for r in rows] == ["nesy", "gedi", "gedi+nesy"]
     assert all(r["seeds"] == "1" and " ± " in r["digit_acc"] for r in rows)
@@ -37,7 +34,7 @@ def test_table_runs_each_arm_then_reports_from_the_run_folders(tmp_path, capsys)
 
     # a second seed that was never trained is reported as missing, the finished runs are reused
     (out / "table6.csv").unlink()
-    assert nesy_table6.main([*TINY, "--seeds", "0,1", "--out", str(out), "--report-only"]) == 0
+    assert table6.main([*TINY, "--seeds", "0,1", "--out", str(out), "--report-only"]) == 0
     assert "not run" in capsys.readouterr().err
     assert not (out / "digits_n12_nesy_s1").exists()
     again = (out / "table6.md").read_text()
@@ -48,21 +45,21 @@ def test_table_runs_each_arm_then_reports_from_the_run_folders(tmp_path, capsys)
 
 @pytest.mark.slow
 def test_the_lgen_study_reads_both_sets_of_runs_and_scores_energy_against_ood_images(tmp_path):
-    """experiments/nesy_lgen.py: the same runs with and without L_GEN, read back from their
+    """experiments.nesy.lgen: the same runs with and without L_GEN, read back from their
     folders; the energy AUROC against an OOD set (here synthetic files in the Fashion-MNIST
     layout), the table over seeds and the sample grid."""
-    import nesy_lgen
+    from experiments.nesy import lgen
     from vision_fakes import write_mnist_like
 
     tiny = [a for a in TINY if a not in ("--seeds", "0")]
     for gen, folder in (("0.04", "with"), ("0", "without")):
-        assert nesy_table6.main([*tiny, "--seeds", "10,11", "--arms", "gedi+nesy", "--set", f"weights.gen={gen}",
-                                 "--out", str(tmp_path / folder)]) == 0
+        assert table6.main([*tiny, "--seeds", "10,11", "--arms", "gedi+nesy", "--set", f"weights.gen={gen}",
+                            "--out", str(tmp_path / folder)]) == 0
     ood = write_mnist_like(tmp_path / "ood", n_test=30) / "FashionMNIST" / "raw"
     out = tmp_path / "results"
-    assert nesy_lgen.main(["--with", str(tmp_path / "with"), "--without", str(tmp_path / "without"), "--data", "digits",
-                           "--sizes", "12", "--seeds", "10,11", "--ood-root", str(ood), "--ood-images", "30",
-                           "--sgld-steps", "2", "--out", str(out)]) == 0
+    assert lgen.main(["--with", str(tmp_path / "with"), "--without", str(tmp_path / "without"), "--data", "digits",
+                      "--sizes", "12", "--seeds", "10,11", "--ood-root", str(ood), "--ood-images", "30",
+                      "--sgld-steps", "2", "--out", str(out)]) == 0
     with open(out / "nesy_lgen_runs.csv") as f:
         runs = list(csv.DictReader(f))
     assert sorted((r["L_GEN"], r["seed"]) for r in runs) == [("with", "10"), ("with", "11"),
@@ -72,4 +69,4 @@ def test_the_lgen_study_reads_both_sets_of_runs_and_scores_energy_against_ood_im
     md = (out / "nesy_lgen.md").read_text()
     assert "| 12 | with (gen 0.04) |" in md and "| 12 | without (gen 0) |" in md
     assert (out / "nesy_lgen_samples.png").is_file()
-    assert nesy_lgen.auroc(torch.tensor([-3.0, -2.0]), torch.tensor([-1.0, 0.0])) == 1.0  # higher energy = out
+    assert lgen.auroc(torch.tensor([-3.0, -2.0]), torch.tensor([-1.0, 0.0])) == 1.0  # higher energy = out

@@ -20,7 +20,7 @@ from vision_fakes import write_mnist_like
 from gedi_core import cli as core_cli
 from gedi_core.errors import GediError
 from gedi_core.monitor import FailureMonitor, collapse_message, collapse_share_threshold, prior_term_optimum
-from gedi_core.plots import loss_panels
+from gedi_core.figures import loss_panels
 from gedi_nesy import cli as nesy_cli
 
 ROOT = Path(__file__).resolve().parents[1]

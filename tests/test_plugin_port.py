@@ -102,6 +102,17 @@ def test_the_running_marginal_is_part_of_the_objectives_state():
         CoreGEDILoss(inv=0.0, prior_window=-1)
 
 
+def test_the_plugins_gedi_loss_is_the_core_objective_with_the_plugins_defaults():
+    """gedi_nesy.GEDILoss names no second class: it returns gedi_core's, configured."""
+    from gedi_nesy.config import plugin_sgld
+
+    gedi = GEDILoss(gen=0.5)
+    assert type(gedi) is CoreGEDILoss and gedi.prior_form == "entropy" and gedi.prior_window == 64
+    assert gedi.weights == {"gen": 0.5, "inv": 0.0, "prior": 1.0} and gedi.sgld == plugin_sgld()
+    assert gedi.augment is not None  # Gaussian-noise views, used once inv > 0
+    assert CoreGEDILoss(inv=0.0).prior_form == "uniform" and CoreGEDILoss(inv=0.0).prior_window == 0  # core defaults
+
+
 def _model_and_loader(n: int = 8, batch: int = 2):
     from deepproblog.dataset import DataLoader
 

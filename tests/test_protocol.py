@@ -1,5 +1,5 @@
 """The protocol for results: a validation split carved from the training pool, on which a run is
-evaluated without ever reading the test pool; nesy_table6's --select mode and its header; no
+evaluated without ever reading the test pool; experiments.nesy.table6's --select mode and its header; no
 absolute paths in committed results (fast, offline)."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import contextlib
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -22,9 +21,8 @@ from gedi_nesy.data import Pools, carve_validation, embedded_digits, load_pools
 from gedi_nesy.run_setup import prepare
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "experiments"))
 
-import nesy_table6  # noqa: E402
+from experiments.nesy import table6
 
 FAST = ["--examples", "12", "--test-examples", "6", "--epochs", "1", "--batch-size", "6",
         "--sgld-steps", "2", "--no-progress", "--seed", "0"]
@@ -204,12 +202,12 @@ TINY = ["--data", "digits", "--sizes", "12", "--epochs", "1", "--arms", "nesy,ge
 @pytest.mark.slow
 def test_table6_select_then_final_write_the_protocol_in_the_header(tmp_path):
     out = tmp_path / "t6"
-    assert nesy_table6.main([*TINY, "--select", "--seeds", "0", "--out", str(out)]) == 0
+    assert table6.main([*TINY, "--select", "--seeds", "0", "--out", str(out)]) == 0
     sel = out / "select"
     md = (sel / "table6.md").read_text()
     assert "selection runs" in md and "**validation pool**" in md and "The test pool is not read" in md
     assert "Seeds used for choosing: 0." in md
-    assert "Command: `python experiments/nesy_table6.py --data digits" in md and "--select" in md
+    assert "Command: `python -m experiments.nesy.table6 --data digits" in md and "--select" in md
     assert "median (mean ± sample std)" in md and "runs.csv" in md
     runs = list(csv.DictReader(open(sel / "runs.csv")))
     assert {r["evaluated_on"] for r in runs} == {"validation"} and {r["seed"] for r in runs} == {"0"}
@@ -219,8 +217,8 @@ def test_table6_select_then_final_write_the_protocol_in_the_header(tmp_path):
     assert not any(p.name.startswith("digits_") for p in out.iterdir())  # selection runs live under select/
 
     # final runs on the test pool, other seeds; the header names the seeds that chose the recipe
-    assert nesy_table6.main([*TINY, "--seeds", "1", "--selection-seeds", "0", "--arms", "nesy",
-                             "--out", str(out)]) == 0
+    assert table6.main([*TINY, "--seeds", "1", "--selection-seeds", "0", "--arms", "nesy",
+                        "--out", str(out)]) == 0
     md = (out / "table6.md").read_text()
     assert "final runs" in md and "**test pool**" in md
     assert "Seeds used for choosing the recipe: 0" in md and "seeds of these final runs: 1." in md
@@ -228,7 +226,7 @@ def test_table6_select_then_final_write_the_protocol_in_the_header(tmp_path):
     assert {r["evaluated_on"] for r in csv.DictReader(open(out / "runs.csv"))} == {"test"}
     # a selection run folder is never reported as a final one
     (sel / "digits_n12_nesy_s0").rename(out / "digits_n12_nesy_s0")
-    assert nesy_table6.main([*TINY, "--seeds", "0", "--arms", "nesy", "--out", str(out), "--report-only"]) == 0
+    assert table6.main([*TINY, "--seeds", "0", "--arms", "nesy", "--out", str(out), "--report-only"]) == 0
     assert list(csv.DictReader(open(out / "runs.csv")))[0]["skipped"].count("validation pool") == 1
 
 

@@ -1,19 +1,16 @@
 """The CPU-scale vision study end to end on synthetic files: train, evaluate, references, table, figure."""
 
 import csv
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from vision_fakes import write_mnist_like
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import vision_cpu  # noqa: E402
-
-from gedi_core.evaluation.classifier_features import (classifier_accuracy, save_feature_classifier,  # noqa: E402
+from gedi_core.evaluation.classifier_features import (classifier_accuracy, save_feature_classifier,
                                                       train_feature_classifier)
-from gedi_core.evaluation.fid import fid_score  # noqa: E402
+from gedi_core.evaluation.fid import fid_score
+
+from experiments.vision import cpu as vision_cpu
 
 
 def test_feature_classifier_learns_and_gives_a_fid_that_tells_real_from_noise(tmp_path):

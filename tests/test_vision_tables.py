@@ -7,11 +7,8 @@ from pathlib import Path
 import pytest
 from vision_fakes import write_mnist_like
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import vision_table4  # noqa: E402
-import vision_table5  # noqa: E402,F401
-import vision_table10  # noqa: E402
-from vision_common import ood_table  # noqa: E402
+from experiments.vision import table4, table5, table10  # noqa: F401 (table5: imports)
+from experiments.vision.common import ood_table
 
 
 @pytest.mark.slow
@@ -21,11 +18,11 @@ def test_table_commands_train_collect_and_write(tmp_path):
     common = ["--runs", str(tmp_path / "runs"), "--datasets", "fashion-mnist", "--methods", "gedi_no_gen", "swav",
               "--data-root", str(root)]
     tiny = ["--set", "epochs=1", "--set", "model.width=8", "--set", "batch_size=16"]
-    assert vision_table4.main([*common, *tiny]) == 0
+    assert table4.main([*common, *tiny]) == 0
     rows = list(csv.DictReader(open(tmp_path / "runs" / "tables" / "table4.csv")))
     assert {r["method"] for r in rows} == {"gedi_no_gen", "swav"} and all(r["runs"] == "1" for r in rows)
     assert "| GEDI no gen |" in (tmp_path / "runs" / "tables" / "table4.md").read_text()
-    assert vision_table10.main([*common, "--no-train"]) == 0
+    assert table10.main([*common, "--no-train"]) == 0
     rows = list(csv.DictReader(open(tmp_path / "runs" / "tables" / "table10.csv")))
     assert all(0.0 <= float(r["probe_acc_mean"]) <= 1.0 for r in rows)
     assert ood_table("doc", "table5", "cifar10", ["svhn"], "t", [*common, "--no-train", "--ood", "mnist"]) == 0
@@ -36,7 +33,7 @@ def test_table_commands_train_collect_and_write(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_table_script_runs_tables_4_5_10_with_resume(tmp_path):
-    """experiments/vision_gpu.sh end to end on synthetic files, on the CPU, with tiny settings."""
+    """experiments/vision/gpu.sh end to end on synthetic files, on the CPU, with tiny settings."""
     import os
     import subprocess
 
@@ -45,7 +42,7 @@ def test_gpu_table_script_runs_tables_4_5_10_with_resume(tmp_path):
     root = write_mnist_like(tmp_path / "data", "FashionMNIST", n_train=48, n_test=32)
     write_mnist_like(tmp_path / "data", "MNIST", n_train=48, n_test=32)
     features = save_feature_classifier(FeatureClassifier(1, 10), tmp_path / "f.pt", (28, 28))
-    script = Path(__file__).resolve().parents[1] / "experiments" / "vision_gpu.sh"
+    script = Path(__file__).resolve().parents[1] / "experiments" / "vision" / "gpu.sh"
     env = {**os.environ, "PYTHON": sys.executable, "RUNS": str(tmp_path / "runs"), "DATA": str(root), "SEEDS": "1",
            "DATASETS": "fashion-mnist", "METHODS": "gedi swav", "OOD_IN": "fashion-mnist", "OOD": "mnist",
            "DEVICE": "cpu", "NPROC": "1", "FID_FEATURES": str(features), "FID_SAMPLES": "20", "FID_STEPS": "2"}

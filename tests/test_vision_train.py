@@ -68,13 +68,9 @@ def test_eval_and_sample_commands(root, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *TINY, "--data-root", str(root), "--method", "gedi", "--epochs", "1", "--out", str(run)]) == 0
     capsys.readouterr()
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        assert main(["eval", "--run", str(run), "--data-root", str(root), "--what", "nmi,probe,ood,fid,samples",
-                     "--ood-dataset", "fashion-mnist", "--fid-samples", "20", "--fid-steps", "3",
-                     "--fid-features", "test_vision_train:tiny_extractor", "--no-progress"]) == 0
-    finally:
-        sys.path.remove(str(Path(__file__).parent))
+    assert main(["eval", "--run", str(run), "--data-root", str(root), "--what", "nmi,probe,ood,fid,samples",
+                 "--ood-dataset", "fashion-mnist", "--fid-samples", "20", "--fid-steps", "3",
+                 "--fid-features", "test_vision_train:tiny_extractor", "--no-progress"]) == 0
     m = last_json(capsys)
     assert 0 <= m["nmi"] <= 1 and 0 <= m["probe_test_acc"] <= 1 and m["fid"] >= 0
     assert m["ood_auroc_grad_norm_fashion-mnist"] == pytest.approx(0.5)  # same data in and out: chance

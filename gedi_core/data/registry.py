@@ -6,16 +6,16 @@ from typing import Callable
 
 from gedi_core.config import DataConfig
 from gedi_core.data.base import DataBundle, carve_validation
-from gedi_core.errors import GediError
+from gedi_core.registry import Registry
 
 Loader = Callable[[DataConfig, int], DataBundle]
 
-DATASETS: dict[str, Loader] = {}
+DATASETS: Registry[Loader] = Registry("dataset")
 
 
 def register_dataset(name: str, loader: Loader) -> None:
     """Add a data set under ``name``: ``loader(cfg, seed) -> DataBundle``."""
-    DATASETS[name] = loader
+    DATASETS.register(name, loader)
 
 
 def load_dataset(cfg: DataConfig, seed: int) -> DataBundle:
@@ -23,9 +23,7 @@ def load_dataset(cfg: DataConfig, seed: int) -> DataBundle:
 
     With ``cfg.validation > 0`` the bundle holds a validation split carved from the training set
     in place of the test split (:func:`gedi_core.data.base.carve_validation`)."""
-    if cfg.name not in DATASETS:
-        raise GediError(f"unknown dataset '{cfg.name}' (known: {', '.join(sorted(DATASETS))})")
-    data = DATASETS[cfg.name](cfg, seed)
+    data = DATASETS.lookup(cfg.name)(cfg, seed)
     if cfg.validation > 0:
         data = carve_validation(data, cfg.validation, seed)
     return data

@@ -36,7 +36,7 @@ def sample_images(method: Method, n: int = 100, steps: int = 500, step_size: flo
 def save_samples(method: Method, path: str | Path, n: int = 100, steps: int = 500, sort_by_cluster: bool = True,
                  **kwargs) -> Tensor:
     """Sample, optionally sort by predicted cluster, and save a PNG grid; returns the samples."""
-    from gedi_core.plots import save_image_grid
+    from gedi_core.figures import save_image_grid
 
     x = sample_images(method, n=n, steps=steps, **kwargs)
     if sort_by_cluster:

@@ -17,6 +17,7 @@ from gedi_core.config import TrainConfig
 from gedi_core.data.base import Augment
 from gedi_core.errors import GediError
 from gedi_core.models import GEDIModel, build_model
+from gedi_core.registry import Registry
 
 
 class Method(nn.Module):
@@ -73,7 +74,7 @@ class MethodSpec:
     summary: str = ""
 
 
-METHODS: dict[str, MethodSpec] = {}
+METHODS: Registry[MethodSpec] = Registry("method")
 
 
 def register(
@@ -84,13 +85,12 @@ def register(
     summary: str = "",
 ) -> None:
     """Register ``cls`` under ``name`` with nested config ``defaults``."""
-    METHODS[name] = MethodSpec(cls, defaults or {}, frozenset(disabled), summary)
+    METHODS.register(name, MethodSpec(cls, defaults or {}, frozenset(disabled), summary))
 
 
 def get_spec(name: str) -> MethodSpec:
-    if name not in METHODS:
-        raise GediError(f"unknown method '{name}' (known: {', '.join(sorted(METHODS))})")
-    return METHODS[name]
+    """The registered method ``name``; an unknown name raises :class:`GediError`."""
+    return METHODS.lookup(name)
 
 
 def build_method(cfg: TrainConfig, input_shape: tuple[int, ...], augment: Augment) -> Method:

@@ -13,6 +13,7 @@ from gedi_core.models.mlp import MLPEncoder
 from gedi_core.models.modes import evaluating
 from gedi_core.models.lenet import LeNet
 from gedi_core.models.resnet import ResNet8
+from gedi_core.registry import Registry
 
 BackboneFactory = Callable[[tuple[int, ...], ModelConfig], nn.Module]
 
@@ -36,14 +37,15 @@ def _lenet(shape: tuple[int, ...], cfg: ModelConfig) -> nn.Module:
     return LeNet(shape[0], cfg.feature_dim)
 
 
-BACKBONES: dict[str, BackboneFactory] = {"mlp": _mlp, "resnet8": _resnet8, "lenet": _lenet}
+BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+BACKBONES.register("mlp", _mlp)
+BACKBONES.register("resnet8", _resnet8)
+BACKBONES.register("lenet", _lenet)
 
 
 def build_backbone(shape: tuple[int, ...], cfg: ModelConfig) -> nn.Module:
     """The backbone named by ``cfg.backbone`` for inputs of shape ``shape`` (no batch dim)."""
-    if cfg.backbone not in BACKBONES:
-        raise GediError(f"unknown backbone '{cfg.backbone}' (known: {', '.join(sorted(BACKBONES))})")
-    return BACKBONES[cfg.backbone](tuple(shape), cfg)
+    return BACKBONES.lookup(cfg.backbone)(tuple(shape), cfg)
 
 
 def build_model(shape: tuple[int, ...], cfg: ModelConfig) -> GEDIModel:

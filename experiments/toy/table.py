@@ -1,6 +1,6 @@
 """Paper Tables 2 and 3: every method on moons and circles over several seeds.
 
-    python experiments/toy_table.py --seeds 5 --jobs 2 --out runs/toy_table
+    python -m experiments.toy.table --seeds 5 --jobs 2 --out runs/toy_table
 
 Each run goes to ``OUT/<dataset>/<method>/seed<k>/`` (finished runs are skipped, so a killed
 table resumes); the table of mean ± std test NMI is written as ``OUT/table.md`` and
@@ -21,8 +21,9 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "experiments" / "configs" / "toy"
+from experiments.common.reporting import REPO
+
+CONFIGS = REPO / "experiments" / "configs" / "toy"
 METHODS = ["gedi", "gedi_no_gen", "gedi_no_inv", "gedi_no_prior", "jem", "swav", "barlow"]
 DATASETS = ["moons", "circles"]
 PAPER = {  # paper Tables 2-3, NMI mean ± std (moons, circles)

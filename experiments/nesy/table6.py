@@ -10,10 +10,10 @@ on a validation split carved from each run's training pool; the final runs (the 
 then read the test pool once, with seeds that were not used for choosing:
 
     # choose: runs with --validation 0.1 into runs/table6/select/, table on the validation pool
-    python experiments/nesy_table6.py --select --data mnist --data-root ../shared/data/MNIST/raw \\
+    python -m experiments.nesy.table6 --select --data mnist --data-root ../shared/data/MNIST/raw \\
         --sizes 100 --seeds 0,1,2 --out runs/table6
     # final: other seeds, test pool; the header records which seeds chose the recipe
-    python experiments/nesy_table6.py --data mnist --data-root ../shared/data/MNIST/raw \\
+    python -m experiments.nesy.table6 --data mnist --data-root ../shared/data/MNIST/raw \\
         --sizes 100,1000 --seeds 10,11,12,13,14 --selection-seeds 0,1,2 --out runs/table6
 
 Every run is a gedi-nesy run folder under ``--out`` (``--out``/select in ``--select`` mode);
@@ -37,17 +37,14 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from gedi_core.config import parse_set, dotted_to_nested, read_config_file
+from gedi_core.errors import GediError
+from gedi_core.runfolder import write_csv, write_text
+from gedi_nesy.run_setup import prepare
+from gedi_nesy.config import build_nesy_config
+from gedi_nesy.train import train_nesy
 
-from reporting import markdown_table, seed_summary, shown_command, shown_path  # noqa: E402
-
-from gedi_core.config import parse_set, dotted_to_nested, read_config_file  # noqa: E402
-from gedi_core.errors import GediError  # noqa: E402
-from gedi_core.runfolder import write_csv, write_text  # noqa: E402
-from gedi_nesy.cli import prepare  # noqa: E402
-from gedi_nesy.config import build_nesy_config  # noqa: E402
-from gedi_nesy.train import train_nesy  # noqa: E402
+from experiments.common.reporting import REPO, markdown_table, seed_summary, shown_command, shown_path
 
 PAPER = {  # paper Table 6 (GEDI & NeSy; NeSy only; GEDI only), test digit accuracy / NMI
     (100, "gedi+nesy"): "0.42 / 0.35",
@@ -205,7 +202,7 @@ def main(argv=None) -> int:
                     help="write the table from the finished runs under --out; train nothing")
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes; one per core)")
     ap.add_argument("--progress", action="store_true", help="progress bars (with --jobs 1)")
-    command = shown_command("experiments/nesy_table6.py", list(sys.argv[1:] if argv is None else argv))
+    command = shown_command("experiments.nesy.table6", list(sys.argv[1:] if argv is None else argv))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 

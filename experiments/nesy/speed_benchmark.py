@@ -22,8 +22,8 @@ Printed: a Markdown table (queries/s and ms per step over whole SGLD cycles, the
 step, the speed-up over the paper's setting and the ratio step / (NeSy step + its SGLD time), the
 yardstick for the levers) and one JSON line.
 
-    OMP_NUM_THREADS=1 python experiments/nesy_speed_benchmark.py                 # ~1.5 min
-    python experiments/nesy_speed_benchmark.py --threads 2 --seconds 5 --candidates 60:2,60:4
+    OMP_NUM_THREADS=1 python -m experiments.nesy.speed_benchmark                 # ~1.5 min
+    python -m experiments.nesy.speed_benchmark --threads 2 --seconds 5 --candidates 60:2,60:4
 """
 
 from __future__ import annotations
@@ -36,19 +36,15 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from gedi_core.rng import seed_everything  # noqa: E402
-from gedi_core.sgld import EnergySampler  # noqa: E402
-from gedi_nesy.run_setup import prepare  # noqa: E402
-from gedi_nesy.config import NesyConfig, nesy_fast_sgld, nesy_sgld  # noqa: E402
-from gedi_nesy.step import NesyStep, TrainShift, batch_inputs, forward_batch, gedi_networks, nesy_step_loss  # noqa: E402
-from gedi_nesy.train import nesy_objective  # noqa: E402
+from gedi_core.rng import seed_everything
+from gedi_core.sgld import EnergySampler
+from gedi_nesy.run_setup import prepare
+from gedi_nesy.config import NesyConfig, nesy_fast_sgld, nesy_sgld
+from gedi_nesy.step import NesyStep, TrainShift, batch_inputs, forward_batch, gedi_networks, nesy_step_loss
+from gedi_nesy.train import nesy_objective
 
 
 class SGLDClock:

@@ -1,7 +1,7 @@
 """The paper's vision claims at CPU scale: Fashion-MNIST, a ResNet-8 of width 16, every method of Table 4.
 
-    python experiments/vision_cpu.py --ood-root ../shared/data       # seeds 0,1,2, 2 runs at a time
-    python experiments/vision_cpu.py --validation 0.1 --seeds 0 --runs runs/vision_cpu_select --out runs/vision_cpu_select
+    python -m experiments.vision.cpu --ood-root ../shared/data       # seeds 0,1,2, 2 runs at a time
+    python -m experiments.vision.cpu --validation 0.1 --seeds 0 --runs runs/vision_cpu_select --out runs/vision_cpu_select
 
 For each method (GEDI, GEDI no gen, JEM, Barlow Twins, SwAV) and seed, one run is trained on the
 60,000 Fashion-MNIST training images with ``experiments/configs/vision_cpu/fashion-mnist_<method>.yaml``
@@ -39,13 +39,12 @@ from typing import Any, Callable
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reporting import markdown_table, shown_command, shown_path  # noqa: E402
-from vision_common import LABELS, ROOT, cell, collect, ensure_eval, parser, run_dir, seeds_text  # noqa: E402
+from gedi_core.data.base import DataBundle
 
-from gedi_core.data.base import DataBundle  # noqa: E402
+from experiments.common.reporting import REPO, markdown_table, shown_command, shown_path
+from experiments.vision.common import LABELS, cell, collect, ensure_eval, parser, run_dir, seeds_text
 
-CPU_CONFIGS = ROOT / "experiments" / "configs" / "vision_cpu"
+CPU_CONFIGS = REPO / "experiments" / "configs" / "vision_cpu"
 
 
 def has_replay_buffer(folder: Path) -> bool:
@@ -108,7 +107,7 @@ def sample_figure(args: Any, dataset: str, path: Path, load_data: Callable[[], D
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from gedi_core.plots import save_image_grid
+    from gedi_core.figures import save_image_grid
     from gedi_core.runfolder import atomic_path
 
     seed = args.seeds[0]
@@ -216,7 +215,7 @@ def write_outputs(args: Any, out: Path, rows: list[dict[str, Any]], table: list[
     split = "validation split (10% of the training images held out)" if args.validation else "test split"
     lines = [
         f"## CPU-scale Table 4: {', '.join(args.datasets)}, every method, {seeds_text(args)}", "",
-        f"Command: `{shown_command('experiments/vision_cpu.py', sys.argv[1:] if __name__ == '__main__' else [])}`", "",
+        f"Command: `{shown_command('experiments.vision.cpu', sys.argv[1:] if __name__ == '__main__' else [])}`", "",
         *markdown_table(table), "",
         f"Each cell: median (mean ± sample std) over {seeds_text(args)}, evaluated on the {split}. "
         f"NMI/ACC: head argmax (k-means on the features for Barlow Twins). OOD AUROC against {args.ood} "

@@ -1,9 +1,9 @@
 """Paper Table 4: clustering on SVHN, CIFAR-10 and CIFAR-100 (test NMI, and with --fid generation FID).
 
-    python experiments/vision_table4.py --runs runs/vision --seeds 5                 # trains what is missing
-    python experiments/vision_table4.py --nproc 4 --device cuda --set amp=true      # each run on 4 GPUs
-    python experiments/vision_table4.py --datasets fashion-mnist --set epochs=3 --set data.train_subset=2000
-    python experiments/vision_table4.py --fid --fid-features inception              # adds FID (500 SGLD steps)
+    python -m experiments.vision.table4 --runs runs/vision --seeds 5                 # trains what is missing
+    python -m experiments.vision.table4 --nproc 4 --device cuda --set amp=true      # each run on 4 GPUs
+    python -m experiments.vision.table4 --datasets fashion-mnist --set epochs=3 --set data.train_subset=2000
+    python -m experiments.vision.table4 --fid --fid-features inception              # adds FID (500 SGLD steps)
 
 Writes RUNS/tables/table4.md and table4.csv (NMI and ACC over seeds, seconds per epoch).
 """
@@ -14,8 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vision_common import (DATASETS, LABELS, cell, collect, ensure_eval, mean_std, parser,  # noqa: E402
+from experiments.vision.common import (DATASETS, LABELS, cell, collect, ensure_eval, mean_std, parser,
                            seeds_text, write_table)
 
 

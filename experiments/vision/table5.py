@@ -1,7 +1,7 @@
 """Paper Table 5: out-of-distribution detection with CIFAR-10 as the training (in-distribution) set.
 
-    python experiments/vision_table5.py --runs runs/vision --seeds 5      # trains CIFAR-10 runs if missing
-    python experiments/vision_table5.py --datasets fashion-mnist --ood mnist --set epochs=3   # CPU-scale check
+    python -m experiments.vision.table5 --runs runs/vision --seeds 5      # trains CIFAR-10 runs if missing
+    python -m experiments.vision.table5 --datasets fashion-mnist --ood mnist --set epochs=3   # CPU-scale check
 
 Score s(x) = -||d log p(x)/dx|| of each trained model, AUROC of CIFAR-10 test images (positives) against the
 test split of each OOD set (svhn cifar100). Writes RUNS/tables/table5.md and table5.csv.
@@ -10,10 +10,8 @@ test split of each OOD set (svhn cifar100). Writes RUNS/tables/table5.md and tab
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vision_common import ood_table  # noqa: E402
+from experiments.vision.common import ood_table
 
 if __name__ == "__main__":
     sys.exit(ood_table(__doc__, "table5", "cifar10", ["svhn", "cifar100"], "Table 5: OOD detection, in-distribution CIFAR-10 (AUROC)"))

@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def seed_summary(values: Sequence[float], digits: int = 3) -> str:
@@ -34,8 +34,9 @@ def shown_path(path: str | os.PathLike | None) -> str | None:
     return path
 
 
-def shown_command(script: str, argv: Sequence[str]) -> str:
-    """``python SCRIPT ARGS`` with every absolute path in it shown relative to the repository."""
+def shown_command(module: str, argv: Sequence[str]) -> str:
+    """``python -m MODULE ARGS`` (as typed at the repository root) with every absolute path in it
+    shown relative to the repository."""
     words = []
     for word in argv:
         flag, eq, value = word.partition("=")
@@ -44,7 +45,7 @@ def shown_command(script: str, argv: Sequence[str]) -> str:
         elif os.path.isabs(word):
             word = shown_path(word)
         words.append(word)
-    return shlex.join(["python", script, *words])
+    return shlex.join(["python", "-m", module, *words])
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], keys: Sequence[str] | None = None) -> list[str]:

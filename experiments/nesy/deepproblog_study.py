@@ -1,15 +1,15 @@
 """DeepProbLog's MNIST-addition script as shipped against its GEDI port, over budgets and seeds.
 
-Each run is one call of ``experiments/deepproblog_script.py`` (DeepProbLog's own
+Each run is one call of ``experiments.nesy.deepproblog_script`` (DeepProbLog's own
 ``examples/MNIST/addition.py``, offline) in a process of its own; its JSON line is kept in
 ``OUT/runs/<port>_N<digits>_p<pairs>_b<batch>_e<epochs>_s<seed>.json``, so a killed study resumes
 and a finished run is never redone. The table (``OUT/table.md``, ``OUT/runs.csv``) gives per
 budget and port the median (mean ± sample std) of the digit and sum accuracy over the seeds and
 every seed's figure.
 
-    python experiments/deepproblog_study.py --data-root ../shared/data/MNIST/raw --validation 0.1 \\
+    python -m experiments.nesy.deepproblog_study --data-root ../shared/data/MNIST/raw --validation 0.1 \\
         --budgets 1:1000:2:1 --seeds 0,1,2 --out runs/dpl_select         # choosing: validation pool
-    python experiments/deepproblog_study.py --data-root ../shared/data/MNIST/raw \\
+    python -m experiments.nesy.deepproblog_study --data-root ../shared/data/MNIST/raw \\
         --budgets 1:100:2:1,1:1000:2:1,1:4000:2:1,1:1000:32:5,2:1000:2:1 --seeds 10,11,12,13,14 --out runs/dpl_final
 
 A budget is ``N:PAIRS:BATCH:EPOCHS`` (digits per number, training queries, batch size, epochs).
@@ -26,14 +26,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gedi_core.runfolder import write_text
 
-from reporting import REPO, markdown_table, seed_summary, shown_command, shown_path  # noqa: E402
+from experiments.common.reporting import REPO, markdown_table, seed_summary, shown_command, shown_path
 
-sys.path.insert(0, str(REPO))
-from gedi_core.runfolder import write_text  # noqa: E402
-
-SCRIPT = Path(__file__).resolve().parent / "deepproblog_script.py"
+SCRIPT = "experiments.nesy.deepproblog_script"  # run as python -m SCRIPT, with the repository on the path
 PORTS = {"none": "DeepProbLog as shipped (MNIST_Net, ExactEngine)",
          "gedi-off": "port, GEDI terms off (gedi_network(MNIST_Net()), BatchedEngine)",
          "gedi": "port (gedi_network(MNIST_Net()), BatchedEngine, train_model's GEDI terms)"}
@@ -50,7 +47,7 @@ def run_one(args: argparse.Namespace, port: str, budget: tuple[int, int, int, in
     if path.is_file():
         return json.loads(path.read_text())
     n, pairs, batch, epochs = budget
-    cmd = [sys.executable, str(SCRIPT), "--data-root", args.data_root, "--port", port, "--digits", str(n),
+    cmd = [sys.executable, "-m", SCRIPT, "--data-root", args.data_root, "--port", port, "--digits", str(n),
            "--pairs", str(pairs), "--batch-size", str(batch), "--epochs", str(epochs), "--seed", str(seed),
            "--split-seed", str(args.split_seed), "--validation", str(args.validation),
            "--test-pairs", str(args.test_pairs)]
@@ -101,7 +98,7 @@ def write_table(args: argparse.Namespace, results: list[dict], argv: list[str]) 
                          "s / run": f"{sum(r['seconds'] for r in runs) / len(runs):.0f}"})
     pool = "validation pool (carved from the training pool)" if args.validation > 0 else "test pool"
     header = [f"# DeepProbLog's MNIST-addition script: as shipped and ported to GEDI", "",
-              f"Command: `{shown_command('experiments/deepproblog_study.py', argv)}`", "",
+              f"Command: `{shown_command('experiments.nesy.deepproblog_study', argv)}`", "",
               f"Data: MNIST test split t10k from `{shown_path(args.data_root)}`, split (seed {args.split_seed}) into "
               f"8000 training and 2000 test images; evaluated on the {pool}. Seeds: {args.seeds}. "
               f"Each cell: median (mean ± sample std) over the seeds; digit accuracy of the trained network on "

@@ -19,8 +19,8 @@ Printed: one JSON line per run with the script's own sum accuracy (``get_confusi
 its test queries), the digit accuracy of the trained network on every held-out image, its
 predicted-class histogram, the training time and the GEDI terms' means.
 
-    python experiments/deepproblog_script.py --data-root ../shared/data/MNIST/raw --pairs 1000
-    python experiments/deepproblog_script.py --data-root ../shared/data/MNIST/raw --pairs 1000 --port gedi
+    python -m experiments.nesy.deepproblog_script --data-root ../shared/data/MNIST/raw --pairs 1000
+    python -m experiments.nesy.deepproblog_script --data-root ../shared/data/MNIST/raw --pairs 1000 --port gedi
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
 
 # the script's lines the flags replace (each must occur exactly once in the installed script)
 SETTINGS = {
@@ -230,5 +229,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     main()

@@ -1,7 +1,7 @@
 """Throughput of one GEDI training step (with its SGLD steps) against its floor.
 
-    python experiments/vision_benchmark.py                       # CIFAR shape, F=128, batch 64, 20 SGLD steps
-    python experiments/vision_benchmark.py --shape 1 28 28 --width 32 --device cuda --amp
+    python -m experiments.vision.benchmark                       # CIFAR shape, F=128, batch 64, 20 SGLD steps
+    python -m experiments.vision.benchmark --shape 1 28 28 --width 32 --device cuda --amp
 
 For one batch of the given shape it times, after warm-up:
 

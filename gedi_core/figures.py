@@ -1,10 +1,11 @@
-"""Figures written into the run folder (matplotlib, PNG, no display needed)."""
+"""Figures written into the run folder (matplotlib, PNG, no display needed): the plotting pieces, and
+:func:`write_figures`, those of a gedi_core run (``gedi_nesy.figures`` writes a NeSy run's)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import matplotlib
 
@@ -14,7 +15,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from gedi_core.models import evaluating  # noqa: E402
 from gedi_core.runfolder import atomic_path  # noqa: E402
+
+if TYPE_CHECKING:
+    from gedi_core.data import DataBundle
+    from gedi_core.loop import FitResult
+    from gedi_core.methods import Method
+    from gedi_core.runfolder import RunFolder
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> None:
@@ -156,3 +164,17 @@ def save_image_grid(images: Tensor, path: str | Path, nrow: int = 10) -> None:
 
     with atomic_path(path) as tmp:
         save_image(unit_range(images), str(tmp), nrow=nrow)
+
+
+def write_figures(method: Method, data: DataBundle, result: FitResult, run: RunFolder) -> None:
+    """Loss curves; cluster assignments and density for 2-D data; the replay buffer for images."""
+    title = f"{method.name} on {data.name}"
+    plot_losses(result.rows, method.cfg.model.num_clusters, run.file("losses.png"), title)
+    buffer = method.replay_buffer()
+    if len(data.input_shape) == 1 and data.input_shape[0] == 2:
+        preds = method.predict(data.test_x.to(method.device)).cpu()
+        plot_clusters(data.test_x, preds, run.file("clusters.png"), title)
+        with evaluating(method):
+            plot_density(method.model.energy, data.test_x.to(method.device), buffer, run.file("density.png"), title)
+    elif buffer is not None and len(data.input_shape) == 3:
+        save_image_grid(buffer[:100], run.file("buffer.png"), nrow=10)

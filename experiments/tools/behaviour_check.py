@@ -5,8 +5,8 @@ the same fixed-seed commands with each (one thread), and compares the final metr
 weights (old and new checkpoint layouts are both read). Used to show that a refactoring changed no
 numbers::
 
-    python experiments/behaviour_check.py --before ba70337
-    python experiments/behaviour_check.py --before ba70337 --after HEAD --data-root ../shared/data/MNIST/raw
+    python -m experiments.tools.behaviour_check --before ba70337
+    python -m experiments.tools.behaviour_check --before ba70337 --after HEAD --data-root ../shared/data/MNIST/raw
 
 Prints one line per run (identical, or the largest weight difference and the metrics that differ).
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from experiments.common.reporting import REPO
 TIMING = {"seconds", "queries_per_s", "train_seconds", "images_per_s", "seconds_per_epoch", "compile_seconds",
           "compile_disk_hits", "compiled_shapes", "warnings", "data_note", "program"}
 

@@ -21,9 +21,9 @@ example: ``MNIST_Net``, Adam, ``addition(X, Y, Sum)`` queries, batch 60) with Ex
 and with ``BatchedEngine`` set by ``model.set_engine``: queries/s, ratio, and the losses of
 the first iterations (same weights, same batches) side by side.
 
-    OMP_NUM_THREADS=1 python experiments/engine_benchmark.py            # ~4 min on 1 core
-    python experiments/engine_benchmark.py --exact-seconds 5 --batched-seconds 2 --programs sum
-    OMP_NUM_THREADS=1 python experiments/engine_benchmark.py --deepproblog   # ~30 s
+    OMP_NUM_THREADS=1 python -m experiments.nesy.engine_benchmark            # ~4 min on 1 core
+    python -m experiments.nesy.engine_benchmark --exact-seconds 5 --batched-seconds 2 --programs sum
+    OMP_NUM_THREADS=1 python -m experiments.nesy.engine_benchmark --deepproblog   # ~30 s
 
 Data: the embedded 8x8 digits upscaled to 28x28 (offline); ``--data mnist --data-root DIR``
 for MNIST.  Results as JSON lines too (``--json FILE``).
@@ -45,18 +45,17 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from gedi_nesy.config import NesyConfig
+from gedi_nesy.data import ImagePool, example_query, image_term, load_pools, task_queries
+from gedi_nesy.engine import BatchedEngine, set_engine
+from gedi_core.rng import seed_everything
+from gedi_nesy.evaluation import digit_metrics
+from gedi_nesy.network import gedi_network
+from gedi_nesy.program import build_nesy_model
+from gedi_nesy.step import batch_inputs, clear_caches, forward_batch, nesy_step_loss
+from gedi_nesy.train import nesy_objective
 
-from gedi_nesy.config import NesyConfig  # noqa: E402
-from gedi_nesy.data import ImagePool, example_query, image_term, load_pools, task_queries  # noqa: E402
-from gedi_nesy.engine import BatchedEngine, set_engine  # noqa: E402
-from gedi_core.rng import seed_everything  # noqa: E402
-from gedi_nesy.evaluation import digit_metrics  # noqa: E402
-from gedi_nesy.network import gedi_network  # noqa: E402
-from gedi_nesy.program import build_nesy_model  # noqa: E402
-from gedi_nesy.step import batch_inputs, clear_caches, forward_batch, nesy_step_loss  # noqa: E402
-from gedi_nesy.train import nesy_objective  # noqa: E402
+from experiments.common.reporting import REPO
 
 PROGRAMS = {"addition": "programs/addition.pl", "sum": "programs/sum.pl", "multi_addition": "programs/multi_addition.pl"}
 

@@ -1,4 +1,4 @@
-"""Shared machinery of the vision table commands (``experiments/vision_table*.py``).
+"""Shared machinery of the vision table commands (``experiments.vision.table*``).
 
 Each run lives in ``RUNS/<dataset>/<method>/seed<k>/`` and is trained with the same command a
 user types (``python -m gedi_core train --config experiments/configs/vision/<dataset>_<method>.yaml``,
@@ -23,10 +23,9 @@ from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable
 
-from reporting import seed_summary
+from experiments.common.reporting import REPO, seed_summary
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "experiments" / "configs" / "vision"
+CONFIGS = REPO / "experiments" / "configs" / "vision"
 METHODS = ["gedi", "gedi_no_gen", "jem", "barlow", "swav"]
 DATASETS = ["svhn", "cifar10", "cifar100"]
 LABELS = {"gedi": "GEDI", "gedi_no_gen": "GEDI no gen", "jem": "JEM", "barlow": "Barlow Twins", "swav": "SwAV"}
@@ -79,7 +78,7 @@ def run_dir(args: argparse.Namespace, dataset: str, method: str, seed: int) -> P
 def _run(cmd: list[str], log: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(extra_env or {})}
     print("$ " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as f:

@@ -1,7 +1,7 @@
 """What ``L_GEN`` buys in NeSy: the GEDI+NeSy arm with and without the generative term.
 
 Reads two sets of finished Table 6 run folders that differ only in ``weights.gen`` (made by
-``experiments/nesy_table6.py``, the second with ``--set weights.gen=0``) and writes, per number
+``experiments.nesy.table6``, the second with ``--set weights.gen=0``) and writes, per number
 of training examples:
 
 - digit accuracy, NMI and query accuracy of both (every seed, median (mean ± sample std));
@@ -11,10 +11,10 @@ of training examples:
 - sample grids: evaluation digits, the replay buffer of a run with ``L_GEN``, and fresh SGLD
   chains started from uniform noise under each arm's energy.
 
-    python experiments/nesy_table6.py --data mnist --data-root ../shared/data/MNIST/raw --arms gedi+nesy \\
+    python -m experiments.nesy.table6 --data mnist --data-root ../shared/data/MNIST/raw --arms gedi+nesy \\
         --sizes 100,1000 --seeds 10,11,12,13,14 --set data.split_seed=0 --out runs/table6
-    python experiments/nesy_table6.py ... --set weights.gen=0 --out runs/table6_nogen
-    python experiments/nesy_lgen.py --with runs/table6 --without runs/table6_nogen \\
+    python -m experiments.nesy.table6 ... --set weights.gen=0 --out runs/table6_nogen
+    python -m experiments.nesy.lgen --with runs/table6 --without runs/table6_nogen \\
         --sizes 100,1000 --seeds 10,11,12,13,14 --out experiments/results
 
 Writes ``nesy_lgen.md``, ``nesy_lgen.csv`` (the table), ``nesy_lgen_runs.csv`` (one row per run)
@@ -31,20 +31,17 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from gedi_core.checkpoint import extra_state, local_state
+from gedi_core.data.idx import find_idx_files, read_idx_files
+from gedi_core.errors import GediError
+from gedi_core.models import energy_from_logits, evaluating
+from gedi_core.figures import save_figure
+from gedi_core.runfolder import write_csv, write_text
+from gedi_core.sgld import EnergySampler, sgld as run_sgld
+from gedi_nesy.data import load_pools
+from gedi_nesy.predict import image_logits, run_config, run_networks
 
-from reporting import markdown_table, seed_summary, shown_command, shown_path  # noqa: E402
-
-from gedi_core.checkpoint import extra_state, local_state  # noqa: E402
-from gedi_core.data.idx import find_idx_files, read_idx_files  # noqa: E402
-from gedi_core.errors import GediError  # noqa: E402
-from gedi_core.models import energy_from_logits, evaluating  # noqa: E402
-from gedi_core.plots import save_figure  # noqa: E402
-from gedi_core.runfolder import write_csv, write_text  # noqa: E402
-from gedi_core.sgld import EnergySampler, sgld as run_sgld  # noqa: E402
-from gedi_nesy.data import load_pools  # noqa: E402
-from gedi_nesy.predict import image_logits, run_config, run_networks  # noqa: E402
+from experiments.common.reporting import markdown_table, seed_summary, shown_command, shown_path
 
 FASHION_DIRS = [Path("/usr/share/datasets/fashion-mnist")]  # Debian's dataset-fashion-mnist
 
@@ -142,7 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ood-images", type=int, default=2000)
     ap.add_argument("--sgld-steps", type=int, default=100, help="steps of the fresh chains of the sample grid")
     ap.add_argument("--out", default="experiments/results")
-    command = shown_command("experiments/nesy_lgen.py", list(sys.argv[1:] if argv is None else argv))
+    command = shown_command("experiments.nesy.lgen", list(sys.argv[1:] if argv is None else argv))
     args = ap.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",")]

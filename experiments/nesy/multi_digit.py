@@ -16,7 +16,7 @@ Training queries: by default one permutation of the training pool cut into pool 
 draws K queries, in further permutations when K is larger (images reused, never twice in one
 query; ``gedi-nesy train --digits`` help).
 
-    python experiments/nesy_multi_digit.py --data mnist --data-root ../shared/data/MNIST/raw \\
+    python -m experiments.nesy.multi_digit --data mnist --data-root ../shared/data/MNIST/raw \\
         --digits 1,2,4,15,100 --arms nesy,gedi+nesy --epochs 10 --out runs/multi_digit
 
 Resumable: every run is a run folder under ``--out``; a finished one (``multi_digit.json``) is
@@ -35,14 +35,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from gedi_core.config import dotted_to_nested, parse_set
+from gedi_core.errors import GediError
+from gedi_core.runfolder import write_csv, write_text
 
-from reporting import markdown_table, shown_command  # noqa: E402
-
-from gedi_core.config import dotted_to_nested, parse_set  # noqa: E402
-from gedi_core.errors import GediError  # noqa: E402
-from gedi_core.runfolder import write_csv, write_text  # noqa: E402
+from experiments.common.reporting import REPO, markdown_table, shown_command
 
 PROGRAMS = {"long": "programs/long_addition.pl", "deepproblog": "programs/multi_addition.pl"}
 COLUMNS = ["N", "program", "arm", "seed", "examples", "epochs", "compile s", "circuit edges", "queries/s",
@@ -152,7 +149,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--out", default="runs/multi_digit")
-    command = shown_command("experiments/nesy_multi_digit.py", list(sys.argv[1:] if argv is None else argv))
+    command = shown_command("experiments.nesy.multi_digit", list(sys.argv[1:] if argv is None else argv))
     args = ap.parse_args(argv)
     try:
         digits = [int(x) for x in args.digits.split(",") if x.strip()]

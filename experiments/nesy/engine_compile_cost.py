@@ -8,7 +8,7 @@ one circuit read off per sum), compiles the shapes of ``--labels`` distinct sums
 0 .. 2 (10^N - 1); ``all``: every sum) in a fresh process and prints the shapes, groundings,
 compile seconds, the process's peak RSS and the RSS kept after compiling (MB).
 
-    OMP_NUM_THREADS=1 python experiments/engine_compile_cost.py --digits 1 2 --labels 10
+    OMP_NUM_THREADS=1 python -m experiments.nesy.engine_compile_cost --digits 1 2 --labels 10
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from experiments.common.reporting import REPO
 
 
 def rss_mb() -> float:
@@ -94,8 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     print("digits  mode       sums  shapes  groundings  compile CPU s  peak RSS MB  kept RSS MB")
     for n in args.digits:
         for mode in args.modes:
-            out = subprocess.run([sys.executable, __file__, "--labels", args.labels, "--one", str(n), mode],
-                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            out = subprocess.run([sys.executable, "-m", "experiments.nesy.engine_compile_cost", "--labels", args.labels,
+                                  "--one", str(n), mode], cwd=REPO, capture_output=True, text=True,
+                                 check=True).stdout.strip().splitlines()[-1]
             r = json.loads(out)
             print(f"{r['digits']:>6}  {r['mode']:<9} {r['sums']:>5}  {r['shapes']:>6}  {r['groundings']:>10}  "
                   f"{r['compile_cpu_s']:>13}  {r['peak_rss_mb']:>11}  {r['kept_rss_mb']:>11}", flush=True)

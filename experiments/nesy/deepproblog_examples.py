@@ -9,7 +9,7 @@ give the same probabilities and gradients on them; run as a script, this prints 
 training throughput (DeepProbLog's ``TrainObject.get_loss``: solve + cross-entropy backward, the
 queries repeated, circuits compiled before timing) with both engines, one run:
 
-    OMP_NUM_THREADS=1 python experiments/deepproblog_examples.py --seconds 3
+    OMP_NUM_THREADS=1 python -m experiments.nesy.deepproblog_examples --seconds 3
 
 CLUTRR's program is written for DeepProbLog's ApproximateEngine (SWI-Prolog lambdas,
 ``findall``/``maplist`` over ``>>``), which ExactEngine does not run: it is not among them.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +29,7 @@ import torch
 import torch.nn as nn
 from problog.logic import Constant, Term, list2term
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from gedi_nesy.deepproblog_import import import_deepproblog  # noqa: E402
+from gedi_nesy.deepproblog_import import import_deepproblog
 
 import_deepproblog()
 import deepproblog.examples  # noqa: E402

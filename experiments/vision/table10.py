@@ -1,7 +1,7 @@
 """Paper Table 10: linear probe on frozen backbone features (test accuracy).
 
-    python experiments/vision_table10.py --runs runs/vision --seeds 5
-    python experiments/vision_table10.py --datasets fashion-mnist --set epochs=3 --set data.train_subset=2000
+    python -m experiments.vision.table10 --runs runs/vision --seeds 5
+    python -m experiments.vision.table10 --datasets fashion-mnist --set epochs=3 --set data.train_subset=2000
 
 The backbone g(x) of each trained run is frozen; a multinomial logistic regression is fitted on the
 standardised features of the training split (the run's training images) and scored on the test split.
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vision_common import (DATASETS, LABELS, cell, collect, ensure_eval, mean_std, parser,  # noqa: E402
+from experiments.vision.common import (DATASETS, LABELS, cell, collect, ensure_eval, mean_std, parser,
                            seeds_text, write_table)
 
 

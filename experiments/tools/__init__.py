@@ -1,0 +1,1 @@
+"""Developer tools: ``behaviour_check`` (same seeds, two commits, identical numbers?)."""

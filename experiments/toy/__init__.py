@@ -1,0 +1,1 @@
+"""The toy tables (2 and 3: moons and circles)."""
