@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from gedi_core.config import ModelConfig
 from gedi_core.errors import GediError
 from gedi_core.models import GEDIModel, build_model, cosine_logits, energy_from_logits
-from gedi_nesy.config import lenet_config
+from gedi_nesy.defaults import lenet_config
 
 # Adam's learning rate of gedi_network's default optimizer: DeepProbLog's own examples' (its
 # MNIST-addition script uses Adam 1e-3); the CLI sets its own (NesyConfig.lr)
