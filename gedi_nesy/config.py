@@ -130,6 +130,13 @@ class NesyConfig:
                             "--restart-above (the lowest is kept; OUT/start<k> each; 0: one start)", range=NON_NEGATIVE)
     restart_above: float = setting(0.5, "--restart-above", "training L_NESY above which a start is restarted",
                                    range=NON_NEGATIVE)
+    # a start whose training L_NESY after this many epochs is still plateau_share or more of the loss of
+    # uniform predictions is cut there and drawn afresh (counts as a restart; the last start is never cut); 0: off
+    restart_plateau: int = setting(0, "--restart-plateau", "epochs after which a start still at the loss of uniform "
+                                   "predictions (--plateau-share of it or more) is cut and drawn afresh (0: off)",
+                                   range=NON_NEGATIVE)
+    plateau_share: float = setting(0.9, "--plateau-share", "share of the uniform predictions' training L_NESY at "
+                                   "or above which a start is on the plateau", range=NON_NEGATIVE)
     device: str = setting("cpu", "--device", "torch device")
     # bfloat16 autocast of the networks and GEDI terms (for CUDA; runs on CPU too; inference stays float32)
     amp: bool = amp_setting()

@@ -25,6 +25,7 @@ from gedi_nesy.engine import is_batched
 from gedi_nesy.plugin import GEDILoss
 from gedi_nesy.prior import program_prior
 from gedi_nesy.renaming import Renamer
+from gedi_nesy.restarts import StartCut, training_nesy, uniform_nesy
 from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
 
 
@@ -84,15 +85,15 @@ class Start:
     step: NesyStep
     batches: QueryBatches
     monitor: FailureMonitor
-    after_epoch: Callable[[int, bool], dict[str, Any]] | None  # the renaming hook
+    after_epoch: Callable[[int, bool], dict[str, Any]] | None  # the renaming and plateau hooks
 
 
 def build_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_queries: Sequence | None,
-                domains: dict[str, list], dist: DistInfo) -> Start:
+                domains: dict[str, list], dist: DistInfo, may_cut: bool = False) -> Start:
     """The objectives (with the program's prior where configured), the Adam optimizer over every
     network's parameters, the NeSy step, the batch source, the monitor and the renaming hook of a
-    start under the checked ``cfg``. Under torchrun every rank draws its own replay buffer,
-    shifts and SGLD noise."""
+    start under the checked ``cfg`` (and the plateau hook where the start ``may_cut``). Under
+    torchrun every rank draws its own replay buffer, shifts and SGLD noise."""
     nets = gedi_networks(model)
     weights = cfg.active_weights()
     params = [p for net in model.networks.values() for p in net.network_module.parameters()]
@@ -111,7 +112,10 @@ def build_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_que
     batches = QueryBatches(train_queries, cfg.batch_size, cfg.seed + 3, dist)
     first = next(iter(nets.values())).network_module
     monitor = FailureMonitor(first.num_clusters, sgld_range=100 * max(abs(cfg.sgld.init_low), abs(cfg.sgld.init_high)))
-    after_epoch = renaming_hook(cfg, model, train_queries, optimizer, objectives) if weights["nesy"] > 0 else None
+    hooks = [renaming_hook(cfg, model, train_queries, optimizer, objectives)] if weights["nesy"] > 0 else []
+    if may_cut and weights["nesy"] > 0:
+        hooks.append(plateau_hook(cfg, model, train_queries))
+    after_epoch = chained([h for h in hooks if h is not None])
     return Start(cfg, model, train_queries, pools, test_queries, domains, dist, nets, weights, optimizer, objectives,
                  priors, step, batches, monitor, after_epoch)
 
@@ -137,6 +141,41 @@ def renaming_hook(cfg: NesyConfig, model, train_queries: Sequence, optimizer, ob
         if found:
             row["renamed"] = "; ".join(r.describe() for r in found)
             tqdm.write(f"[{cfg.arm} seed {cfg.seed}] epoch {epoch + 1}: {row['renamed']}")
+        return row
+
+    return after_epoch
+
+
+def plateau_hook(cfg: NesyConfig, model, train_queries: Sequence):
+    """``fit``'s ``after_epoch`` that cuts a start on the plateau: after ``cfg.restart_plateau``
+    epochs (before the last), a training ``L_NESY`` (:func:`training_nesy`) still at
+    ``cfg.plateau_share`` of the uniform predictions' (:func:`uniform_nesy`) or above raises
+    :class:`StartCut`. None when ``restart_plateau`` is 0."""
+    if cfg.restart_plateau <= 0:
+        return None
+
+    def after_epoch(epoch: int, is_last: bool) -> dict[str, Any]:
+        if epoch + 1 != cfg.restart_plateau or is_last:
+            return {}
+        loss, uniform = training_nesy(model, train_queries), uniform_nesy(model, train_queries)
+        if loss >= cfg.plateau_share * uniform:
+            raise StartCut(epoch + 1, loss, uniform)
+        return {"plateau_nesy": round(loss, 6)}
+
+    return after_epoch
+
+
+def chained(hooks: Sequence[Callable[[int, bool], dict[str, Any]]]) -> Callable[[int, bool], dict[str, Any]] | None:
+    """One ``after_epoch`` running ``hooks`` in order, their rows merged (None for no hook)."""
+    if not hooks:
+        return None
+    if len(hooks) == 1:
+        return hooks[0]
+
+    def after_epoch(epoch: int, is_last: bool) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        for hook in hooks:
+            row.update(hook(epoch, is_last))
         return row
 
     return after_epoch

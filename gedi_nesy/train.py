@@ -28,7 +28,7 @@ from gedi_core.runfolder import CHECKPOINT, LOCK, METRICS, RunFolder, write_byte
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
-from gedi_nesy.restarts import lowest, network_weights, reinitialize, restore_weights, training_nesy
+from gedi_nesy.restarts import StartCut, lowest, network_weights, reinitialize, restore_weights, training_nesy
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.start import Start, build_start, nesy_objective  # noqa: F401 (nesy_objective: imported from here)
 from gedi_nesy.step import gedi_networks
@@ -71,9 +71,11 @@ def checked_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_q
 
 def train_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_queries: Sequence | None,
                 out: str | Path | RunFolder | None, resume: bool, progress: bool, extra: dict[str, Any] | None,
-                dist: DistInfo | None) -> dict[str, Any]:
+                dist: DistInfo | None, may_cut: bool = False) -> dict[str, Any]:
     """One start of :func:`train_nesy` (the whole run when ``cfg.restarts`` is 0; the arguments
-    are :func:`train_nesy`'s).
+    are :func:`train_nesy`'s). A start that ``may_cut`` and is cut on the plateau
+    (``cfg.restart_plateau``) ends there with metrics ``train_nesy``, ``uniform_nesy`` and
+    ``cut_at`` (the epoch) only.
 
     Train ``model`` (a DeepProbLog ``Model`` with GEDI networks, e.g. from
     :func:`gedi_nesy.program.build_nesy_model`) on ``train_queries``.
@@ -99,8 +101,15 @@ def train_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_que
     if run is not None:
         run.config, run.defaults = to_dict(cfg), to_dict(NesyConfig())
         run.inputs = input_files(cfg)
-    start = build_start(cfg, model, train_queries, pools, test_queries, domains, dist)
-    result = fit_start(start, run, progress)
+    start = build_start(cfg, model, train_queries, pools, test_queries, domains, dist, may_cut)
+    try:
+        result = fit_start(start, run, progress)
+    except StartCut as cut:
+        metrics = {"train_nesy": round(cut.loss, 6), "uniform_nesy": round(cut.uniform, 6), "cut_at": cut.epoch,
+                   "seconds": round(time.time() - t_start, 2)}
+        if run is not None:
+            run.finish(metrics)
+        return metrics
     if not dist.is_main:
         barrier(dist)
         return {}
@@ -201,7 +210,8 @@ def train_nesy(
     restarts: while the training ``L_NESY`` a start ends with (``train_nesy``, no label needed) is
     above ``cfg.restart_above``, the GEDI networks are drawn afresh (:func:`reinitialize`) and
     trained again; the start with the lowest training ``L_NESY`` is kept, in the model and as the
-    run. A wrongly named run (digits 4-9 read as 3-8, two digits in one cluster) ends at 0.65-0.71
+    run. With ``cfg.restart_plateau`` a start (but the last) still at the loss of uniform predictions
+    after that many epochs is cut there and counts as a restart. A wrongly named run (digits 4-9 read as 3-8, two digits in one cluster) ends at 0.65-0.71
     on MNIST addition, healthy ones at 0.1-0.25.
 
     With restarts and a run folder ``out``, start ``k`` is a run folder of its own,
@@ -220,16 +230,19 @@ def train_nesy(
             reinitialize(model, cfg.seed + 1000 * k)
         folder = None if run is None else run.path / f"start{k}"
         if folder is not None and (folder / METRICS).is_file():  # a finished start: reused
-            found.append((json.loads((folder / METRICS).read_text()), load_start_weights(folder)))
+            done = json.loads((folder / METRICS).read_text())  # a cut one is never kept: its weights are not needed
+            found.append((done, {} if done.get("cut_at") is not None else load_start_weights(folder)))
         else:
             metrics = train_start(cfg, model, train_queries, pools, test_queries, folder,
                                   resume and folder is not None and (folder / CHECKPOINT).is_file(),
-                                  progress, extra, dist)
+                                  progress, extra, dist, may_cut=k < cfg.restarts)
             found.append((metrics, network_weights(model)))
-        loss = found[-1][0]["train_nesy"]
-        again = loss > cfg.restart_above
+        loss, cut = found[-1][0]["train_nesy"], found[-1][0].get("cut_at")
+        again = cut is not None or loss > cfg.restart_above
         tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: training L_NESY {loss:.4f}"
-                   + (f" > {cfg.restart_above:g}: restart" if again and k < cfg.restarts else ""))
+                   + (f" at epoch {cut}, on the plateau (uniform predictions: {found[-1][0]['uniform_nesy']:.4f}): "
+                      "cut, restart" if cut is not None else
+                      f" > {cfg.restart_above:g}: restart" if again and k < cfg.restarts else ""))
         if not again:
             break
     return keep_best_start(model, found, run)
@@ -238,10 +251,11 @@ def train_nesy(
 def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], run: RunFolder | None) -> dict[str, Any]:
     """Put the start with the lowest training ``L_NESY`` into ``model`` and, with a run folder,
     its files into ``run`` (``metrics.json`` last, with every start's figures)."""
-    best = lowest([m["train_nesy"] for m, _ in found])
+    best = lowest([m["train_nesy"] for m, _ in found], [m.get("cut_at") is not None for m, _ in found])
     restore_weights(model, found[best][1])
     starts = [{"start": k, "train_nesy": m["train_nesy"], **{key: m.get(key) for key in ("digit_acc", "nmi",
-                                                                                         "query_acc", "seconds")}}
+                                                                                         "query_acc", "seconds")},
+               **({"cut_at": m["cut_at"]} if m.get("cut_at") is not None else {})}
               for k, (m, _) in enumerate(found)]
     result = {**found[best][0], "starts": starts, "chosen_start": best,
               "seconds": round(sum(s["seconds"] or 0 for s in starts), 2)}

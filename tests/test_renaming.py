@@ -224,3 +224,66 @@ def test_restarts_without_a_run_folder_return_the_kept_start():
     assert len(losses) == 3 and metrics["chosen_start"] == best
     assert metrics["digit_acc"] == metrics["starts"][best]["digit_acc"]
     assert training_nesy(model, train_q) == pytest.approx(losses[best], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- the plateau
+def test_uniform_nesy_does_not_depend_on_the_network_and_is_above_a_right_oracle():
+    from gedi_nesy.restarts import reinitialize, training_nesy, uniform_nesy
+
+    model, net, queries = oracle_model()
+    before = uniform_nesy(model, queries)
+    assert training_nesy(model, queries) < 0.5 * before  # the right oracle knows the digits
+    reinitialize(model, 3)
+    assert uniform_nesy(model, queries) == pytest.approx(before, rel=1e-6)
+
+
+def test_lowest_keeps_a_finished_start_over_a_lower_cut_one():
+    from gedi_nesy.restarts import lowest
+
+    assert lowest([0.2, 0.5, 0.3]) == 0
+    assert lowest([0.2, 0.5, 0.3], [True, False, False]) == 2
+    assert lowest([0.2, 0.5], [True, True]) == 0
+
+
+@pytest.mark.slow
+def test_starts_on_the_plateau_are_cut_and_the_last_runs_to_the_end(tmp_path, capsys):
+    """--plateau-share 0 puts every start on the plateau: starts 0 and 1 are cut after epoch 1
+    (their metrics: the loss, that of uniform predictions, the epoch), the last start is never cut
+    and is the run; --resume after a kill reuses the cut start 0."""
+    import json
+    import os
+
+    from gedi_nesy import cli
+
+    out = tmp_path / "run"
+    args = [*RESTART, "--epochs", "2", "--restarts", "2", "--restart-above", "1000", "--restart-plateau", "1",
+            "--plateau-share", "0", "--out", str(out)]
+    assert cli.main(args) == 0
+    assert "on the plateau" in capsys.readouterr().out  # tqdm.write
+    for k in (0, 1):
+        m = start_metrics(out, k)
+        assert m["cut_at"] == 1 and m["uniform_nesy"] > 0 and "digit_acc" not in m
+    last = start_metrics(out, 2)
+    assert "cut_at" not in last and "digit_acc" in last
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["chosen_start"] == 2 and [s.get("cut_at") for s in metrics["starts"]] == [1, 1, None]
+    for f in ("metrics.json", "checkpoint.pt"):
+        (out / f).unlink()
+    (out / "start2" / "metrics.json").unlink()
+    stamp = os.stat(out / "start0" / "metrics.json").st_mtime_ns
+    assert cli.main([*args, "--resume"]) == 0
+    assert os.stat(out / "start0" / "metrics.json").st_mtime_ns == stamp
+    assert json.loads((out / "metrics.json").read_text())["chosen_start"] == 2
+
+
+@pytest.mark.slow
+def test_a_start_off_the_plateau_is_not_cut(tmp_path, capsys):
+    import json
+
+    from gedi_nesy import cli
+
+    out = tmp_path / "run"
+    assert cli.main([*RESTART, "--epochs", "2", "--restarts", "1", "--restart-above", "1000",
+                     "--restart-plateau", "1", "--plateau-share", "1000", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["starts"]) == 1 and "cut_at" not in metrics["starts"][0]
