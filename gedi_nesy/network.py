@@ -14,7 +14,7 @@ parameters, so an optimizer the script builds over the module's parameters still
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -176,3 +176,21 @@ def gedi_network(
     if optimizer is None:
         optimizer = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
     return Network(module, net_name, optimizer=optimizer, batching=batching, **network_kwargs)
+
+
+def input_images(model, name: str, inputs: Sequence, args_of: Callable[[Any], list] | None = None) -> Tensor:
+    """The images GEDI network ``name`` of DeepProbLog ``model`` gets for its ground input terms
+    ``inputs`` (each a one-element list term, the image read from the model's tensor sources),
+    stacked on the network's device. ``args_of``: the list term's arguments (default ProbLog's
+    ``term2list``; the engine passes its cached one)."""
+    from problog.logic import term2list
+
+    args_of = args_of or (lambda term: term2list(term, False))
+    module = model.networks[name].network_module
+    images = []
+    for term in inputs:
+        args = args_of(term)
+        if len(args) != 1:
+            raise GediError(f"network '{name}' is a GEDI network and takes one image, got inputs {term}")
+        images.append(model.get_tensor(args[0]))
+    return torch.stack(images).to(next(module.parameters()).device)

@@ -117,7 +117,7 @@ class BatchedSolver(ShapeCompilation, Solver):
     # -- networks
     def network_log_probs(self, per_net: dict[str, list]) -> dict[str, tuple[list, Tensor]]:
         """One call of each network on all its inputs: ``{net: (inputs, log p (N, K))}``."""
-        from gedi_nesy.network import GEDINetwork
+        from gedi_nesy.network import GEDINetwork, input_images
 
         out: dict[str, tuple[list, Tensor]] = {}
         for name, inputs in per_net.items():
@@ -127,13 +127,7 @@ class BatchedSolver(ShapeCompilation, Solver):
             net = self.model.networks[name]
             module = net.network_module
             if isinstance(module, GEDINetwork):
-                images = []
-                for term in inputs:
-                    args = self._input_args(term)
-                    if len(args) != 1:
-                        raise GediError(f"network '{name}' is a GEDI network and takes one image, got inputs {term}")
-                    images.append(self.model.get_tensor(args[0]))
-                x = torch.stack(images).to(next(module.parameters()).device)
+                x = input_images(self.model, name, inputs, self._input_args)
                 logp = torch.log_softmax(module.logits(x), dim=-1)
             else:
                 probs = net([self._input_args(t) for t in inputs])

@@ -18,7 +18,6 @@ from collections import OrderedDict
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from problog.logic import term2list
 from torch import Tensor
 
 from gedi_core.data.augment import ImageAugment
@@ -29,7 +28,7 @@ from gedi_core.monitor import collapse_indicators
 from gedi_core.objective import GEDILoss
 from gedi_nesy.engine import is_batched
 from gedi_nesy.losses import nesy_loss, nesy_loss_log
-from gedi_nesy.network import GEDINetwork
+from gedi_nesy.network import GEDINetwork, input_images
 
 
 def gedi_networks(model) -> "OrderedDict[str, Any]":
@@ -66,13 +65,7 @@ def forward_batch(model, per_net: dict[str, list], fill_cache: bool = True,
         if name not in nets:
             continue
         net = nets[name]
-        images = []
-        for term in inputs:
-            args = term2list(term, False)
-            if len(args) != 1:
-                raise GediError(f"network '{name}' is a GEDI network and takes one image, got inputs {term}")
-            images.append(model.get_tensor(args[0]))
-        x = torch.stack(images).to(next(net.network_module.parameters()).device)
+        x = input_images(model, name, inputs)
         if augment is not None:
             x = augment(x)
         logits = net.network_module.logits(x)
