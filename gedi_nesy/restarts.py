@@ -7,8 +7,8 @@ local optimum renaming cannot leave) ends with a training ``L_NESY`` far above a
 draw such a start afresh and keep the start with the lowest training ``L_NESY``.
 
 A start can also sit on a plateau at the loss of uniform predictions (:func:`uniform_nesy`) for
-most of its epochs: with 100 MNIST-addition queries (two optimizer steps an epoch) 5 of 12 starts
-stayed there for 150-350 of their 500 epochs, and the late ones ended wrongly named or unlearnt.
+most of its epochs: with 100 MNIST-addition queries (two optimizer steps an epoch) 6 of 12 starts
+were still there after 100 of their 500 epochs, and 4 of those 6 ended wrongly named or unlearnt.
 ``--restart-plateau E`` cuts a start still on it after ``E`` epochs (:class:`StartCut`) and
 draws the next one there, instead of after the whole run.
 """
