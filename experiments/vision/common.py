@@ -101,12 +101,7 @@ def ensure_trained(args: argparse.Namespace, dataset: str, method: str, seed: in
                 if args.nproc > 1 else [sys.executable])
     cmd = [*launcher, "-m", "gedi_core", "train", "--config", str(config), "--seed", str(seed),
            "--out", str(folder), "--no-progress", *(["--resume"] if (folder / "checkpoint.pt").is_file() else [])]
-    for flag, value in (("--device", args.device), ("--data-root", args.data_root),
-                        ("--validation", args.validation)):
-        if value is not None:
-            cmd += [flag, str(value)]
-    if args.download:
-        cmd.append("--download")
+    cmd += passed_on(args, "--device", "--data-root", "--validation")
     for item in args.set:
         cmd += ["--set", item]
     t0 = time.time()
@@ -114,6 +109,16 @@ def ensure_trained(args: argparse.Namespace, dataset: str, method: str, seed: in
     metrics = json.loads(done.read_text())
     print(f"  {dataset}/{method}/seed{seed}: NMI {metrics['nmi']:.3f} in {time.time() - t0:.0f} s", flush=True)
     return metrics
+
+
+def passed_on(args: argparse.Namespace, *flags: str) -> list[str]:
+    """The study's ``flags`` that were given, and ``--download``, as arguments of a gedi-core command."""
+    out: list[str] = []
+    for flag in flags:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            out += [flag, str(value)]
+    return out + (["--download"] if args.download else [])
 
 
 def ensure_eval(args: argparse.Namespace, folder: Path, what: str, keys: Iterable[str],
@@ -124,12 +129,7 @@ def ensure_eval(args: argparse.Namespace, folder: Path, what: str, keys: Iterabl
     if all(k in have for k in keys):
         return have
     cmd = [sys.executable, "-m", "gedi_core", "eval", "--run", str(folder), "--what", what, "--no-progress"]
-    for flag, value in (("--device", args.device), ("--data-root", args.data_root),
-                        ("--test-subset", args.test_subset)):
-        if value is not None:
-            cmd += [flag, str(value)]
-    if args.download:
-        cmd.append("--download")
+    cmd += passed_on(args, "--device", "--data-root", "--test-subset")
     _run(cmd + (extra or []), folder / "eval.log", getattr(args, "extra_env", None))
     return json.loads(path.read_text())
 
