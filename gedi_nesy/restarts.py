@@ -27,30 +27,34 @@ from gedi_nesy.step import gedi_networks
 def training_nesy(model, queries: Sequence, chunk: int = 512) -> float:
     """``L_NESY`` of the networks as they are (evaluation mode, no shifts) over the training
     queries: the label-free score by which restarts are judged."""
-    nets = list(gedi_networks(model))
-    total, n = 0.0, 0
-    for i in range(0, len(queries), chunk):
-        part = list(queries[i:i + chunk])
-        per_net, log_probs = network_log_probs(model, part, nets)
-        loss = subset_loss(model, part, per_net, log_probs)
-        if math.isfinite(loss):
-            total, n = total + loss * len(part), n + len(part)
-    return total / n if n else float("nan")
+    return nesy_means(model, queries, chunk)[0]
 
 
 def uniform_nesy(model, queries: Sequence, chunk: int = 512) -> float:
     """:func:`training_nesy` of networks that predict every class alike: the loss of a start
     that has learnt nothing, against which a plateau is judged."""
+    return nesy_means(model, queries, chunk, uniform=True)[1]
+
+
+def nesy_means(model, queries: Sequence, chunk: int = 512, uniform: bool = False) -> tuple[float, float]:
+    """The mean ``L_NESY`` over ``queries``, in chunks of ``chunk``, of the networks as they are
+    (evaluation mode, no shifts) and, with ``uniform``, of networks that predict every class alike
+    (NaN without), from one forward pass per chunk; a chunk whose loss is not finite is left out of
+    that mean."""
     nets = list(gedi_networks(model))
-    total, n = 0.0, 0
+    sums = [[0.0, 0], [0.0, 0]]  # (weighted total, queries) of each mean
     for i in range(0, len(queries), chunk):
         part = list(queries[i:i + chunk])
         per_net, log_probs = network_log_probs(model, part, nets)
-        flat = {name: torch.full_like(lp, -math.log(lp.shape[1])) for name, lp in log_probs.items()}
-        loss = subset_loss(model, part, per_net, flat)
-        if math.isfinite(loss):
-            total, n = total + loss * len(part), n + len(part)
-    return total / n if n else float("nan")
+        kinds = [log_probs]
+        if uniform:
+            kinds.append({name: torch.full_like(lp, -math.log(lp.shape[1])) for name, lp in log_probs.items()})
+        for acc, lps in zip(sums, kinds):
+            loss = subset_loss(model, part, per_net, lps)
+            if math.isfinite(loss):
+                acc[0], acc[1] = acc[0] + loss * len(part), acc[1] + len(part)
+    trained, flat = (total / n if n else float("nan") for total, n in sums)
+    return trained, flat
 
 
 class StartCut(Exception):

@@ -25,7 +25,7 @@ from gedi_nesy.engine import is_batched
 from gedi_nesy.plugin import GEDILoss
 from gedi_nesy.prior import program_prior
 from gedi_nesy.renaming import Renamer
-from gedi_nesy.restarts import StartCut, training_nesy, uniform_nesy
+from gedi_nesy.restarts import StartCut, nesy_means
 from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
 
 
@@ -148,8 +148,8 @@ def renaming_hook(cfg: NesyConfig, model, train_queries: Sequence, optimizer, ob
 
 def plateau_hook(cfg: NesyConfig, model, train_queries: Sequence):
     """``fit``'s ``after_epoch`` that cuts a start on the plateau: after ``cfg.restart_plateau``
-    epochs (before the last), a training ``L_NESY`` (:func:`training_nesy`) still at
-    ``cfg.plateau_share`` of the uniform predictions' (:func:`uniform_nesy`) or above raises
+    epochs (before the last), a training ``L_NESY`` still at ``cfg.plateau_share`` of the uniform
+    predictions' or above (both from :func:`~gedi_nesy.restarts.nesy_means`) raises
     :class:`StartCut`. None when ``restart_plateau`` is 0."""
     if cfg.restart_plateau <= 0:
         return None
@@ -157,7 +157,7 @@ def plateau_hook(cfg: NesyConfig, model, train_queries: Sequence):
     def after_epoch(epoch: int, is_last: bool) -> dict[str, Any]:
         if epoch + 1 != cfg.restart_plateau or is_last:
             return {}
-        loss, uniform = training_nesy(model, train_queries), uniform_nesy(model, train_queries)
+        loss, uniform = nesy_means(model, train_queries, uniform=True)
         if loss >= cfg.plateau_share * uniform:
             raise StartCut(epoch + 1, loss, uniform)
         return {"plateau_nesy": round(loss, 6)}

@@ -237,15 +237,21 @@ def train_nesy(
                                   resume and folder is not None and (folder / CHECKPOINT).is_file(),
                                   progress, extra, dist, may_cut=k < cfg.restarts)
             found.append((metrics, network_weights(model)))
-        loss, cut = found[-1][0]["train_nesy"], found[-1][0].get("cut_at")
-        again = cut is not None or loss > cfg.restart_above
-        tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: training L_NESY {loss:.4f}"
-                   + (f" at epoch {cut}, on the plateau (uniform predictions: {found[-1][0]['uniform_nesy']:.4f}): "
-                      "cut, restart" if cut is not None else
-                      f" > {cfg.restart_above:g}: restart" if again and k < cfg.restarts else ""))
+        ended = found[-1][0]
+        again = ended.get("cut_at") is not None or ended["train_nesy"] > cfg.restart_above
+        tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: {start_outcome(ended, cfg, again and k < cfg.restarts)}")
         if not again:
             break
     return keep_best_start(model, found, run)
+
+
+def start_outcome(metrics: dict[str, Any], cfg: NesyConfig, restart: bool) -> str:
+    """How a start ended, as :func:`train_nesy` prints it (``restart``: another start follows)."""
+    said = f"training L_NESY {metrics['train_nesy']:.4f}"
+    if metrics.get("cut_at") is not None:  # only a start that is not the last is cut
+        return (f"{said} at epoch {metrics['cut_at']}, on the plateau (uniform predictions: "
+                f"{metrics['uniform_nesy']:.4f}): cut, restart")
+    return f"{said} > {cfg.restart_above:g}: restart" if restart else said
 
 
 def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], run: RunFolder | None) -> dict[str, Any]:
