@@ -236,7 +236,7 @@ def train_nesy(
             metrics = train_start(cfg, model, train_queries, pools, test_queries, folder,
                                   resume and folder is not None and (folder / CHECKPOINT).is_file(),
                                   progress, extra, dist, may_cut=k < cfg.restarts)
-            found.append((metrics, network_weights(model)))
+            found.append((metrics, {} if metrics.get("cut_at") is not None else network_weights(model)))
         ended = found[-1][0]
         again = ended.get("cut_at") is not None or ended["train_nesy"] > cfg.restart_above
         tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: {start_outcome(ended, cfg, again and k < cfg.restarts)}")
