@@ -60,6 +60,8 @@ class CompiledShape:
     of one query is ``[log p (leaves) | log(1-p) (leaves) | log comp (AD complements) |
     log consts]``; ``pos_cols``/``neg_cols`` pick each variable's weights from it."""
 
+    plan = None  # an ArithmeticPlan (gedi_nesy.arithmetic_plan) evaluated in place of a circuit
+
     def __init__(self, key: Term | None = None) -> None:
         self.key = key
         self.answers: list[Term] = []

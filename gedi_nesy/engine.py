@@ -19,6 +19,8 @@ from gedi_nesy.adapters import ProgramFirst, quiet_stdout  # noqa: E402
 from gedi_nesy.defaults import ENGINES  # noqa: E402
 from gedi_nesy.solver import BatchedSolver  # noqa: E402
 
+ARITHMETIC = ("auto", "always", "never")
+
 __all__ = ["BatchedEngine", "BatchedSolver", "GediExactEngine", "is_batched", "set_engine"]
 
 
@@ -38,12 +40,20 @@ class BatchedEngine(ProgramFirst, ExactEngine):
     registration the engine replaces the model's solver by a :class:`BatchedSolver` with the
     same settings.  ``disk_cache``: folder keeping compiled query shapes across runs;
     ``shared_labels``: ground each query structure once for all its labels (see
-    ``gedi_nesy.shared_labels``; False: one grounding per label, as DeepProbLog)."""
+    ``gedi_nesy.shared_labels``; False: one grounding per label, as DeepProbLog);
+    ``arithmetic``: evaluate queries over neural integers on their distributions instead of
+    ground proofs (``gedi_nesy.arithmetic_plan``): "auto" where the proofs would enumerate
+    more than 10^5 digit combinations (DeepProbLog's multi-digit addition from N = 3), "always"
+    wherever the query is plannable, "never"."""
 
-    def __init__(self, model, disk_cache: str | Path | None = None, shared_labels: bool = True) -> None:
+    def __init__(self, model, disk_cache: str | Path | None = None, shared_labels: bool = True,
+                 arithmetic: str = "auto") -> None:
         super().__init__(model)
+        if arithmetic not in ARITHMETIC:
+            raise GediError(f"BatchedEngine: arithmetic '{arithmetic}' is not one of {', '.join(ARITHMETIC)}")
         self.disk_cache = disk_cache
         self.shared_labels = shared_labels
+        self.arithmetic = arithmetic
 
     def prepare(self, db):
         """``ExactEngine.prepare``; a neural predicate DeepProbLog does not take is one
@@ -62,7 +72,7 @@ class BatchedEngine(ProgramFirst, ExactEngine):
     def _install(self) -> None:
         """Replace the model's plain DeepProbLog solver of this engine by a batched one."""
         adapters.swap_solver(self.model, self, BatchedSolver, lambda solver: BatchedSolver.replacing(
-            solver, disk_cache=self.disk_cache, shared_labels=self.shared_labels))
+            solver, disk_cache=self.disk_cache, shared_labels=self.shared_labels, arithmetic=self.arithmetic))
 
     def get_hyperparameters(self) -> dict:
         return {"type": "BatchedEngine"}

@@ -10,13 +10,16 @@ its labels (``gedi_nesy.shared_labels``).
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from problog.logic import Term
 
 from gedi_nesy import adapters
+from gedi_nesy.arithmetic_plan import NotPlannable, clause_index, neural_ads, plan_query
 from gedi_nesy.circuits import SHAPES_FORMAT, CompiledShape, compile_shape
 from gedi_nesy.symbolic_weights import Unbatchable
 from gedi_nesy.shared_labels import free_label_query, order_sensitive, time_bound
@@ -34,11 +37,19 @@ class ShapeCompilation:
     max_label_answers = 20000
     max_label_seconds = 300.0
     max_eager_answers = 256
+    # arithmetic "auto": a query is planned on distributions (gedi_nesy.arithmetic_plan) when
+    # its ground proofs would enumerate more than this many digit combinations
+    min_planned_worlds = 1e5
 
-    def init_shapes(self, model, disk_cache: str | Path | None, shared_labels: bool) -> None:
+    def init_shapes(self, model, disk_cache: str | Path | None, shared_labels: bool,
+                    arithmetic: str = "auto") -> None:
         """The compilation's state (after ``Solver.__init__``): no shape compiled yet; the disk
-        cache's file (keyed by the program text) read if there is one."""
+        cache's file (keyed by the program text) read if there is one.  ``arithmetic``: plan
+        queries over neural integers on distributions ("auto": where ground proofs would
+        enumerate more than ``min_planned_worlds`` digit combinations; "always"; "never")."""
         self.shapes: dict[Term, CompiledShape] = {}
+        self.arithmetic = arithmetic
+        self._clauses: tuple[dict, dict] | None = None  # the program's clause index, neural ADs
         # shared_labels: one ground circuit per query structure for all its labels (with the
         # cache on, and for programs where freeing the label cannot change a probability)
         self.shared_labels = shared_labels and self.cache.cache and not order_sensitive(model.program)
@@ -50,8 +61,9 @@ class ShapeCompilation:
         # circuit_nodes: KLay edges of the compiled shapes
         # fallback_shapes: shapes evaluated as DeepProbLog's Solver does; joint_circuits: query
         # structures ground once for all their labels
+        # planned_shapes: shapes evaluated on distributions (gedi_nesy.arithmetic_plan)
         self.stats = {"shapes": 0, "compile_seconds": 0.0, "disk_hits": 0, "circuit_nodes": 0, "fallback_shapes": 0,
-                      "joint_circuits": 0}
+                      "joint_circuits": 0, "planned_shapes": 0}
         self.disk_path: Path | None = None
         self._disk: dict[str, CompiledShape] = {}
         if disk_cache is not None:
@@ -88,7 +100,9 @@ class ShapeCompilation:
             if skey in self._disk:
                 self.stats["disk_hits"] += 1
                 return self._disk[skey]
-            shape = self._compile_from_joint(q, key)
+            shape = self._planned(key)
+            if shape is None:
+                shape = self._compile_from_joint(q, key)
             if shape is None:
                 shape = compile_shape(self.cache.get(q), key)
                 self._release(q)
@@ -102,6 +116,26 @@ class ShapeCompilation:
         if self.disk_path is not None:
             self._keep_on_disk(skey, shape)
         return shape
+
+    def _planned(self, key: Term) -> CompiledShape | None:
+        """``key``'s shape as an arithmetic plan on distributions, or None where the query is
+        not plannable, the mode is "never", or ("auto") its proofs are few enough to ground."""
+        if self.arithmetic == "never" or self.evidence:
+            return None
+        if self._clauses is None:
+            self._clauses = (clause_index(self.model.program), neural_ads(self.model.program))
+        index, ads = self._clauses
+        if not ads:
+            return None
+        t0 = time.time()
+        try:
+            plan = plan_query(key, index, ads)
+        except NotPlannable:
+            return None
+        if self.arithmetic == "auto" and plan.worlds <= self.min_planned_worlds:
+            return None
+        self.stats["planned_shapes"] += 1
+        return planned_shape(key, plan, time.time() - t0)
 
     def _keep_on_disk(self, skey: str, shape: CompiledShape) -> None:
         """Add ``shape`` to the disk cache's file (rewritten whole, through a temporary file)."""
@@ -184,3 +218,21 @@ class ShapeCompilation:
         built: the batched solver no longer reads it (DeepProbLog rebuilds it if asked)."""
         adapters.drop_cached_circuit(self, q)
 
+
+
+def planned_shape(key: Term, plan, seconds: float) -> CompiledShape:
+    """A :class:`CompiledShape` evaluated by its arithmetic ``plan`` (no circuit)."""
+    shape = CompiledShape(key)
+    shape.plan = plan
+    shape.answers = list(plan.answers)
+    if plan.failed or not plan.pairs:  # no proof; or one that reads no network
+        shape.answer_const, shape.answer_root = [-math.inf if plan.failed else 0.0], [-1]
+        shape.plan = None
+    else:
+        shape.answer_const = [None] * len(plan.answers)
+        shape.answer_root = list(range(len(plan.answers)))
+        shape.pairs = list(plan.pairs)
+        shape.leaf_pair = list(range(len(plan.pairs)))
+    shape.compile_seconds = seconds
+    shape.circuit_nodes = len(plan.ops) + len(plan.events)
+    return shape

@@ -30,6 +30,7 @@ from deepproblog.solver import Solver  # noqa: E402
 
 from gedi_nesy import adapters  # noqa: E402
 from gedi_nesy.adapters import quiet_stdout, substitute  # noqa: E402
+from gedi_nesy.arithmetic_eval import evaluate_plan  # noqa: E402
 from gedi_nesy.circuit_batch import evaluate_batch, network_table  # noqa: E402
 from gedi_nesy.circuits import CompiledShape  # noqa: E402
 from gedi_nesy.semiring import BatchedGraphSemiring, BatchGradient  # noqa: E402
@@ -59,24 +60,25 @@ class BatchedSolver(ShapeCompilation, Solver):
 
     def __init__(self, model, engine, cache: bool = True, cache_root: str | None = None,
                  disk_cache: str | Path | None = None, semiring: type = GraphSemiring,
-                 shared_labels: bool = True, **kwargs) -> None:
+                 shared_labels: bool = True, arithmetic: str = "auto", **kwargs) -> None:
         if semiring is GraphSemiring:
             semiring = BatchedGraphSemiring
         with quiet_stdout():
             super().__init__(model, engine, semiring=semiring, cache=cache, cache_root=cache_root, **kwargs)
         self.evidence = adapters.program_evidence(engine, self.program)
-        self.init_shapes(model, disk_cache, shared_labels)
+        self.init_shapes(model, disk_cache, shared_labels, arithmetic)
         self._terms: dict[tuple, tuple] = {}  # query -> its shape, ground neural inputs and answers
         self._args: dict[Term, list[Term]] = {}  # ground input term -> its arguments (term2list)
         self._pending: list[BatchGradient] = []  # solved batches whose loss gradients wait
         self._hooked: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
 
     @classmethod
-    def replacing(cls, solver, disk_cache: str | Path | None = None, shared_labels: bool = True) -> "BatchedSolver":
+    def replacing(cls, solver, disk_cache: str | Path | None = None, shared_labels: bool = True,
+                  arithmetic: str = "auto") -> "BatchedSolver":
         """A batched solver with the settings of DeepProbLog's ``solver`` (cache, cache root,
         semiring, SDD garbage collection), for the same model and engine."""
         return cls(solver.model, solver.engine, disk_cache=disk_cache, shared_labels=shared_labels,
-                   **adapters.solver_settings(solver))
+                   arithmetic=arithmetic, **adapters.solver_settings(solver))
 
     # -- compilation
     def build_ac(self, q) -> ArithmeticCircuit:
@@ -101,8 +103,7 @@ class BatchedSolver(ShapeCompilation, Solver):
         out = self._terms.get(key)
         if out is None:
             shape, subst = self.shape(q), q.substitution
-            out = (shape, [(net, substitute(inputs, subst)) for net, inputs in shape.pairs],
-                   [substitute(name, subst) for name in shape.answers])
+            out = (shape, [(net, substitute(inputs, subst)) for net, inputs in shape.pairs], _answers(shape, subst))
             self._terms[key] = out
         return out
 
@@ -243,25 +244,48 @@ class BatchedSolver(ShapeCompilation, Solver):
         flat, place = network_table({n: outputs[n] for n in needed})
 
         groups: OrderedDict[Term, list[int]] = OrderedDict()
+        planned: OrderedDict[Term, list[int]] = OrderedDict()
         for i, s in enumerate(shapes):
             if s.indices is not None:
                 groups.setdefault(s.key, []).append(i)
+            elif s.plan is not None:
+                planned.setdefault(s.key, []).append(i)
         live, first, pos = [], [-1] * len(batch), 0
         for members in groups.values():
             shape = shapes[members[0]]
-            n_answers = shape.n_circuit_answers
-            base = np.empty((len(members), len(shape.pairs)), dtype=np.int64)
-            for g, i in enumerate(members):
-                first[i] = pos + g * n_answers
-                for k, (net, ground) in enumerate(self.ground_inputs(batch[i])):
-                    try:
-                        base[g, k] = place[net][ground]
-                    except KeyError:
-                        raise GediError(f"batched engine: no output of network '{net}' for {ground}") from None
-            live.append((shape, members, shape.layout(), base))
-            pos += len(members) * n_answers
-        logp = evaluate_batch(live, flat) if live else flat.new_zeros(0)
+            live.append((shape, members, shape.layout(), self._bases(batch, members, place)))
+            pos = _place_answers(first, members, shape.n_circuit_answers, pos)
+        parts = [evaluate_batch(live, flat)] if live else []
+        for members in planned.values():
+            shape = shapes[members[0]]
+            parts.append(self._evaluate_plan(shape, self._bases(batch, members, place), flat))
+            pos = _place_answers(first, members, shape.n_circuit_answers, pos)
+        logp = torch.cat(parts) if parts else flat.new_zeros(0)
         return _Evaluation(shapes, logp, first, self._evaluate_fallback(batch, shapes))
+
+    def _bases(self, batch: Sequence, members: list[int], place: dict) -> np.ndarray:
+        """(queries, pairs): where each neural input pair of each member query starts in the
+        batch's flat network table."""
+        pairs = self._query_terms(batch[members[0]])[0].pairs
+        base = np.empty((len(members), len(pairs)), dtype=np.int64)
+        for g, i in enumerate(members):
+            for k, (net, ground) in enumerate(self.ground_inputs(batch[i])):
+                try:
+                    base[g, k] = place[net][ground]
+                except KeyError:
+                    raise GediError(f"batched engine: no output of network '{net}' for {ground}") from None
+        return base
+
+    @staticmethod
+    def _evaluate_plan(shape: CompiledShape, base: np.ndarray, flat: Tensor) -> Tensor:
+        """``log p`` of every answer of a planned shape's queries (query after query)."""
+        probs = {}
+        for op in shape.plan.ops:
+            if op[0] == "digit":  # ("digit", register, pair, value slots): the pair's K outputs
+                index = torch.as_tensor(base[:, op[2], None] + np.arange(len(op[3])), device=flat.device)
+                probs[op[2]] = flat[index].double().exp()
+        logp = evaluate_plan(shape.plan, probs, len(base)).to(flat.dtype)
+        return (logp - logp.clamp(min=0.0).detach()).reshape(-1)  # min(log p, 0), gradient kept
 
     def _evaluate_fallback(self, batch: Sequence, shapes: list[CompiledShape]) -> dict[int, Result]:
         """DeepProbLog's own evaluation (``Solver.solve``) of the batch's queries whose shapes
@@ -300,3 +324,25 @@ def _fallback_log_prob(q, result: Result, device) -> tuple[Tensor, bool]:
         return torch.log(p.to(device).clamp_min(1e-45)).reshape(()), False
     p = float(p)
     return torch.tensor(math.log(p) if p > 0 else -math.inf, device=device), True
+
+
+def _place_answers(first: list[int], members: list[int], n_answers: int, pos: int) -> int:
+    """Set each member query's first answer position (from ``pos``); returns the next free one."""
+    for g, i in enumerate(members):
+        first[i] = pos + g * n_answers
+    return pos + len(members) * n_answers
+
+
+def _answers(shape: CompiledShape, subst: dict) -> list[Term]:
+    """A shape's answers with a query's substitution applied; a planned shape whose answer is
+    one argument of the query (every sum of a multi-digit addition) substitutes the query once."""
+    plan = shape.plan
+    if plan is None or plan.answer_arg is None:
+        return [substitute(name, subst) for name in shape.answers]
+    k = plan.answer_arg
+    args = list(substitute(shape.answers[0], subst).args)
+    out = []
+    for name in shape.answers:
+        args[k] = name.args[k]
+        out.append(name.with_args(*args))
+    return out

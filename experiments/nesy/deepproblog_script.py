@@ -12,7 +12,9 @@ only these changes:
 * its settings (``N = 1``, the training pairs, batch size 2, one epoch) from the flags: the lines
   named in ``SETTINGS`` are replaced, and each must be found exactly once;
 * ``--port gedi``: the port of the README (``PORT``: three changed lines), or ``--port
-  gedi-off`` the same port with the GEDI terms switched off (``train_model(..., gedi=False)``).
+  gedi-off`` the same port with the GEDI terms switched off (``train_model(..., gedi=False)``);
+  ``--port engine``: only the engine swapped (``ENGINE_PORT``: DeepProbLog's ``MNIST_Net`` and
+  its own ``train_model`` with ``BatchedEngine``).
 
 ``torch.manual_seed(--seed)`` is set before the script runs (the script sets no seed itself).
 Printed: one JSON line per run with the script's own sum accuracy (``get_confusion_matrix`` on
@@ -57,7 +59,13 @@ PORT = {
     'net = Network(network, "mnist_net", batching=True)': 'net = gedi_network(network, "mnist_net", batching=True)',
     "    model.set_engine(ExactEngine(model), cache=True)": "    model.set_engine(BatchedEngine(model), cache=True)",
 }
-PORTS = ("none", "gedi", "gedi-off")
+# the engine alone: DeepProbLog's script, network and train_model, with BatchedEngine
+ENGINE_PORT = {
+    "from deepproblog.engines import ApproximateEngine, ExactEngine":
+        "from deepproblog.engines import ApproximateEngine, ExactEngine\nfrom gedi_nesy import BatchedEngine",
+    "    model.set_engine(ExactEngine(model), cache=True)": "    model.set_engine(BatchedEngine(model), cache=True)",
+}
+PORTS = ("none", "engine", "gedi", "gedi-off")
 
 
 def deepproblog_file(*parts: str) -> Path:
@@ -98,7 +106,9 @@ def script_source(digits: int, pairs: int, batch: int, epochs: int, port: str, g
                                 epochs=epochs, gedi_arg=gedi_arg(port, gedi_kwargs, train_args))
                 for old, new in SETTINGS.items()}
     source = replace_lines(source, settings, "settings")
-    if port != "none":
+    if port == "engine":
+        source = replace_lines(source, ENGINE_PORT, "engine port")
+    elif port != "none":
         source = replace_lines(source, PORT, "port")
     return source
 

@@ -32,6 +32,7 @@ from experiments.common.reporting import REPO, markdown_table, seed_summary, sho
 
 SCRIPT = "experiments.nesy.deepproblog_script"  # run as python -m SCRIPT, with the repository on the path
 PORTS = {"none": "DeepProbLog as shipped (MNIST_Net, ExactEngine)",
+         "engine": "DeepProbLog's script with BatchedEngine (MNIST_Net, DeepProbLog's train_model)",
          "gedi-off": "port, GEDI terms off (gedi_network(MNIST_Net()), BatchedEngine)",
          "gedi": "port (gedi_network(MNIST_Net()), BatchedEngine, train_model's GEDI terms)"}
 

@@ -8,8 +8,9 @@ the label), minutes for the whole run.
 
 Programs: ``long`` = programs/long_addition.pl (column-wise addition with carries, one circuit
 per N for every sum); ``deepproblog`` = programs/multi_addition.pl (DeepProbLog's ``number/3``
-form, one circuit per distinct sum whose grounding grows as 10^N: run only up to
-``--deepproblog-max-digits``, larger N are reported as skipped).
+form: ground, one circuit per distinct sum, for N <= 2; from N = 3 the batched engine evaluates
+it on the digits' distributions (``gedi_nesy.arithmetic_plan``), whose size grows as 10^N: run
+only up to ``--deepproblog-max-digits``, larger N are reported as skipped).
 
 Training queries: by default one permutation of the training pool cut into pool / (2N) queries
 (each image used once: 8000 / (2N) with MNIST t10k's 8000 training images); ``--examples K``
@@ -137,8 +138,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data-root", default=None, help="MNIST raw files (t10k only: 8000 training images)")
     ap.add_argument("--digits", default="1,2,4,15,100", help="N, comma-separated")
     ap.add_argument("--programs", default="long,deepproblog", help="long | deepproblog, comma-separated")
-    ap.add_argument("--deepproblog-max-digits", type=int, default=2,
-                    help="largest N run with DeepProbLog's number/3 program (its grounding grows as 10^N per sum)")
+    ap.add_argument("--deepproblog-max-digits", type=int, default=4,
+                    help="largest N run with DeepProbLog's number/3 program (its numbers' distributions have 10^N "
+                         "values; at most 7)")
     ap.add_argument("--arms", default="nesy,gedi+nesy")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--epochs", type=int, default=10)
