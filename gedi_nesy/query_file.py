@@ -135,7 +135,13 @@ def has_proof(model) -> Callable[[object], bool]:
     ``Model``, either engine) proves query ``q`` for some network output.  Compiles ``q``'s shape
     into the model's circuit cache (the work training needs anyway)."""
 
+    from gedi_nesy.engine import is_batched
+
     def provable(q) -> bool:
+        if is_batched(model):  # the compiled shape says it (a planned one has no SDD)
+            shape = model.solver.shape(q)
+            if shape.fallback is None:
+                return not shape.answers or any(c is None or c > -math.inf for c in shape.answer_const)
         sdd = model.solver.cache.get(q).sdd
         nodes = [node for _, node in sdd.queries()]
         return not nodes or any(node is not None and node != sdd.FALSE for node in nodes)
