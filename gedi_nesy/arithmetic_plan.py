@@ -22,6 +22,7 @@ tensors is :mod:`gedi_nesy.arithmetic_eval`.
 from __future__ import annotations
 
 import itertools
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -78,6 +79,8 @@ class ArithmeticPlan:
     answer_index: list[int] = field(default_factory=list)
     answer_arg: int | None = None  # the query's argument that is the answer (None: deeper inside)
     worlds: float = 1.0  # digit combinations a ground proof enumeration would go through
+    signature: bytes = b""  # the plan less its events' values: plans with one signature evaluate together
+    values: list[int] = field(default_factory=list)  # per event "at" / "sum_at": its value (else 0)
     failed: bool = False  # the query has no proof in any world
 
 
@@ -132,6 +135,7 @@ class _Planner:
         self.fresh = itertools.count()
         self.seen: dict[tuple[str, Term], Dist] = {}  # (net, ground inputs) -> its digit
         self.used: set = set()  # neural inputs some event depends on
+        self.made: dict[int, tuple] = {}  # register -> the affine op that made it
 
     # -- terms
     def deref(self, t):
@@ -320,16 +324,32 @@ class _Planner:
         mask[vals - lo] = True
         out = self.new(lo, mask, a.deps)
         self.plan.ops.append(("affine", out.reg, a.reg, scale, shift))
+        self.made[out.reg] = self.plan.ops[-1]
         return out
 
     def add(self, a: Dist, b: Dist) -> Dist:
         self.independent(a.deps, b.deps)
+        for high, low in ((a, b), (b, a)):
+            made = self.made.get(high.reg)
+            if made is not None and made[0] == "affine" and made[3] >= len(low.mask):
+                return self.place(self.plan.regs[made[2]], low, made[3], made[4])
         if a.mask.all() and b.mask.all():  # two ranges: their sums are a range
             mask = np.ones(len(a.mask) + len(b.mask) - 1, dtype=bool)
         else:
             mask = fftconvolve(a.mask.astype(np.float64), b.mask.astype(np.float64)) > 0.5
         out = self.new(a.lo + b.lo, mask, a.deps | b.deps)
         self.plan.ops.append(("add", out.reg, a.reg, b.reg))
+        return out
+
+    def place(self, src: Dist, low: Dist, scale: int, shift: int) -> Dist:
+        """``scale * src + shift + low`` with ``low`` narrower than ``scale`` (``Nr + 10 * Acc``):
+        every value is one pair of values, so the distribution is their outer product laid out
+        row after row, not a convolution."""
+        width = len(low.mask)
+        mask = np.pad(np.outer(src.mask, low.mask), ((0, 0), (0, scale - width))).reshape(-1)
+        mask = mask[: scale * (len(src.mask) - 1) + width]
+        out = self.new(scale * src.lo + shift + low.lo, mask, src.deps | low.deps)
+        self.plan.ops.append(("place", out.reg, src.reg, low.reg, scale))
         return out
 
     def outer(self, op: str, a, b) -> Dist:
@@ -465,7 +485,23 @@ def plan_query(query: Term, index: dict, ads: dict) -> ArithmeticPlan:
     else:
         plan.answers = [resolved]
     _fuse(plan)
+    _sign(plan)
     return plan
+
+
+def _sign(plan: ArithmeticPlan) -> None:
+    """The plan's signature and its events' values: queries that differ only in a known result
+    (the sum of a multi-digit addition) share the signature and are evaluated as one group."""
+    shapes = []
+    for ev in plan.events:
+        if ev[0] in ("at", "sum_at"):
+            shapes.append(ev[:-1])
+            plan.values.append(int(ev[-1]))
+        else:
+            shapes.append(ev)
+            plan.values.append(0)
+    regs = [(d.lo, len(d.mask)) for d in plan.regs]
+    plan.signature = pickle.dumps((plan.ops, shapes, regs, plan.answer, plan.answer_index), protocol=4)
 
 
 def _leaves(t):

@@ -26,7 +26,7 @@ FLOOR = -1.0e30
 # DeepProbLog's cross-entropy eps (GraphSemiring.cross_entropy): log1mexp's smallest 1 - p.
 EPS = 1e-12
 _LN2 = math.log(2.0)
-SHAPES_FORMAT = 4  # version of the pickled CompiledShape (disk cache file name; 4: fallback, evidence)
+SHAPES_FORMAT = 5  # version of the pickled CompiledShape (disk cache file name; 4: fallback, evidence; 5: plans)
 
 # ----------------------------------------------------------------------------- numerics
 def log1mexp(x: Tensor, tiny: float = EPS) -> Tensor:

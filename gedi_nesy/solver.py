@@ -248,8 +248,8 @@ class BatchedSolver(ShapeCompilation, Solver):
         for i, s in enumerate(shapes):
             if s.indices is not None:
                 groups.setdefault(s.key, []).append(i)
-            elif s.plan is not None:
-                planned.setdefault(s.key, []).append(i)
+            elif s.plan is not None:  # plans that differ only in a known sum: one group
+                planned.setdefault(s.plan.signature, []).append(i)
         live, first, pos = [], [-1] * len(batch), 0
         for members in groups.values():
             shape = shapes[members[0]]
@@ -258,7 +258,8 @@ class BatchedSolver(ShapeCompilation, Solver):
         parts = [evaluate_batch(live, flat)] if live else []
         for members in planned.values():
             shape = shapes[members[0]]
-            parts.append(self._evaluate_plan(shape, self._bases(batch, members, place), flat))
+            values = torch.tensor([shapes[i].plan.values for i in members], dtype=torch.long)
+            parts.append(self._evaluate_plan(shape, self._bases(batch, members, place), flat, values))
             pos = _place_answers(first, members, shape.n_circuit_answers, pos)
         logp = torch.cat(parts) if parts else flat.new_zeros(0)
         return _Evaluation(shapes, logp, first, self._evaluate_fallback(batch, shapes))
@@ -277,14 +278,16 @@ class BatchedSolver(ShapeCompilation, Solver):
         return base
 
     @staticmethod
-    def _evaluate_plan(shape: CompiledShape, base: np.ndarray, flat: Tensor) -> Tensor:
-        """``log p`` of every answer of a planned shape's queries (query after query)."""
+    def _evaluate_plan(shape: CompiledShape, base: np.ndarray, flat: Tensor, values: Tensor) -> Tensor:
+        """``log p`` of every answer of the queries of planned shapes with ``shape``'s signature
+        (query after query); ``values``: each query's event values."""
         probs = {}
         for op in shape.plan.ops:
             if op[0] == "digit":  # ("digit", register, pair, value slots): the pair's K outputs
                 index = torch.as_tensor(base[:, op[2], None] + np.arange(len(op[3])), device=flat.device)
                 probs[op[2]] = flat[index].double().exp()
-        logp = evaluate_plan(shape.plan, probs, len(base)).to(flat.dtype)
+        values = values.reshape(len(base), len(shape.plan.events))
+        logp = evaluate_plan(shape.plan, probs, len(base), values).to(flat.dtype)
         return (logp - logp.clamp(min=0.0).detach()).reshape(-1)  # min(log p, 0), gradient kept
 
     def _evaluate_fallback(self, batch: Sequence, shapes: list[CompiledShape]) -> dict[int, Result]:
