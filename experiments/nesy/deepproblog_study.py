@@ -87,8 +87,8 @@ def write_table(args: argparse.Namespace, results: list[dict], argv: list[str]) 
     rows = []
     for budget in parse_budgets(args.budgets):
         for port in args.ports.split(","):
-            runs = [r for r in results if (r["digits"], r["pairs"], r["batch"], r["epochs"]) == budget
-                    and r["port"] == port]
+            runs = [r for r in results if (r["digits"], r["batch"], r["epochs"]) == (budget[0], *budget[2:])
+                    and budget[1] in (0, r["pairs"]) and r["port"] == port]  # pairs 0: all the pool gives
             if not runs:
                 continue
             rows.append({"N": budget[0], "pairs": budget[1], "batch": budget[2], "epochs": budget[3],
