@@ -5,8 +5,9 @@ Y2``) grounds one proof per combination of digits: 10^(2N) at N digits per numbe
 query's proof is one path (each call matches one clause, whatever the networks answer) and its
 neural outputs are integers that only meet in arithmetic, the query's probability is a
 computation on the *distributions* of those integers (as probabilistic-integer methods such as
-PLIA evaluate them): ``Acc2`` is the distribution of ``Nr + 10 * Acc``, a convolution of two
-independent ones, and ``P(Z is X2 + Y2)`` with ``Z`` known is a sum over one operand.
+PLIA evaluate them): ``Acc2`` is the distribution of ``Nr + 10 * Acc``, the outer product of two
+independent ones laid out row after row (a convolution for a general sum), and
+``P(Z is X2 + Y2)`` with ``Z`` known is a sum over one operand.
 
 :func:`plan_query` runs the program on a query symbolically (SLD resolution, one clause per
 call; a neural atom ``digit(X, Y)`` with ``Y`` free gives ``Y`` the network's distribution)
@@ -33,7 +34,6 @@ from problog.logic import Clause, Constant, Term, Var, term2list
 MAX_SUPPORT = 10_000_000  # most values of one integer's distribution the evaluation builds
 MAX_OUTER = 4_000_000  # most value pairs of a general binary operation
 MAX_STEPS = 200_000  # resolution steps of one query
-_CONTROL = {("true", 0), (",", 2)}
 _ARITH = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
           "//": lambda a, b: a // b, "mod": lambda a, b: a % b,
           "max": lambda a, b: np.maximum(a, b), "min": lambda a, b: np.minimum(a, b)}
@@ -96,8 +96,8 @@ class NeuralAD:
 
 
 def neural_ads(program: Iterable) -> dict[tuple[str, int], NeuralAD]:
-    """The program's neural annotated disjunctions with integer domains, by head signature;
-    :class:`NotPlannable` if the program holds something the planner never handles."""
+    """The program's neural annotated disjunctions with integer domains (facts only), by head
+    signature; any other neural predicate is left out, so a call to it is not planned."""
     ads = {}
     for clause in program:
         p = getattr(clause, "probability", None)
@@ -135,7 +135,7 @@ class _Planner:
         self.fresh = itertools.count()
         self.seen: dict[tuple[str, Term], Dist] = {}  # (net, ground inputs) -> its digit
         self.used: set = set()  # neural inputs some event depends on
-        self.made: dict[int, tuple] = {}  # register -> the affine op that made it
+        self.scaled: dict[int, tuple[int, int, int]] = {}  # register made by affine -> (source, scale, shift)
 
     # -- terms
     def deref(self, t):
@@ -324,15 +324,15 @@ class _Planner:
         mask[vals - lo] = True
         out = self.new(lo, mask, a.deps)
         self.plan.ops.append(("affine", out.reg, a.reg, scale, shift))
-        self.made[out.reg] = self.plan.ops[-1]
+        self.scaled[out.reg] = (a.reg, scale, shift)
         return out
 
     def add(self, a: Dist, b: Dist) -> Dist:
         self.independent(a.deps, b.deps)
         for high, low in ((a, b), (b, a)):
-            made = self.made.get(high.reg)
-            if made is not None and made[0] == "affine" and made[3] >= len(low.mask):
-                return self.place(self.plan.regs[made[2]], low, made[3], made[4])
+            src, scale, shift = self.scaled.get(high.reg, (None, 0, 0))
+            if src is not None and scale >= len(low.mask):
+                return self.place(self.plan.regs[src], low, scale, shift)
         if a.mask.all() and b.mask.all():  # two ranges: their sums are a range
             mask = np.ones(len(a.mask) + len(b.mask) - 1, dtype=bool)
         else:
@@ -352,14 +352,19 @@ class _Planner:
         self.plan.ops.append(("place", out.reg, src.reg, low.reg, scale))
         return out
 
-    def outer(self, op: str, a, b) -> Dist:
+    def grid(self, op: str, a, b) -> tuple[Dist, Dist, np.ndarray, np.ndarray]:
+        """``a`` and ``b`` (ints or independent distributions) as distributions, and the value
+        grid of their pairs; :class:`NotPlannable` past ``MAX_OUTER`` pairs."""
         a, b = self.as_dist(a), self.as_dist(b)
         self.independent(a.deps, b.deps)
         if len(a.mask) * len(b.mask) > MAX_OUTER:
             raise NotPlannable(f"{op} of two integers with {len(a.mask)} x {len(b.mask)} values")
+        return (a, b, *np.meshgrid(a.values, b.values, indexing="ij"))
+
+    def outer(self, op: str, a, b) -> Dist:
+        a, b, va, vb = self.grid(op, a, b)
         if op in ("//", "mod") and np.any(b.values[b.mask] == 0):
             raise NotPlannable("a possible division by zero")
-        va, vb = np.meshgrid(a.values, b.values, indexing="ij")
         possible = np.outer(a.mask, b.mask)
         if op in ("//", "mod"):
             vb = np.where(vb == 0, 1, vb)  # (only where b cannot be 0: checked above)
@@ -417,11 +422,7 @@ class _Planner:
     def compare(self, op: str, a, b) -> bool:
         if not isinstance(a, Dist) and not isinstance(b, Dist):
             return bool(_COMPARE[op](a, b))
-        a, b = self.as_dist(a), self.as_dist(b)
-        self.independent(a.deps, b.deps)
-        if len(a.mask) * len(b.mask) > MAX_OUTER:
-            raise NotPlannable(f"{op} of two integers with {len(a.mask)} x {len(b.mask)} values")
-        va, vb = np.meshgrid(a.values, b.values, indexing="ij")
+        a, b, va, vb = self.grid(op, a, b)
         holds = _COMPARE[op](va, vb) & np.outer(a.mask, b.mask)
         if not holds.any():
             return False
@@ -542,7 +543,6 @@ def _fuse(plan: ArithmeticPlan) -> None:
         op = producer[ev[1]] if ev[0] == "at" else None
         if op is not None and op[0] == "add" and reads[ev[1]] == 1:
             events.append(("sum_at", op[2], op[3], ev[2] + plan.regs[ev[1]].lo))
-            reads[ev[1]] = 0
         else:
             events.append(ev)
     plan.events = events

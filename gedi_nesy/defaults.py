@@ -14,6 +14,7 @@ PRIORS = ("entropy", "uniform")
 PRIOR_TARGETS = ("uniform", "program")
 DATA_NAMES = ("digits", "mnist", "npz")
 ENGINES = ("batched", "exact")
+ARITHMETIC = ("auto", "always", "never")  # BatchedEngine(arithmetic=...): when queries are planned on distributions
 
 
 def lenet_config() -> ModelConfig:

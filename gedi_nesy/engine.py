@@ -16,10 +16,8 @@ from deepproblog.engines import ExactEngine  # noqa: E402
 
 from gedi_nesy import adapters  # noqa: E402
 from gedi_nesy.adapters import ProgramFirst, quiet_stdout  # noqa: E402
-from gedi_nesy.defaults import ENGINES  # noqa: E402
+from gedi_nesy.defaults import ARITHMETIC, ENGINES  # noqa: E402
 from gedi_nesy.solver import BatchedSolver  # noqa: E402
-
-ARITHMETIC = ("auto", "always", "never")
 
 __all__ = ["BatchedEngine", "BatchedSolver", "GediExactEngine", "is_batched", "set_engine"]
 

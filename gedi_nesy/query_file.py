@@ -133,7 +133,8 @@ def read_query_file(
 def has_proof(model) -> Callable[[object], bool]:
     """For :func:`read_query_file`'s ``provable``: whether the program of ``model`` (a DeepProbLog
     ``Model``, either engine) proves query ``q`` for some network output.  Compiles ``q``'s shape
-    into the model's circuit cache (the work training needs anyway)."""
+    (the work training needs anyway): read off the batched engine's compiled shape, else off
+    DeepProbLog's circuit cache."""
 
     from gedi_nesy.engine import is_batched
 

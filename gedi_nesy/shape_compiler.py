@@ -219,16 +219,14 @@ class ShapeCompilation:
         adapters.drop_cached_circuit(self, q)
 
 
-
 def planned_shape(key: Term, plan, seconds: float) -> CompiledShape:
     """A :class:`CompiledShape` evaluated by its arithmetic ``plan`` (no circuit)."""
     shape = CompiledShape(key)
-    shape.plan = plan
     shape.answers = list(plan.answers)
-    if plan.failed or not plan.pairs:  # no proof; or one that reads no network
+    if plan.failed or not plan.pairs:  # no proof; or one that reads no network: a constant
         shape.answer_const, shape.answer_root = [-math.inf if plan.failed else 0.0], [-1]
-        shape.plan = None
     else:
+        shape.plan = plan
         shape.answer_const = [None] * len(plan.answers)
         shape.answer_root = list(range(len(plan.answers)))
         shape.pairs = list(plan.pairs)
