@@ -223,6 +223,25 @@ def test_time_limit_stops_a_loop_and_restores_the_alarm():
     assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
 
 
+def test_time_limit_survives_an_alarm_lost_in_a_finalizer(capsys):
+    """Python ignores an exception raised inside ``__del__`` (a finalizer the garbage collector
+    runs mid-grounding): the first alarm, landing there, is lost; the repeat stops the block,
+    and the lost one is not reported."""
+    from gedi_nesy.limits import time_limit
+
+    class SlowFinalizer:
+        def __del__(self):
+            time.sleep(0.3)
+
+    with pytest.raises(GediError, match="too slow"):
+        with time_limit(0.1, "too slow"):
+            held = SlowFinalizer()
+            del held  # the alarm fires during its __del__
+            for _ in range(300):  # 3 s: far past the limit
+                time.sleep(0.01)
+    assert "Exception ignored" not in capsys.readouterr().err
+
+
 def test_small_one_value_domain(tmp_path, capsys):
     program = tmp_path / "one.pl"
     program.write_text("nn(gedi_net, [X], Y, [0]) :: digit(X, Y).\n"
