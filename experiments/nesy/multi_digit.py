@@ -43,7 +43,10 @@ from gedi_core.runfolder import write_csv, write_text
 from experiments.common.reporting import REPO, markdown_table, shown_command
 
 PROGRAMS = {"long": "programs/long_addition.pl", "deepproblog": "programs/multi_addition.pl"}
-COLUMNS = ["N", "program", "arm", "seed", "examples", "epochs", "compile s", "circuit edges", "queries/s",
+# batch 32 up to N = 4, 8 from N = 5 on: at N = 15 with batch 32 (90 optimizer steps in 10 epochs)
+# the digits were not learned (docs/results.md, "Multi-digit addition")
+DEFAULT_BATCH_SIZES = "32,5=8"
+COLUMNS = ["N", "program", "arm", "seed", "examples", "batch", "epochs", "compile s", "circuit edges", "queries/s",
            "peak MB", "digit acc", "sum acc", "minutes"]
 # Published sum accuracy / training time on the standard benchmark (60k MNIST training images), as
 # reported (DeepProofLog, AAAI 2026; A-NeSI; Scallop; DeepSoftLog; PLIA).
@@ -62,14 +65,64 @@ def run_name(n: int, program: str, arm: str, seed: int) -> str:
     return f"n{n}_{program}_{arm.replace('+', '_')}_s{seed}"
 
 
+def batch_size_for(n: int, batch_sizes: dict[int, int], default: int) -> int:
+    """The batch size of N: the entry of the largest N' <= N in ``batch_sizes``, else ``default``."""
+    below = [k for k in batch_sizes if k <= n]
+    return batch_sizes[max(below)] if below else default
+
+
+def parse_batch_sizes(text: str) -> tuple[int, dict[int, int]]:
+    """``--batch-size``: ``B`` for every N, or ``B,N1=B1,N2=B2`` (``Bk`` from ``Nk`` digits on)."""
+    default, by_n = None, {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        n, _, b = part.rpartition("=")
+        if not b.isdigit() or int(b) < 1 or (n and not n.isdigit()):
+            raise ValueError(part)
+        if n:
+            by_n[int(n)] = int(b)
+        else:
+            default = int(b)
+    if default is None:
+        raise ValueError(text)
+    return default, by_n
+
+
 def cell_config(n: int, program: str, arm: str, seed: int, settings: dict):
     from gedi_nesy.config import build_nesy_config
 
+    default, by_n = settings["batch_sizes"]
     flags = {"program": str(REPO / PROGRAMS[program]), "arm": arm, "seed": seed, "epochs": settings["epochs"],
-             "batch_size": settings["batch_size"],
+             "batch_size": batch_size_for(n, by_n, default),
              "data": {"name": settings["data"], "data_root": settings["data_root"], "task": "multi_addition",
                       "digits": n, "examples": settings["examples"] or 1, "test_examples": settings["test_examples"]}}
     return build_nesy_config([("flags", flags), ("--set", dotted_to_nested(parse_set(settings["sets"])))])
+
+
+def check_same_config(run_dir: Path, saved: dict | None, cfg, settings: dict) -> None:
+    """A cell's folder is reused or resumed only with the config this command gives it: else one
+    line naming the first keys that differ (``saved``: the folder's config, None if it has none).
+    With ``--examples 0`` the query count follows the pool and is not compared before the pool is read."""
+    from gedi_core.config import to_dict
+    from gedi_core.runfolder.resume import RESUMABLE_KEYS, config_differences
+
+    if saved is None:
+        return
+    ignore = RESUMABLE_KEYS + ("download",) + (("examples",) if not settings["examples"] and cfg.data.examples == 1 else ())
+    diff = config_differences(saved, to_dict(cfg), ignore=ignore)
+    if diff:
+        raise GediError(f"{run_dir}: holds a run of another config ({'; '.join(diff[:3])}); "
+                        "choose another --out (a finished cell is never overwritten)")
+
+
+def saved_config(run_dir: Path) -> dict | None:
+    """The config a cell's run folder was written with (its config.yaml; with restarts, the first
+    start's until the run ends), or None."""
+    import yaml
+
+    for path in (run_dir / "config.yaml", run_dir / "start0" / "config.yaml"):
+        if path.is_file():
+            return yaml.safe_load(path.read_text())
+    return None
 
 
 def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
@@ -85,12 +138,13 @@ def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
     torch.set_num_threads(settings["threads"])
     run_dir = Path(settings["out"]) / run_name(n, program, arm, seed)
     done = run_dir / "multi_digit.json"
-    if done.is_file():
-        return json.loads(done.read_text())
     t0 = time.time()
     cfg = cell_config(n, program, arm, seed, settings)
     if not settings["examples"]:  # one permutation of the training pool: each image once
         cfg.data.examples = max(1, int(load_pools(cfg.data, cfg.seed).train_x.shape[0]) // (2 * n))
+    check_same_config(run_dir, saved_config(run_dir), cfg, settings)
+    if done.is_file():
+        return json.loads(done.read_text())
     pools, model, train_q, test_q = prepare(cfg, quiet=True)
     if (run_dir / "metrics.json").is_file():  # trained, interrupted before its row: read the weights back
         state = read_checkpoint(run_dir / "checkpoint.pt")
@@ -101,7 +155,7 @@ def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
         metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run_dir,
                              resume=(run_dir / "checkpoint.pt").is_file(), progress=False)
         peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    row = {"N": n, "program": program, "arm": arm, "seed": seed, "examples": len(train_q),
+    row = {"N": n, "program": program, "arm": arm, "seed": seed, "examples": len(train_q), "batch": cfg.batch_size,
            "epochs": metrics["epochs"], "compile s": round(metrics.get("compile_seconds", float("nan")), 2),
            "circuit edges": model.solver.stats.get("circuit_nodes") if hasattr(model.solver, "stats") else None,
            "queries/s": metrics.get("queries_per_s"), "peak MB": peak,
@@ -144,7 +198,9 @@ def main(argv=None) -> int:
     ap.add_argument("--arms", default="nesy,gedi+nesy")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", default=DEFAULT_BATCH_SIZES,
+                    help="queries per batch: B for every N, or B,N1=B1,... (Bk from Nk digits on; default "
+                         f"{DEFAULT_BATCH_SIZES}: long numbers need more optimizer steps, not more queries a step)")
     ap.add_argument("--examples", type=int, default=0,
                     help="training queries per run (0: pool / 2N, one permutation of the training pool)")
     ap.add_argument("--test-examples", type=int, default=200, help="test queries per run (sum accuracy)")
@@ -158,13 +214,17 @@ def main(argv=None) -> int:
         seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     except ValueError:
         ap.error("--digits and --seeds take comma-separated integers")
+    try:
+        batch_sizes = parse_batch_sizes(args.batch_size)
+    except ValueError as exc:
+        ap.error(f"--batch-size: expected B or B,N=B,... with positive integers, got '{exc}'")
     programs = [p for p in args.programs.split(",") if p.strip()]
     unknown = [p for p in programs if p not in PROGRAMS]
     if unknown:
         ap.error(f"--programs: unknown {', '.join(unknown)} (known: {', '.join(PROGRAMS)})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = dict(data=args.data, data_root=args.data_root, epochs=args.epochs, batch_size=args.batch_size,
+    settings = dict(data=args.data, data_root=args.data_root, epochs=args.epochs, batch_sizes=batch_sizes,
                     examples=args.examples, test_examples=args.test_examples, sets=args.set, threads=args.threads,
                     out=str(out))
     jobs = [(n, p, arm, s) for n in digits for p in programs for arm in args.arms.split(",") for s in seeds]
@@ -178,10 +238,15 @@ def main(argv=None) -> int:
         if program == "deepproblog" and n > args.deepproblog_max_digits:
             row = skipped_row(*job, f"N > --deepproblog-max-digits {args.deepproblog_max_digits}")
         else:
-            done = out / run_name(*job) / "multi_digit.json"
+            run_dir = out / run_name(*job)
+            done = run_dir / "multi_digit.json"
             try:
+                check_same_config(run_dir, saved_config(run_dir), cell_config(*job, settings), settings)
                 row = json.loads(done.read_text()) if done.is_file() else run_in_child(job, settings)
             except GediError as exc:
+                if "holds a run of another config" in str(exc):
+                    print(f"multi_digit: error: {exc}", file=sys.stderr)
+                    return 2
                 row = skipped_row(*job, str(exc))
         rows.append(row)
         print(json.dumps(row), flush=True)
