@@ -31,23 +31,36 @@ import argparse
 import json
 import multiprocessing as mp
 import resource
+import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from gedi_core.config import dotted_to_nested, parse_set
 from gedi_core.errors import GediError
 from gedi_core.runfolder import write_csv, write_text
 
-from experiments.common.reporting import REPO, markdown_table, shown_command
+from experiments.common.reporting import REPO, markdown_table, seed_summary, shown_command
 
 PROGRAMS = {"long": "programs/long_addition.pl", "deepproblog": "programs/multi_addition.pl"}
 # batch 32 up to N = 4, 8 from N = 5 on: at N = 15 with batch 32 (90 optimizer steps in 10 epochs)
 # the digits were not learned (docs/results.md, "Multi-digit addition")
 DEFAULT_BATCH_SIZES = "32,5=8"
+# N = 100: 2000 queries (50 permutations of the pool) for 2 epochs, 500 optimizer steps; with 400
+# queries for 3 epochs (150 steps) the digits stayed at chance (docs/results.md)
+DEFAULT_EXAMPLES = "0,100=2000"
+DEFAULT_EPOCHS = "10,100=2"
+# every seed learns: a start still at the loss of uniform predictions after 3 epochs is cut, and one
+# ending with a training L_NESY above 0.15 per digit of the query (0.15 * 2N) is drawn afresh, up
+# to 2 restarts (the label-free criteria of gedi_nesy.restarts; chosen on the validation split,
+# docs/trials/nesy.md, "2026-12-01: every seed of multi-digit addition")
+DEFAULT_RESTARTS = 2
+DEFAULT_RESTART_PER_DIGIT = 0.15
+DEFAULT_RESTART_PLATEAU = 3
 COLUMNS = ["N", "program", "arm", "seed", "examples", "batch", "epochs", "compile s", "circuit edges", "queries/s",
-           "peak MB", "digit acc", "sum acc", "minutes"]
+           "peak MB", "digit acc", "sum acc", "minutes", "starts", "train L_NESY"]
 # Published sum accuracy / training time on the standard benchmark (60k MNIST training images), as
 # reported (DeepProofLog, AAAI 2026; A-NeSI; Scallop; DeepSoftLog; PLIA).
 ANCHORS = [
@@ -65,36 +78,45 @@ def run_name(n: int, program: str, arm: str, seed: int) -> str:
     return f"n{n}_{program}_{arm.replace('+', '_')}_s{seed}"
 
 
-def batch_size_for(n: int, batch_sizes: dict[int, int], default: int) -> int:
-    """The batch size of N: the entry of the largest N' <= N in ``batch_sizes``, else ``default``."""
-    below = [k for k in batch_sizes if k <= n]
-    return batch_sizes[max(below)] if below else default
+@dataclass(frozen=True)
+class PerN:
+    """A setting that may change with N: ``V`` for every N, or ``V,N1=V1,N2=V2`` (``Vk`` from
+    ``Nk`` digits on)."""
 
+    default: int
+    from_n: tuple[tuple[int, int], ...] = ()
 
-def parse_batch_sizes(text: str) -> tuple[int, dict[int, int]]:
-    """``--batch-size``: ``B`` for every N, or ``B,N1=B1,N2=B2`` (``Bk`` from ``Nk`` digits on)."""
-    default, by_n = None, {}
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        n, _, b = part.rpartition("=")
-        if not b.isdigit() or int(b) < 1 or (n and not n.isdigit()):
-            raise ValueError(part)
-        if n:
-            by_n[int(n)] = int(b)
-        else:
-            default = int(b)
-    if default is None:
-        raise ValueError(text)
-    return default, by_n
+    @classmethod
+    def parse(cls, text: str, least: int = 1) -> "PerN":
+        """``text`` read as above, every value at least ``least``; ValueError naming the bad part."""
+        default, from_n = None, {}
+        for part in (p.strip() for p in str(text).split(",") if p.strip()):
+            n, _, v = part.rpartition("=")
+            if not v.isdigit() or int(v) < least or (n and not n.isdigit()):
+                raise ValueError(part)
+            if n:
+                from_n[int(n)] = int(v)
+            else:
+                default = int(v)
+        if default is None:
+            raise ValueError(text)
+        return cls(default, tuple(sorted(from_n.items())))
+
+    def at(self, n: int) -> int:
+        """The value at N: the entry of the largest N' <= N, else the default."""
+        below = [v for k, v in self.from_n if k <= n]
+        return below[-1] if below else self.default
 
 
 def cell_config(n: int, program: str, arm: str, seed: int, settings: dict):
     from gedi_nesy.config import build_nesy_config
 
-    default, by_n = settings["batch_sizes"]
-    flags = {"program": str(REPO / PROGRAMS[program]), "arm": arm, "seed": seed, "epochs": settings["epochs"],
-             "batch_size": batch_size_for(n, by_n, default),
+    flags = {"program": str(REPO / PROGRAMS[program]), "arm": arm, "seed": seed, "epochs": settings["epochs"].at(n),
+             "batch_size": settings["batch_size"].at(n), "restarts": settings["restarts"],
+             "restart_plateau": settings["restart_plateau"] if settings["restarts"] else 0,
+             "restart_above": round(settings["restart_per_digit"] * 2 * n, 6),
              "data": {"name": settings["data"], "data_root": settings["data_root"], "task": "multi_addition",
-                      "digits": n, "examples": settings["examples"] or 1, "test_examples": settings["test_examples"]}}
+                      "digits": n, "examples": settings["examples"].at(n) or 1, "test_examples": settings["test_examples"]}}
     return build_nesy_config([("flags", flags), ("--set", dotted_to_nested(parse_set(settings["sets"])))])
 
 
@@ -107,7 +129,8 @@ def check_same_config(run_dir: Path, saved: dict | None, cfg, settings: dict) ->
 
     if saved is None:
         return
-    ignore = RESUMABLE_KEYS + ("download",) + (("examples",) if not settings["examples"] and cfg.data.examples == 1 else ())
+    pool_sized = not settings["examples"].at(cfg.data.digits) and cfg.data.examples == 1
+    ignore = RESUMABLE_KEYS + ("download",) + (("examples",) if pool_sized else ())
     diff = config_differences(saved, to_dict(cfg), ignore=ignore)
     if diff:
         raise GediError(f"{run_dir}: holds a run of another config ({'; '.join(diff[:3])}); "
@@ -140,7 +163,7 @@ def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
     done = run_dir / "multi_digit.json"
     t0 = time.time()
     cfg = cell_config(n, program, arm, seed, settings)
-    if not settings["examples"]:  # one permutation of the training pool: each image once
+    if not settings["examples"].at(n):  # one permutation of the training pool: each image once
         cfg.data.examples = max(1, int(load_pools(cfg.data, cfg.seed).train_x.shape[0]) // (2 * n))
     check_same_config(run_dir, saved_config(run_dir), cfg, settings)
     if done.is_file():
@@ -160,7 +183,8 @@ def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
            "circuit edges": model.solver.stats.get("circuit_nodes") if hasattr(model.solver, "stats") else None,
            "queries/s": metrics.get("queries_per_s"), "peak MB": peak,
            "digit acc": round(metrics["digit_acc"], 4), "sum acc": round(sum_accuracy(model, test_q), 4),
-           "minutes": round((time.time() - t0) / 60, 2), "test queries": len(test_q)}
+           "minutes": round((time.time() - t0) / 60, 2), "test queries": len(test_q),
+           "starts": len(metrics.get("starts", [])) or 1, "train L_NESY": metrics.get("train_nesy")}
     write_text(done, json.dumps(row, indent=1))
     return row
 
@@ -175,8 +199,34 @@ def skipped_row(n: int, program: str, arm: str, seed: int, why: str) -> dict:
     return {"N": n, "program": program, "arm": arm, "seed": seed, "skipped": why}
 
 
+def summary(rows: list[dict]) -> list[dict]:
+    """One row per (N, program, arm) over its seeds: median (mean ± sample std) of digit and sum
+    accuracy with every seed's value, and the median of the cost columns."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if "skipped" not in r:
+            groups.setdefault((r["N"], r["program"], r["arm"]), []).append(r)
+    out = []
+    for (n, program, arm), runs in groups.items():
+        def median(key):
+            values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+            return round(statistics.median(values), 2) if values else ""
+        out.append({"N": n, "program": program, "arm": arm, "seeds": ", ".join(str(r["seed"]) for r in runs),
+                    "digit acc": seed_summary([r["digit acc"] for r in runs]),
+                    "every seed": " / ".join(f"{r['digit acc']:.3f}" for r in runs),
+                    "sum acc": seed_summary([r["sum acc"] for r in runs]),
+                    "sum acc, every seed": " / ".join(f"{r['sum acc']:.3f}" for r in runs),
+                    "digit acc^(2N)": round(statistics.median(r["digit acc"] for r in runs) ** (2 * n), 3),
+                    **{k: median(k) for k in ("compile s", "queries/s", "peak MB", "minutes")},
+                    "starts": sum(r.get("starts", 1) for r in runs)})
+    return out
+
+
 def report(rows: list[dict], out: Path, command: str) -> str:
     lines = ["# Multi-digit addition", "", f"Command: `{command}`", "",
+             "Over seeds (accuracy: median (mean ± sample std), then every seed; costs: median per run; "
+             "starts: the runs' starts, restarts included):", "", *markdown_table(summary(rows)), "",
+             "Every run:", "",
              *markdown_table([{k: r.get(k, "") for k in COLUMNS + ["skipped"]} for r in rows]), "",
              "Published sum accuracy (minutes), 60k MNIST training images:", "",
              *markdown_table([dict(zip(["method", "N=2", "N=4", "N=15", "N=100"], a)) for a in ANCHORS]), ""]
@@ -190,19 +240,30 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="mnist", help="mnist | digits")
     ap.add_argument("--data-root", default=None, help="MNIST raw files (t10k only: 8000 training images)")
-    ap.add_argument("--digits", default="1,2,4,15,100", help="N, comma-separated")
+    ap.add_argument("--digits", default="1,2,3,4,15,100", help="N, comma-separated")
     ap.add_argument("--programs", default="long,deepproblog", help="long | deepproblog, comma-separated")
     ap.add_argument("--deepproblog-max-digits", type=int, default=4,
                     help="largest N run with DeepProbLog's number/3 program (its numbers' distributions have 10^N "
                          "values; at most 7)")
     ap.add_argument("--arms", default="nesy,gedi+nesy")
     ap.add_argument("--seeds", default="0")
-    ap.add_argument("--epochs", type=int, default=10)
+    per_n = "V for every N, or V,N1=V1,... (Vk from Nk digits on)"
+    ap.add_argument("--epochs", default=DEFAULT_EPOCHS, help=f"epochs: {per_n}; default {DEFAULT_EPOCHS}")
     ap.add_argument("--batch-size", default=DEFAULT_BATCH_SIZES,
-                    help="queries per batch: B for every N, or B,N1=B1,... (Bk from Nk digits on; default "
-                         f"{DEFAULT_BATCH_SIZES}: long numbers need more optimizer steps, not more queries a step)")
-    ap.add_argument("--examples", type=int, default=0,
-                    help="training queries per run (0: pool / 2N, one permutation of the training pool)")
+                    help=f"queries per batch: {per_n}; default {DEFAULT_BATCH_SIZES} (long numbers need more "
+                         "optimizer steps, not more queries a step)")
+    ap.add_argument("--examples", default=DEFAULT_EXAMPLES,
+                    help=f"training queries per run: {per_n}; 0: pool / 2N, one permutation of the training pool; "
+                         f"default {DEFAULT_EXAMPLES} (at N = 100 a permutation is 40 queries)")
+    ap.add_argument("--restarts", type=int, default=DEFAULT_RESTARTS,
+                    help="starts drawn afresh per run while a start ends badly (0: the plain arms; the run keeps "
+                         f"the start with the lowest training L_NESY); default {DEFAULT_RESTARTS}")
+    ap.add_argument("--restart-per-digit", type=float, default=DEFAULT_RESTART_PER_DIGIT,
+                    help="a start ending with a training L_NESY above this times 2N is restarted (default "
+                         f"{DEFAULT_RESTART_PER_DIGIT})")
+    ap.add_argument("--restart-plateau", type=int, default=DEFAULT_RESTART_PLATEAU,
+                    help="epochs after which a start still at the loss of uniform predictions is cut and drawn "
+                         f"afresh (0: off; default {DEFAULT_RESTART_PLATEAU})")
     ap.add_argument("--test-examples", type=int, default=200, help="test queries per run (sum accuracy)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -214,18 +275,24 @@ def main(argv=None) -> int:
         seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     except ValueError:
         ap.error("--digits and --seeds take comma-separated integers")
-    try:
-        batch_sizes = parse_batch_sizes(args.batch_size)
-    except ValueError as exc:
-        ap.error(f"--batch-size: expected B or B,N=B,... with positive integers, got '{exc}'")
+    per_n_values = {}
+    for flag, text, least in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                              ("--examples", args.examples, 0)):
+        try:
+            per_n_values[flag] = PerN.parse(text, least)
+        except ValueError as exc:
+            ap.error(f"{flag}: expected V or V,N=V,... with integers >= {least}, got '{exc}'")
     programs = [p for p in args.programs.split(",") if p.strip()]
     unknown = [p for p in programs if p not in PROGRAMS]
     if unknown:
         ap.error(f"--programs: unknown {', '.join(unknown)} (known: {', '.join(PROGRAMS)})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = dict(data=args.data, data_root=args.data_root, epochs=args.epochs, batch_sizes=batch_sizes,
-                    examples=args.examples, test_examples=args.test_examples, sets=args.set, threads=args.threads,
+    settings = dict(data=args.data, data_root=args.data_root, epochs=per_n_values["--epochs"],
+                    batch_size=per_n_values["--batch-size"],
+                    examples=per_n_values["--examples"], test_examples=args.test_examples, sets=args.set, threads=args.threads,
+                    restarts=args.restarts, restart_per_digit=args.restart_per_digit,
+                    restart_plateau=args.restart_plateau,
                     out=str(out))
     jobs = [(n, p, arm, s) for n in digits for p in programs for arm in args.arms.split(",") for s in seeds]
     try:  # a bad flag or --set before any run

@@ -1,0 +1,46 @@
+"""experiments/nesy/multi_digit.py: per-N batch sizes, a table from run folders, and a cell's
+folder reused only with the config it was run with."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from experiments.nesy import multi_digit
+
+
+@pytest.mark.parametrize("text, n, want", [("32", 100, 32), ("32,5=8", 4, 32), ("32,5=8", 5, 8),
+                                           ("32,5=8,100=4", 15, 8), ("32,5=8,100=4", 100, 4)])
+def test_a_setting_of_each_n(text, n, want):
+    assert multi_digit.PerN.parse(text).at(n) == want
+
+
+@pytest.mark.parametrize("flag, text", [("--batch-size", ""), ("--batch-size", "5=8"), ("--epochs", "32,x=8"),
+                                        ("--batch-size", "32,5=0"), ("--examples", "-3"), ("--examples", "0,4=-1")])
+def test_bad_settings_of_n_are_one_line(flag, text, capsys):
+    with pytest.raises(SystemExit) as exc:
+        multi_digit.main([flag, text, "--out", "unused"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and ": error: " in err[-1] and flag in err[-1]
+
+
+@pytest.mark.slow
+def test_a_table_from_its_cells_reused_only_with_the_same_config(tmp_path, capsys):
+    args = ["--data", "digits", "--digits", "1", "--programs", "long", "--arms", "nesy", "--epochs", "1",
+            "--examples", "12", "--test-examples", "4", "--batch-size", "4", "--out", str(tmp_path)]
+    assert multi_digit.main(args) == 0
+    rows = list(csv.DictReader(open(tmp_path / "table.csv")))
+    assert len(rows) == 1 and rows[0]["N"] == "1" and rows[0]["batch"] == "4" and rows[0]["examples"] == "12"
+    assert 0 <= float(rows[0]["digit acc"]) <= 1 and 0 <= float(rows[0]["sum acc"]) <= 1
+    table = (tmp_path / "table.md").read_text()
+    assert f"| 1 | long | nesy | 0 | {float(rows[0]['digit acc']):.3f} (" in table  # the summary over seeds
+    done = (tmp_path / "n1_long_nesy_s0" / "multi_digit.json").read_text()
+    capsys.readouterr()
+    assert multi_digit.main(args) == 0  # the finished cell is read back, not run again
+    assert (tmp_path / "n1_long_nesy_s0" / "multi_digit.json").read_text() == done
+    changed = [a if a != "1" or args[i - 1] != "--epochs" else "2" for i, a in enumerate(args)]
+    assert multi_digit.main(changed) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a run of another config (epochs: 1 -> 2)" in err[0]
+    assert (tmp_path / "n1_long_nesy_s0" / "multi_digit.json").read_text() == done
