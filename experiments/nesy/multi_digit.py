@@ -112,11 +112,12 @@ def cell_config(n: int, program: str, arm: str, seed: int, settings: dict):
     from gedi_nesy.config import build_nesy_config
 
     flags = {"program": str(REPO / PROGRAMS[program]), "arm": arm, "seed": seed, "epochs": settings["epochs"].at(n),
-             "batch_size": settings["batch_size"].at(n), "restarts": settings["restarts"],
-             "restart_plateau": settings["restart_plateau"] if settings["restarts"] else 0,
-             "restart_above": round(settings["restart_per_digit"] * 2 * n, 6),
+             "batch_size": settings["batch_size"].at(n),
              "data": {"name": settings["data"], "data_root": settings["data_root"], "task": "multi_addition",
                       "digits": n, "examples": settings["examples"].at(n) or 1, "test_examples": settings["test_examples"]}}
+    if settings["restarts"]:  # (else the config's defaults: one start)
+        flags.update(restarts=settings["restarts"], restart_plateau=settings["restart_plateau"],
+                     restart_above=round(settings["restart_per_digit"] * 2 * n, 6))
     return build_nesy_config([("flags", flags), ("--set", dotted_to_nested(parse_set(settings["sets"])))])
 
 
