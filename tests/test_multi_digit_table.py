@@ -50,10 +50,10 @@ def test_a_table_from_its_cells_reused_only_with_the_same_config(tmp_path, capsy
 def test_each_cell_restarts_by_the_training_loss_per_digit():
     settings = dict(data="digits", data_root=None, epochs=multi_digit.PerN.parse("10,100=2"),
                     batch_size=multi_digit.PerN.parse("32,5=8"), examples=multi_digit.PerN.parse("0,100=2000", 0),
-                    test_examples=4, sets=None, threads=1, out="unused", restarts=4, restart_per_digit=0.4,
+                    test_examples=4, sets=None, threads=1, out="unused", restarts=4, restart_per_digit=0.2,
                     restart_plateau=0)
-    for n, above, batch, epochs, examples in [(1, 0.8, 32, 10, 1), (4, 3.2, 32, 10, 1), (15, 12.0, 8, 10, 1),
-                                              (100, 80.0, 8, 2, 2000)]:
+    for n, above, batch, epochs, examples in [(1, 0.4, 32, 10, 1), (4, 1.6, 32, 10, 1), (15, 6.0, 8, 10, 1),
+                                              (100, 40.0, 8, 2, 2000)]:
         cfg = multi_digit.cell_config(n, "long", "nesy", 0, settings)
         assert (cfg.restarts, cfg.restart_plateau, cfg.batch_size, cfg.epochs) == (4, 0, batch, epochs)
         assert cfg.restart_above == pytest.approx(above) and cfg.data.examples == examples and cfg.data.digits == n
