@@ -152,6 +152,19 @@ def saved_config(run_dir: Path) -> dict | None:
     return None
 
 
+def end_with_parent() -> None:
+    """Linux: this process is sent SIGTERM when the command that started it ends, so that a killed
+    table command leaves no cell training on behind it (the cell resumes from its last checkpoint
+    when the command is run again).  Elsewhere nothing is done."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
     """Train (or reuse / resume) one run in this process; return its table row."""
     import torch
@@ -195,7 +208,7 @@ def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
 
 def run_in_child(job: tuple, settings: dict) -> dict:
     """One run in a fresh process (its own peak memory, no circuits left from other N)."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"), initializer=end_with_parent) as pool:
         return pool.submit(run_cell, *job, settings).result()
 
 
