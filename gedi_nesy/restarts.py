@@ -23,24 +23,39 @@ import torch
 from gedi_nesy.renaming import network_log_probs, subset_loss
 from gedi_nesy.step import gedi_networks
 
+MAX_CHUNK = 512  # queries scored at once
+CHUNK_EDGES = 2e7  # circuit edges scored at once (about 160 MB a float64 tensor over them)
 
-def training_nesy(model, queries: Sequence, chunk: int = 512) -> float:
+
+def training_nesy(model, queries: Sequence, chunk: int | None = None) -> float:
     """``L_NESY`` of the networks as they are (evaluation mode, no shifts) over the training
     queries: the label-free score by which restarts are judged."""
     return nesy_means(model, queries, chunk)[0]
 
 
-def uniform_nesy(model, queries: Sequence, chunk: int = 512) -> float:
+def uniform_nesy(model, queries: Sequence, chunk: int | None = None) -> float:
     """:func:`training_nesy` of networks that predict every class alike: the loss of a start
     that has learnt nothing, against which a plateau is judged."""
     return nesy_means(model, queries, chunk, uniform=True)[1]
 
 
-def nesy_means(model, queries: Sequence, chunk: int = 512, uniform: bool = False) -> tuple[float, float]:
-    """The mean ``L_NESY`` over ``queries``, in chunks of ``chunk``, of the networks as they are
-    (evaluation mode, no shifts) and, with ``uniform``, of networks that predict every class alike
-    (NaN without), from one forward pass per chunk; a chunk whose loss is not finite is left out of
-    that mean."""
+def score_chunk(model, most: int = MAX_CHUNK) -> int:
+    """Queries scored at once: at most ``most``, and few enough that a chunk's circuits hold at
+    most ``CHUNK_EDGES`` edges (the batched engine's circuits as compiled so far; at N = 100 of
+    long addition, 1.1M edges a query, a chunk of 512 took 18 GB)."""
+    stats = getattr(model.solver, "stats", None)
+    if not isinstance(stats, dict) or not stats.get("shapes"):
+        return most
+    per_query = max(1.0, stats.get("circuit_nodes", 0) / stats["shapes"])
+    return max(1, min(most, int(CHUNK_EDGES // per_query)))
+
+
+def nesy_means(model, queries: Sequence, chunk: int | None = None, uniform: bool = False) -> tuple[float, float]:
+    """The mean ``L_NESY`` over ``queries``, in chunks of ``chunk`` (default :func:`score_chunk`),
+    of the networks as they are (evaluation mode, no shifts) and, with ``uniform``, of networks
+    that predict every class alike (NaN without), from one forward pass per chunk; a chunk whose
+    loss is not finite is left out of that mean."""
+    chunk = chunk or score_chunk(model)
     nets = list(gedi_networks(model))
     sums = [[0.0, 0], [0.0, 0]]  # (weighted total, queries) of each mean
     for i in range(0, len(queries), chunk):

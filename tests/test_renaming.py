@@ -235,6 +235,23 @@ def test_uniform_nesy_does_not_depend_on_the_network_and_is_above_a_right_oracle
     assert training_nesy(model, queries) < 0.5 * before  # the right oracle knows the digits
     reinitialize(model, 3)
     assert uniform_nesy(model, queries) == pytest.approx(before, rel=1e-6)
+    assert training_nesy(model, queries, chunk=1) == pytest.approx(training_nesy(model, queries), rel=1e-6)
+
+
+def test_restart_scores_are_chunked_by_circuit_size():
+    """Scoring a start evaluates a chunk of queries' circuits at once: at most 512 queries and at
+    most CHUNK_EDGES edges (N = 100 of long addition: 1.1M edges a query)."""
+    from types import SimpleNamespace
+
+    from gedi_nesy.restarts import CHUNK_EDGES, MAX_CHUNK, score_chunk
+
+    def model(stats):
+        return SimpleNamespace(solver=SimpleNamespace(stats=stats))
+
+    assert score_chunk(model({"shapes": 3, "circuit_nodes": 3 * 1_093_039})) == int(CHUNK_EDGES // 1_093_039) < 32
+    assert score_chunk(model({"shapes": 1, "circuit_nodes": 9_138})) == MAX_CHUNK
+    assert score_chunk(model({"shapes": 1, "circuit_nodes": 10 * CHUNK_EDGES})) == 1
+    assert score_chunk(model({})) == score_chunk(SimpleNamespace(solver=object())) == MAX_CHUNK  # ExactEngine
 
 
 def test_lowest_keeps_a_finished_start_over_a_lower_cut_one():
