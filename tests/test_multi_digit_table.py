@@ -8,6 +8,7 @@ import csv
 import pytest
 
 from experiments.nesy import multi_digit
+from gedi_core.errors import GediError
 from gedi_nesy.config import NesyConfig
 
 
@@ -61,3 +62,21 @@ def test_each_cell_restarts_by_the_training_loss_per_digit():
     assert plain.restarts == 0 and plain.restart_above == NesyConfig().restart_above  # the config's own keys
     overridden = multi_digit.cell_config(4, "long", "nesy", 0, {**settings, "sets": ["restart_above=3"]})
     assert overridden.restarts == 4 and overridden.restart_above == 3  # --set wins
+
+
+def test_a_cell_is_compared_by_its_program_text_not_its_path(tmp_path):
+    settings = dict(data="digits", data_root=None, epochs=multi_digit.PerN.parse("1"),
+                    batch_size=multi_digit.PerN.parse("4"), examples=multi_digit.PerN.parse("12", 0),
+                    test_examples=4, sets=None, threads=1, out=str(tmp_path), restarts=0, restart_per_digit=0.2,
+                    restart_plateau=0)
+    cfg = multi_digit.cell_config(1, "long", "nesy", 0, settings)
+    from gedi_core.config import to_dict
+
+    run_dir = tmp_path / "cell"
+    run_dir.mkdir()
+    saved = {**to_dict(cfg), "program": "/elsewhere/programs/long_addition.pl"}  # another checkout
+    (run_dir / "program.pl").write_text(open(cfg.program).read())
+    multi_digit.check_same_config(run_dir, saved, cfg, settings)  # the same program: reused
+    (run_dir / "program.pl").write_text(open(cfg.program).read() + "\nextra(1).\n")
+    with pytest.raises(GediError, match="program: the text of .* differs from the run's program.pl"):
+        multi_digit.check_same_config(run_dir, saved, cfg, settings)

@@ -42,7 +42,7 @@ from gedi_core.config import dotted_to_nested, parse_set
 from gedi_core.errors import GediError
 from gedi_core.runfolder import write_csv, write_text
 
-from experiments.common.reporting import REPO, markdown_table, seed_summary, shown_command
+from experiments.common.reporting import REPO, markdown_table, seed_summary, shown_command, shown_path
 
 PROGRAMS = {"long": "programs/long_addition.pl", "deepproblog": "programs/multi_addition.pl"}
 # batch 32 up to N = 4, 8 from N = 5 on: at N = 15 with batch 32 (90 optimizer steps in 10 epochs)
@@ -127,15 +127,20 @@ def cell_config(n: int, program: str, arm: str, seed: int, settings: dict):
 def check_same_config(run_dir: Path, saved: dict | None, cfg, settings: dict) -> None:
     """A cell's folder is reused or resumed only with the config this command gives it: else one
     line naming the first keys that differ (``saved``: the folder's config, None if it has none).
-    With ``--examples 0`` the query count follows the pool and is not compared before the pool is read."""
+    With ``--examples 0`` the query count follows the pool and is not compared before the pool is read;
+    the program is compared by its text (the copy the run folder keeps), not its path."""
     from gedi_core.config import to_dict
     from gedi_core.runfolder.resume import RESUMABLE_KEYS, config_differences
 
     if saved is None:
         return
     pool_sized = not settings["examples"].at(cfg.data.digits) and cfg.data.examples == 1
-    ignore = RESUMABLE_KEYS + ("download",) + (("examples",) if pool_sized else ())
+    # the program by its text, not its path (the same table run from another checkout)
+    ignore = RESUMABLE_KEYS + ("download", "program") + (("examples",) if pool_sized else ())
     diff = config_differences(saved, to_dict(cfg), ignore=ignore)
+    kept = next((f for f in (run_dir / "program.pl", run_dir / "start0" / "program.pl") if f.is_file()), None)
+    if kept is not None and kept.read_text() != Path(cfg.program).read_text():
+        diff.insert(0, f"program: the text of {shown_path(cfg.program)} differs from the run's {kept.name}")
     if diff:
         raise GediError(f"{run_dir}: holds a run of another config ({'; '.join(diff[:3])}); "
                         "choose another --out (a finished cell is never overwritten)")
