@@ -80,3 +80,22 @@ def test_a_cell_is_compared_by_its_program_text_not_its_path(tmp_path):
     (run_dir / "program.pl").write_text(open(cfg.program).read() + "\nextra(1).\n")
     with pytest.raises(GediError, match="program: the text of .* differs from the run's program.pl"):
         multi_digit.check_same_config(run_dir, saved, cfg, settings)
+
+
+@pytest.mark.slow
+def test_a_cell_interrupted_inside_a_start_resumes(tmp_path, capsys):
+    """With restarts a cell's folder has its starts' folders; a command killed during a start
+    leaves only that start's checkpoint, and the next command resumes it instead of skipping it."""
+    args = ["--data", "digits", "--digits", "1", "--programs", "long", "--arms", "nesy", "--epochs", "2",
+            "--examples", "12", "--test-examples", "4", "--batch-size", "4", "--restarts", "1",
+            "--restart-per-digit", "0", "--out", str(tmp_path)]  # every start is restarted: two starts
+    assert multi_digit.main(args) == 0
+    cell = tmp_path / "n1_long_nesy_s0"
+    first = list(csv.DictReader(open(tmp_path / "table.csv")))[0]
+    assert first["starts"] == "2"
+    for f in [cell / "multi_digit.json", cell / "metrics.json", cell / "checkpoint.pt", cell / "start1" / "metrics.json"]:
+        f.unlink()  # as if killed during start1's last epoch
+    assert multi_digit.main(args) == 0
+    again = list(csv.DictReader(open(tmp_path / "table.csv")))[0]
+    assert "skipped" not in again or not again["skipped"]
+    assert again["starts"] == "2" and again["digit acc"] == first["digit acc"]

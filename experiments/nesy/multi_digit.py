@@ -170,6 +170,12 @@ def end_with_parent() -> None:
         pass
 
 
+def interrupted(run_dir: Path) -> bool:
+    """Whether a cell's run was interrupted: a checkpoint in its folder or, with restarts, in one
+    of its starts' (``start<k>``, resumed by ``train_nesy``)."""
+    return (run_dir / "checkpoint.pt").is_file() or any(run_dir.glob("start*/checkpoint.pt"))
+
+
 def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
     """Train (or reuse / resume) one run in this process; return its table row."""
     import torch
@@ -198,7 +204,7 @@ def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
         metrics, peak = json.loads((run_dir / "metrics.json").read_text()), None
     else:
         metrics = train_nesy(cfg, model, train_q, pools, test_q, out=run_dir,
-                             resume=(run_dir / "checkpoint.pt").is_file(), progress=False)
+                             resume=interrupted(run_dir), progress=False)
         peak = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     row = {"N": n, "program": program, "arm": arm, "seed": seed, "examples": len(train_q), "batch": cfg.batch_size,
            "epochs": metrics["epochs"], "compile s": round(metrics.get("compile_seconds", float("nan")), 2),
