@@ -40,6 +40,10 @@ def test_a_table_from_its_cells_reused_only_with_the_same_config(tmp_path, capsy
     done = (tmp_path / "n1_long_nesy_s0" / "multi_digit.json").read_text()
     capsys.readouterr()
     assert multi_digit.main(args) == 0  # the finished cell is read back, not run again
+    assert multi_digit.main([*args[:-2], "--seeds", "0,1", "--report", "--out", str(tmp_path)]) == 0
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert not (tmp_path / "n1_long_nesy_s1").exists()  # --report runs nothing
+    assert any(line.startswith("| 1 | long | nesy | 1 |") and line.endswith("| not run |") for line in lines)
     assert (tmp_path / "n1_long_nesy_s0" / "multi_digit.json").read_text() == done
     changed = [a if a != "1" or args[i - 1] != "--epochs" else "2" for i, a in enumerate(args)]
     assert multi_digit.main(changed) == 2

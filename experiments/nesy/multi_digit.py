@@ -296,6 +296,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--out", default="runs/multi_digit")
+    ap.add_argument("--report", action="store_true",
+                    help="run nothing: the table of the cells already finished under --out (the others: 'not run')")
     command = shown_command("experiments.nesy.multi_digit", list(sys.argv[1:] if argv is None else argv))
     args = ap.parse_args(argv)
     try:
@@ -337,7 +339,12 @@ def main(argv=None) -> int:
             done = run_dir / "multi_digit.json"
             try:
                 check_same_config(run_dir, saved_config(run_dir), cell_config(*job, settings), settings)
-                row = json.loads(done.read_text()) if done.is_file() else run_in_child(job, settings)
+                if done.is_file():
+                    row = json.loads(done.read_text())
+                elif args.report:
+                    row = skipped_row(*job, "not run")
+                else:
+                    row = run_in_child(job, settings)
             except GediError as exc:
                 if "holds a run of another config" in str(exc):
                     print(f"multi_digit: error: {exc}", file=sys.stderr)
