@@ -124,6 +124,10 @@ def cell_config(n: int, program: str, arm: str, seed: int, settings: dict):
     return build_nesy_config([("flags", flags), ("--set", dotted_to_nested(parse_set(settings["sets"])))])
 
 
+class ConfigMismatch(GediError):
+    """A cell's folder holds a run of another config: the command stops (exit 2)."""
+
+
 def check_same_config(run_dir: Path, saved: dict | None, cfg, settings: dict) -> None:
     """A cell's folder is reused or resumed only with the config this command gives it: else one
     line naming the first keys that differ (``saved``: the folder's config, None if it has none).
@@ -138,23 +142,26 @@ def check_same_config(run_dir: Path, saved: dict | None, cfg, settings: dict) ->
     # the program by its text, not its path (the same table run from another checkout)
     ignore = RESUMABLE_KEYS + ("download", "program") + (("examples",) if pool_sized else ())
     diff = config_differences(saved, to_dict(cfg), ignore=ignore)
-    kept = next((f for f in (run_dir / "program.pl", run_dir / "start0" / "program.pl") if f.is_file()), None)
+    kept = run_file(run_dir, "program.pl")
     if kept is not None and kept.read_text() != Path(cfg.program).read_text():
         diff.insert(0, f"program: the text of {shown_path(cfg.program)} differs from the run's {kept.name}")
     if diff:
-        raise GediError(f"{run_dir}: holds a run of another config ({'; '.join(diff[:3])}); "
+        raise ConfigMismatch(f"{run_dir}: holds a run of another config ({'; '.join(diff[:3])}); "
                         "choose another --out (a finished cell is never overwritten)")
 
 
+def run_file(run_dir: Path, name: str) -> Path | None:
+    """A cell's file ``name`` (config.yaml, program.pl): the run folder's, or with restarts the
+    first start's until the run ends; None if neither is there."""
+    return next((f for f in (run_dir / name, run_dir / "start0" / name) if f.is_file()), None)
+
+
 def saved_config(run_dir: Path) -> dict | None:
-    """The config a cell's run folder was written with (its config.yaml; with restarts, the first
-    start's until the run ends), or None."""
+    """The config a cell's run folder was written with, or None."""
     import yaml
 
-    for path in (run_dir / "config.yaml", run_dir / "start0" / "config.yaml"):
-        if path.is_file():
-            return yaml.safe_load(path.read_text())
-    return None
+    path = run_file(run_dir, "config.yaml")
+    return yaml.safe_load(path.read_text()) if path else None
 
 
 def end_with_parent() -> None:
@@ -345,10 +352,10 @@ def main(argv=None) -> int:
                     row = skipped_row(*job, "not run")
                 else:
                     row = run_in_child(job, settings)
+            except ConfigMismatch as exc:
+                print(f"multi_digit: error: {exc}", file=sys.stderr)
+                return 2
             except GediError as exc:
-                if "holds a run of another config" in str(exc):
-                    print(f"multi_digit: error: {exc}", file=sys.stderr)
-                    return 2
                 row = skipped_row(*job, str(exc))
         rows.append(row)
         print(json.dumps(row), flush=True)
