@@ -304,3 +304,55 @@ def test_a_start_off_the_plateau_is_not_cut(tmp_path, capsys):
                      "--restart-plateau", "1", "--plateau-share", "1000", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["starts"]) == 1 and "cut_at" not in metrics["starts"][0]
+
+
+# ----------------------------------------------------------------------------- held-out queries judge the starts
+def test_held_out_queries_are_a_seeded_share_kept_apart_from_training():
+    from gedi_nesy.restarts import held_out
+
+    queries = list(range(100))
+    kept, held = held_out(queries, 0.2, seed=3)
+    assert len(held) == 20 and sorted(kept + held) == queries and not set(kept) & set(held)
+    assert kept == sorted(kept) and held == sorted(held)  # the queries' own order
+    assert held_out(queries, 0.2, seed=3) == (kept, held)
+    assert held_out(queries, 0.2, seed=4)[1] != held
+    assert held_out(queries, 0.0, seed=3) == (queries, [])
+    assert held_out([7], 0.5, seed=0) == ([7], [])  # one query: nothing left to train on otherwise
+    assert held_out([7, 8], 0.01, seed=0)[1] != []  # at least one held out
+    assert len(held_out(queries, 0.9, seed=0)[0]) == 10
+
+
+def test_queries_are_held_out_only_up_to_check_upto_and_only_with_nesy():
+    from gedi_nesy.config import NesyConfig
+    from gedi_nesy.train import check_split
+
+    queries = list(range(100))
+    assert check_split(NesyConfig(), queries) == (queries, [])
+    assert len(check_split(NesyConfig(check_share=0.2), queries)[1]) == 20
+    assert len(check_split(NesyConfig(check_share=0.2, check_upto=100), queries)[1]) == 20
+    assert check_split(NesyConfig(check_share=0.2, check_upto=99), queries) == (queries, [])
+    assert check_split(NesyConfig(check_share=0.2, arm="gedi"), queries) == (queries, [])
+
+
+@pytest.mark.slow
+def test_starts_are_judged_and_kept_by_their_held_out_queries(tmp_path, capsys):
+    """--check-share holds 3 of 12 queries out of every start's training: each start trains on 9,
+    reports its held-out L_NESY and query accuracy, is restarted above --check-above (not
+    --restart-above), and the run keeps the start with the lowest held-out L_NESY."""
+    import json
+
+    from gedi_nesy import cli
+
+    out = tmp_path / "run"
+    args = [*RESTART, "--rename-every", "0", "--check-share", "0.25", "--restarts", "2", "--restart-above", "1000"]
+    assert cli.main([*args, "--check-above", "0", "--out", str(out)]) == 0
+    assert "held-out L_NESY" in capsys.readouterr().out
+    starts = [start_metrics(out, k) for k in range(3)]
+    assert all(m["examples"] == 9 and m["check_queries"] == 3 and 0 <= m["check_acc"] <= 1 for m in starts)
+    checks = [m["check_nesy"] for m in starts]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["chosen_start"] == min(range(3), key=lambda k: (checks[k], k))
+    assert [s["check_nesy"] for s in metrics["starts"]] == checks
+    one = tmp_path / "one"
+    assert cli.main([*args, "--check-above", "1000", "--out", str(one)]) == 0
+    assert len(json.loads((one / "metrics.json").read_text())["starts"]) == 1

@@ -163,6 +163,17 @@ def digit_report(net, images: torch.Tensor, labels: torch.Tensor) -> dict[str, A
             "predicted": torch.bincount(pred, minlength=10).tolist()}
 
 
+def training_losses(scope: dict[str, Any]) -> dict[str, Any]:
+    """The trained script's ``L_NESY`` over its training queries (``train_nesy``, the label-free
+    score the plugin's restarts judge by) and, where ``train_model`` restarted, each start's."""
+    from gedi_nesy.plugin import loader_queries
+    from gedi_nesy.restarts import training_nesy
+
+    starts = getattr(scope["train"], "starts", None)
+    return {"train_nesy": round(training_nesy(scope["model"], loader_queries(scope["loader"])), 4),
+            **({"starts": [round(s, 4) for s in starts]} if starts else {})}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from gedi_nesy.data import carve_validation, mnist
 
@@ -191,12 +202,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             os.chdir(cwd)
         seconds = time.time() - t0
     comments = scope["train"].logger.comments
+    fitted = training_losses(scope) if args.port != "none" else {}
     accuracy = next(float(c.split()[1]) for c in comments if c.startswith("Accuracy"))
     result = {"port": args.port, "gedi": args.gedi, "train_args": args.train_args, "digits": args.digits, "pairs": len(scope["train_set"]), "test_pairs": len(scope["test_set"]), "batch": args.batch_size,
               "epochs": args.epochs, "seed": args.seed, "split_seed": args.split_seed,
               "evaluated_on": pools.evaluated_on, "sum_acc": round(accuracy, 4),
               **digit_report(scope["net"], *held_out), "seconds": round(seconds, 1),
-              "gedi_terms": {k: round(v, 4) for k, v in getattr(scope["train"], "gedi_terms", {}).items()}}
+              "gedi_terms": {k: round(v, 4) for k, v in getattr(scope["train"], "gedi_terms", {}).items()},
+              **fitted}
     if args.verbose:
         print(out.getvalue(), file=sys.stderr)
     return result

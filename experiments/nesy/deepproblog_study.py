@@ -46,7 +46,13 @@ def run_one(args: argparse.Namespace, port: str, budget: tuple[int, int, int, in
     """One run (or its kept result): the script's JSON line, written atomically."""
     path = Path(args.out) / "runs" / f"{run_name(port, budget, seed)}.json"
     if path.is_file():
-        return json.loads(path.read_text())
+        kept = json.loads(path.read_text())
+        asked = {"gedi": args.gedi if port == "gedi" else "", "train_args": args.train_args if port == "gedi" else ""}
+        differ = [k for k, v in asked.items() if (kept.get(k) or "") != v]
+        if differ:
+            raise SystemExit(f"{path}: this run was made with other {' and '.join('--' + k.replace('_', '-') for k in differ)} "
+                             f"({', '.join(repr(kept.get(k) or '') for k in differ)}); use another --out")
+        return kept
     n, pairs, batch, epochs = budget
     cmd = [sys.executable, "-m", SCRIPT, "--data-root", args.data_root, "--port", port, "--digits", str(n),
            "--pairs", str(pairs), "--batch-size", str(batch), "--epochs", str(epochs), "--seed", str(seed),
@@ -79,7 +85,8 @@ def parse_budgets(text: str) -> list[tuple[int, int, int, int]]:
 
 def write_table(args: argparse.Namespace, results: list[dict], argv: list[str]) -> None:
     out = Path(args.out)
-    keys = ["port", "digits", "pairs", "batch", "epochs", "seed", "digit_acc", "sum_acc", "seconds", "evaluated_on"]
+    keys = ["port", "digits", "pairs", "batch", "epochs", "seed", "digit_acc", "sum_acc", "seconds", "evaluated_on",
+            "train_nesy", "starts"]
     with open(out / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
