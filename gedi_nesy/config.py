@@ -148,10 +148,6 @@ class NesyConfig:
                               "(0: any)", range=NON_NEGATIVE)
     check_above: float = setting(1.0, "--check-above", "held-out L_NESY above which a start is restarted",
                                  range=NON_NEGATIVE)
-    # with restarts and held-out queries: epochs the kept start trains on, on every training query
-    # (the held-out ones back in; OUT/refit), so that the run learns from all its queries; 0: none
-    check_refit: int = setting(0, "--check-refit", "with --restarts and --check-share: epochs the kept start then "
-                               "trains on every training query, held-out ones included (0: none)", range=NON_NEGATIVE)
     device: str = setting("cpu", "--device", "torch device")
     # bfloat16 autocast of the networks and GEDI terms (for CUDA; runs on CPU too; inference stays float32)
     amp: bool = amp_setting()

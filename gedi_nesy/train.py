@@ -227,16 +227,13 @@ def train_nesy(
     With ``cfg.check_share`` (:func:`check_split`) that share of the training queries is held out
     of every start's training and the starts are judged by their ``L_NESY`` (``check_nesy``)
     against ``cfg.check_above`` instead: with 100 queries a wrongly named start fits its own
-    training queries. With ``cfg.check_refit`` the kept start then trains that many epochs more on
-    every training query, the held-out ones back in (``out/refit``, :func:`refit_start`), and is the
-    run.
+    training queries.
 
     With restarts and a run folder ``out``, start ``k`` is a run folder of its own,
     ``out/start<k>`` (resumed, or reused when finished, like any run); ``out`` gets the kept start's
     files and ``metrics.json`` with ``starts``: each start's ``train_nesy`` and test metrics. The
     returned metrics are the kept start's, with ``starts`` and ``chosen_start``."""
-    all_queries = list(train_queries)
-    train_queries, check_queries = check_split(cfg, all_queries)
+    train_queries, check_queries = check_split(cfg, train_queries)
     if cfg.restarts == 0 or cfg.active_weights()["nesy"] == 0:  # the GEDI-only arm has no L_NESY to judge by
         return train_start(cfg, model, train_queries, pools, test_queries, out, resume, progress, extra, dist,
                            check_queries=check_queries)
@@ -263,31 +260,7 @@ def train_nesy(
                    f"{start_outcome(ended, cfg, again and k < cfg.restarts, bool(check_queries))}")
         if not again:
             break
-    best = lowest([judged_loss(m, bool(check_queries) and m.get("cut_at") is None) for m, _ in found],
-                  [m.get("cut_at") is not None for m, _ in found])
-    restore_weights(model, found[best][1])
-    refit = None
-    if check_queries and cfg.check_refit:
-        refit = refit_start(cfg, model, all_queries, pools, test_queries, run, resume, progress, extra, dist)
-    return keep_best_start(found, best, run, refit)
-
-
-def refit_start(cfg: NesyConfig, model, queries: Sequence, pools, test_queries: Sequence | None,
-                run: RunFolder | None, resume: bool, progress: bool, extra: dict[str, Any] | None,
-                dist: DistInfo) -> dict[str, Any]:
-    """The kept start (its weights in ``model``) trained ``cfg.check_refit`` epochs more on every
-    training query (``queries``, the held-out ones included), in ``run/refit`` (reused when
-    finished, resumed when interrupted); its metrics."""
-    folder = None if run is None else run.path / "refit"
-    if folder is not None and (folder / METRICS).is_file():
-        restore_weights(model, load_start_weights(folder))
-        return json.loads((folder / METRICS).read_text())
-    tqdm.write(f"[{cfg.arm} seed {cfg.seed}] the kept start: {cfg.check_refit} epochs on all {len(queries)} "
-               "training queries")
-    refit = dataclasses.replace(cfg, epochs=cfg.check_refit, restarts=0, restart_plateau=0, check_share=0.0,
-                                check_refit=0)
-    return train_start(refit, model, queries, pools, test_queries, folder,
-                       resume and folder is not None and (folder / CHECKPOINT).is_file(), progress, extra, dist)
+    return keep_best_start(model, found, run, bool(check_queries))
 
 
 def check_split(cfg: NesyConfig, queries: Sequence) -> tuple[list, list]:
@@ -323,24 +296,23 @@ def start_outcome(metrics: dict[str, Any], cfg: NesyConfig, restart: bool, check
     return f"{said} > {judged_bound(cfg, checked):g}: restart" if restart else said
 
 
-def keep_best_start(found: list[tuple[dict[str, Any], dict[str, Any]]], best: int, run: RunFolder | None,
-                    refit: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The run's metrics: start ``best``'s (or, with ``refit``, those of its refit,
-    :func:`refit_start`) with every start's figures; with a run folder, that start's (or the
-    refit's) files are copied into ``run`` (``metrics.json`` last)."""
+def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], run: RunFolder | None,
+                    checked: bool = False) -> dict[str, Any]:
+    """Put the start with the lowest judged loss (:func:`judged_loss`) into ``model`` and, with a
+    run folder, its files into ``run`` (``metrics.json`` last, with every start's figures)."""
+    best = lowest([judged_loss(m, checked and m.get("cut_at") is None) for m, _ in found],
+                  [m.get("cut_at") is not None for m, _ in found])
+    restore_weights(model, found[best][1])
     starts = [{"start": k, "train_nesy": m["train_nesy"], **({"check_nesy": m["check_nesy"]} if "check_nesy" in m else {}),
                **{key: m.get(key) for key in ("digit_acc", "nmi", "query_acc", "seconds")},
                **({"cut_at": m["cut_at"]} if m.get("cut_at") is not None else {})}
               for k, (m, _) in enumerate(found)]
-    kept = refit if refit is not None else found[best][0]
-    result = {**kept, "starts": starts, "chosen_start": best,
-              "seconds": round(sum(s["seconds"] or 0 for s in starts) + (refit or {}).get("seconds", 0), 2),
-              **({"refit_epochs": refit["epochs"], "chosen_check_nesy": found[best][0].get("check_nesy")}
-                 if refit is not None else {})}
+    result = {**found[best][0], "starts": starts, "chosen_start": best,
+              "seconds": round(sum(s["seconds"] or 0 for s in starts), 2)}
     result.pop("inputs", None)
     if run is not None:
         run.lock()
-        for f in sorted((run.path / ("refit" if refit is not None else f"start{best}")).iterdir()):
+        for f in sorted((run.path / f"start{best}").iterdir()):
             if f.is_file() and f.name not in (METRICS, LOCK):
                 write_bytes(run.path / f.name, f.read_bytes())
         run.finish(result)

@@ -356,34 +356,3 @@ def test_starts_are_judged_and_kept_by_their_held_out_queries(tmp_path, capsys):
     one = tmp_path / "one"
     assert cli.main([*args, "--check-above", "1000", "--out", str(one)]) == 0
     assert len(json.loads((one / "metrics.json").read_text())["starts"]) == 1
-
-
-@pytest.mark.slow
-def test_the_kept_start_is_refit_on_every_query_and_a_killed_refit_resumes(tmp_path, capsys):
-    """--check-refit 1: the start kept by its held-out queries trains one epoch more on all 12
-    queries in OUT/refit, which is the run; killed during the refit, --resume reuses the starts
-    and trains the refit again from its folder."""
-    import json
-    import os
-
-    from gedi_nesy import cli
-
-    out = tmp_path / "run"
-    args = [*RESTART, "--rename-every", "0", "--check-share", "0.25", "--restarts", "1", "--restart-above", "1000",
-            "--check-above", "0", "--check-refit", "1", "--out", str(out)]
-    assert cli.main(args) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    refit = json.loads((out / "refit" / "metrics.json").read_text())
-    assert refit["examples"] == 12 and refit["epochs"] == 1 and "check_nesy" not in refit
-    assert metrics["refit_epochs"] == 1 and metrics["examples"] == 12 and metrics["digit_acc"] == refit["digit_acc"]
-    checks = [start_metrics(out, k)["check_nesy"] for k in range(2)]
-    assert metrics["chosen_check_nesy"] == min(checks) and len(metrics["starts"]) == 2
-    assert (out / "checkpoint.pt").read_bytes() == (out / "refit" / "checkpoint.pt").read_bytes()
-    for f in ("metrics.json", "checkpoint.pt"):
-        (out / f).unlink()
-    (out / "refit" / "metrics.json").unlink()
-    stamp = os.stat(out / "start1" / "metrics.json").st_mtime_ns
-    capsys.readouterr()
-    assert cli.main([*args, "--resume"]) == 0
-    assert os.stat(out / "start1" / "metrics.json").st_mtime_ns == stamp
-    assert json.loads((out / "metrics.json").read_text())["refit_epochs"] == 1
