@@ -137,17 +137,6 @@ class NesyConfig:
                                    range=NON_NEGATIVE)
     plateau_share: float = setting(0.9, "--plateau-share", "share of the uniform predictions' training L_NESY at "
                                    "or above which a start is on the plateau", range=NON_NEGATIVE)
-    # a share of the training queries kept out of training, by whose L_NESY (their answers, no digit
-    # label) each start is judged instead of by its training L_NESY: with 100 MNIST-addition queries a
-    # wrongly named start fits its own queries (training L_NESY 0.21-0.25, healthy 0.09-0.35) but not
-    # others (docs/trials/nesy.md, "queries held out to judge the starts"); only in runs of at most
-    # check_upto training queries (0: any); a start is restarted above check_above
-    check_share: float = setting(0.0, "--check-share", "share of the training queries held out of training to judge "
-                                 "each start by their L_NESY (0: judged on the training queries)", range=Range(0, 0.9))
-    check_upto: int = setting(0, "--check-upto", "hold queries out only in runs of at most this many training queries "
-                              "(0: any)", range=NON_NEGATIVE)
-    check_above: float = setting(1.0, "--check-above", "held-out L_NESY above which a start is restarted",
-                                 range=NON_NEGATIVE)
     device: str = setting("cpu", "--device", "torch device")
     # bfloat16 autocast of the networks and GEDI terms (for CUDA; runs on CPU too; inference stays float32)
     amp: bool = amp_setting()

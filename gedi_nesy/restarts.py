@@ -72,17 +72,6 @@ def nesy_means(model, queries: Sequence, chunk: int | None = None, uniform: bool
     return trained, flat
 
 
-def held_out(queries: Sequence, share: float, seed: int) -> tuple[list, list]:
-    """``(kept, held)``: ``queries`` split at random (seeded) into those a start trains on and a
-    share ``share`` of them (at least one, and one left to train on) kept out of its training, by
-    whose ``L_NESY`` the start is judged (:func:`training_nesy` over them). Only the queries'
-    answers are read, never a digit label; the kept ones keep their order."""
-    n = len(queries)
-    k = min(max(1, round(share * n)), n - 1) if share > 0 and n > 1 else 0
-    held = set(torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].tolist())
-    return [q for i, q in enumerate(queries) if i not in held], [q for i, q in enumerate(queries) if i in held]
-
-
 class StartCut(Exception):
     """A start cut on the plateau (:func:`gedi_nesy.start.plateau_hook`): raised from ``fit``'s
     ``after_epoch`` at epoch ``epoch`` with the training ``L_NESY`` ``loss`` (``uniform``: that

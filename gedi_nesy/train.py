@@ -27,9 +27,8 @@ from gedi_core.monitor import collapse_message, prior_term_optimum
 from gedi_core.runfolder import CHECKPOINT, LOCK, METRICS, RunFolder, write_bytes
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
-from gedi_nesy.evaluation import evaluate_nesy, query_accuracy
-from gedi_nesy.restarts import (StartCut, held_out, lowest, network_weights, reinitialize, restore_weights,
-                                training_nesy)
+from gedi_nesy.evaluation import evaluate_nesy
+from gedi_nesy.restarts import StartCut, lowest, network_weights, reinitialize, restore_weights, training_nesy
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.start import Start, build_start, nesy_objective  # noqa: F401 (nesy_objective: imported from here)
 from gedi_nesy.step import gedi_networks
@@ -72,13 +71,11 @@ def checked_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_q
 
 def train_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_queries: Sequence | None,
                 out: str | Path | RunFolder | None, resume: bool, progress: bool, extra: dict[str, Any] | None,
-                dist: DistInfo | None, may_cut: bool = False, check_queries: Sequence = ()) -> dict[str, Any]:
+                dist: DistInfo | None, may_cut: bool = False) -> dict[str, Any]:
     """One start of :func:`train_nesy` (the whole run when ``cfg.restarts`` is 0; the arguments
     are :func:`train_nesy`'s). A start that ``may_cut`` and is cut on the plateau
     (``cfg.restart_plateau``) ends there with metrics ``train_nesy``, ``uniform_nesy`` and
-    ``cut_at`` (the epoch) only. ``check_queries``: queries held out of training
-    (:func:`check_split`), whose ``L_NESY`` and query accuracy the metrics report as
-    ``check_nesy`` and ``check_acc``.
+    ``cut_at`` (the epoch) only.
 
     Train ``model`` (a DeepProbLog ``Model`` with GEDI networks, e.g. from
     :func:`gedi_nesy.program.build_nesy_model`) on ``train_queries``.
@@ -116,7 +113,7 @@ def train_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_que
     if not dist.is_main:
         barrier(dist)
         return {}
-    metrics = start_metrics(start, result, extra, check_queries)
+    metrics = start_metrics(start, result, extra)
     metrics["seconds"] = round(result.resumed_seconds + time.time() - t_start, 2)
     if run is not None:
         write_start_figures(start, result, run)
@@ -145,18 +142,12 @@ def fit_start(start: Start, run: RunFolder | None, progress: bool) -> FitResult:
                grad_sync=(lambda ps: average_gradients(ps, dist)) if dist.enabled else None)
 
 
-def start_metrics(start: Start, result: FitResult, extra: dict[str, Any] | None,
-                  check_queries: Sequence = ()) -> dict[str, Any]:
+def start_metrics(start: Start, result: FitResult, extra: dict[str, Any] | None) -> dict[str, Any]:
     """The start's metrics (all but ``seconds``): the final evaluation, the run's description,
-    its warnings (a final cluster collapse included), the engine's statistics and ``extra``;
-    with ``check_queries``, their ``L_NESY`` (``check_nesy``) and query accuracy (``check_acc``)."""
+    its warnings (a final cluster collapse included), the engine's statistics and ``extra``."""
     cfg, pools, test_queries, weights, priors = start.cfg, start.pools, start.test_queries, start.weights, start.priors
     fitted = {"train_nesy": round(training_nesy(start.model, start.train_queries), 6)} \
-        if weights["nesy"] > 0 and (cfg.restarts or cfg.rename_every or check_queries) else {}
-    if check_queries:
-        fitted.update(check_queries=len(check_queries),
-                      check_nesy=round(training_nesy(start.model, check_queries), 6),
-                      check_acc=round(query_accuracy(start.model, list(check_queries)), 6))
+        if weights["nesy"] > 0 and (cfg.restarts or cfg.rename_every) else {}
     final = evaluate_nesy(start.model, pools, start.domains, test_queries)
     first_name, first = next(iter(start.nets.items()))
     expected = float(priors[first_name].max()) if first_name in priors else None
@@ -220,23 +211,15 @@ def train_nesy(
     above ``cfg.restart_above``, the GEDI networks are drawn afresh (:func:`reinitialize`) and
     trained again; the start with the lowest training ``L_NESY`` is kept, in the model and as the
     run. With ``cfg.restart_plateau`` a start (but the last) still at the loss of uniform predictions
-    after that many epochs is cut there and counts as a restart. A wrongly named run (digits 4-9
-    read as 3-8, two digits in one cluster) ends at 0.65-0.71 on MNIST addition with 1000
-    queries, healthy ones at 0.1-0.25.
-
-    With ``cfg.check_share`` (:func:`check_split`) that share of the training queries is held out
-    of every start's training and the starts are judged by their ``L_NESY`` (``check_nesy``)
-    against ``cfg.check_above`` instead: with 100 queries a wrongly named start fits its own
-    training queries.
+    after that many epochs is cut there and counts as a restart. A wrongly named run (digits 4-9 read as 3-8, two digits in one cluster) ends at 0.65-0.71
+    on MNIST addition, healthy ones at 0.1-0.25.
 
     With restarts and a run folder ``out``, start ``k`` is a run folder of its own,
     ``out/start<k>`` (resumed, or reused when finished, like any run); ``out`` gets the kept start's
     files and ``metrics.json`` with ``starts``: each start's ``train_nesy`` and test metrics. The
     returned metrics are the kept start's, with ``starts`` and ``chosen_start``."""
-    train_queries, check_queries = check_split(cfg, train_queries)
     if cfg.restarts == 0 or cfg.active_weights()["nesy"] == 0:  # the GEDI-only arm has no L_NESY to judge by
-        return train_start(cfg, model, train_queries, pools, test_queries, out, resume, progress, extra, dist,
-                           check_queries=check_queries)
+        return train_start(cfg, model, train_queries, pools, test_queries, out, resume, progress, extra, dist)
     dist = dist or DistInfo()
     if dist.enabled:
         raise GediError("restarts: not supported under torchrun; set restarts to 0")
@@ -252,59 +235,32 @@ def train_nesy(
         else:
             metrics = train_start(cfg, model, train_queries, pools, test_queries, folder,
                                   resume and folder is not None and (folder / CHECKPOINT).is_file(),
-                                  progress, extra, dist, may_cut=k < cfg.restarts, check_queries=check_queries)
+                                  progress, extra, dist, may_cut=k < cfg.restarts)
             found.append((metrics, {} if metrics.get("cut_at") is not None else network_weights(model)))
         ended = found[-1][0]
-        again = ended.get("cut_at") is not None or judged_loss(ended, bool(check_queries)) > judged_bound(cfg, check_queries)
-        tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: "
-                   f"{start_outcome(ended, cfg, again and k < cfg.restarts, bool(check_queries))}")
+        again = ended.get("cut_at") is not None or ended["train_nesy"] > cfg.restart_above
+        tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: {start_outcome(ended, cfg, again and k < cfg.restarts)}")
         if not again:
             break
-    return keep_best_start(model, found, run, bool(check_queries))
+    return keep_best_start(model, found, run)
 
 
-def check_split(cfg: NesyConfig, queries: Sequence) -> tuple[list, list]:
-    """``(train, check)``: with ``cfg.check_share`` (in runs of at most ``cfg.check_upto``
-    training queries, any when 0, and with ``L_NESY`` on) that share of ``queries`` held out of
-    training to judge the starts (:func:`gedi_nesy.restarts.held_out`, seeded by the run's seed);
-    else all of them and none."""
-    if cfg.check_share > 0 and cfg.active_weights()["nesy"] > 0 and (cfg.check_upto == 0 or len(queries) <= cfg.check_upto):
-        return held_out(queries, cfg.check_share, cfg.seed)
-    return list(queries), []
-
-
-def judged_loss(metrics: dict[str, Any], checked: bool) -> float:
-    """The loss a start is judged by: ``L_NESY`` over the held-out queries when ``checked``, else
-    over the training queries."""
-    return metrics["check_nesy" if checked else "train_nesy"]
-
-
-def judged_bound(cfg: NesyConfig, checked: Sequence | bool) -> float:
-    """The judged loss above which a start is restarted."""
-    return cfg.check_above if checked else cfg.restart_above
-
-
-def start_outcome(metrics: dict[str, Any], cfg: NesyConfig, restart: bool, checked: bool = False) -> str:
-    """How a start ended, as :func:`train_nesy` prints it (``restart``: another start follows;
-    ``checked``: judged on held-out queries)."""
+def start_outcome(metrics: dict[str, Any], cfg: NesyConfig, restart: bool) -> str:
+    """How a start ended, as :func:`train_nesy` prints it (``restart``: another start follows)."""
     said = f"training L_NESY {metrics['train_nesy']:.4f}"
     if metrics.get("cut_at") is not None:  # only a start that is not the last is cut
         return (f"{said} at epoch {metrics['cut_at']}, on the plateau (uniform predictions: "
                 f"{metrics['uniform_nesy']:.4f}): cut, restart")
-    if checked:
-        said += f", held-out L_NESY {metrics['check_nesy']:.4f}"
-    return f"{said} > {judged_bound(cfg, checked):g}: restart" if restart else said
+    return f"{said} > {cfg.restart_above:g}: restart" if restart else said
 
 
-def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], run: RunFolder | None,
-                    checked: bool = False) -> dict[str, Any]:
-    """Put the start with the lowest judged loss (:func:`judged_loss`) into ``model`` and, with a
-    run folder, its files into ``run`` (``metrics.json`` last, with every start's figures)."""
-    best = lowest([judged_loss(m, checked and m.get("cut_at") is None) for m, _ in found],
-                  [m.get("cut_at") is not None for m, _ in found])
+def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], run: RunFolder | None) -> dict[str, Any]:
+    """Put the start with the lowest training ``L_NESY`` into ``model`` and, with a run folder,
+    its files into ``run`` (``metrics.json`` last, with every start's figures)."""
+    best = lowest([m["train_nesy"] for m, _ in found], [m.get("cut_at") is not None for m, _ in found])
     restore_weights(model, found[best][1])
-    starts = [{"start": k, "train_nesy": m["train_nesy"], **({"check_nesy": m["check_nesy"]} if "check_nesy" in m else {}),
-               **{key: m.get(key) for key in ("digit_acc", "nmi", "query_acc", "seconds")},
+    starts = [{"start": k, "train_nesy": m["train_nesy"], **{key: m.get(key) for key in ("digit_acc", "nmi",
+                                                                                         "query_acc", "seconds")},
                **({"cut_at": m["cut_at"]} if m.get("cut_at") is not None else {})}
               for k, (m, _) in enumerate(found)]
     result = {**found[best][0], "starts": starts, "chosen_start": best,
