@@ -304,4 +304,3 @@ def test_a_start_off_the_plateau_is_not_cut(tmp_path, capsys):
                      "--restart-plateau", "1", "--plateau-share", "1000", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["starts"]) == 1 and "cut_at" not in metrics["starts"][0]
-
