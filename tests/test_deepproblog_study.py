@@ -24,3 +24,29 @@ def test_budget_of_all_pairs_lists_its_runs(tmp_path):
     assert len(rows) == 2
     assert "0.900 / 0.800" in rows[0] and "BatchedEngine" in rows[0]
     assert "0.500" in rows[1] and "0.700" not in rows[1]  # 1000 pairs is another budget than 100
+
+
+def test_a_kept_run_made_with_other_train_args_is_refused_not_reused(tmp_path):
+    """A study resumed into a folder whose gedi run was made with other --train-args (or --gedi)
+    stops with one line naming the flag, instead of reporting the other run as this one."""
+    import json
+
+    import pytest
+
+    from experiments.nesy.deepproblog_study import run_one, run_name
+
+    budget = (1, 100, 2, 1)
+    path = tmp_path / "runs" / f"{run_name('gedi', budget, 10)}.json"
+    path.parent.mkdir()
+    kept = {**run("gedi", 1, 100, 10, 0.8), "gedi": "", "train_args": ""}
+    path.write_text(json.dumps(kept))
+    args = argparse.Namespace(out=str(tmp_path), gedi="", train_args="")
+    assert run_one(args, "gedi", budget, 10) == kept
+    with pytest.raises(SystemExit, match="--train-args"):
+        run_one(argparse.Namespace(out=str(tmp_path), gedi="", train_args="restarts=2"), "gedi", budget, 10)
+    with pytest.raises(SystemExit, match="--gedi"):
+        run_one(argparse.Namespace(out=str(tmp_path), gedi="prior=5", train_args=""), "gedi", budget, 10)
+    # the other ports never take them: a kept run of DeepProbLog as shipped is reused whatever they say
+    other = tmp_path / "runs" / f"{run_name('none', budget, 10)}.json"
+    other.write_text(json.dumps({**kept, "port": "none"}))
+    assert run_one(argparse.Namespace(out=str(tmp_path), gedi="", train_args="restarts=2"), "none", budget, 10)
