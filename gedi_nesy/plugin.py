@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Mapping
 
+import torch
+
 from gedi_core.config import SGLDConfig
 from gedi_core.data.base import gaussian_noise
 from gedi_core.errors import GediError
@@ -209,9 +211,10 @@ def train_model(model, loader, stop_condition, gedi: CoreGEDILoss | Mapping[str,
         raise GediError("train_model: restarts need the loader's queries (a DeepProbLog DataLoader over a Dataset)")
     fresh = copy.deepcopy(gedi) if restarts else gedi
     starts: list[tuple[float, GEDITrainObject, dict]] = []
+    base = torch.initial_seed()  # the script's torch.manual_seed: each script seed draws its own restarts
     for k in range(restarts + 1):
         if k:
-            reinitialize(model, 1000 * k)
+            reinitialize(model, (base + 1000 * k) % 2**63)
             for net in gedi_networks(model).values():
                 if getattr(net, "optimizer", None) is not None:
                     net.optimizer.state.clear()

@@ -304,3 +304,31 @@ def test_a_start_off_the_plateau_is_not_cut(tmp_path, capsys):
                      "--restart-plateau", "1", "--plateau-share", "1000", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["starts"]) == 1 and "cut_at" not in metrics["starts"][0]
+
+
+def test_train_model_restarts_draw_from_the_script_seed(monkeypatch):
+    """Two scripts seeded apart restart from different draws (not the same weights for every
+    script seed), and one seed twice from the same ones."""
+    from deepproblog.dataset import DataLoader
+
+    import gedi_nesy.plugin as plugin
+
+    def restart_heads(seed: int) -> list[torch.Tensor]:
+        drawn = []
+
+        def reinitialize(model, s):
+            real(model, s)
+            drawn.append(net.network_module.head_layer.weight.detach().clone())
+
+        monkeypatch.setattr(plugin, "reinitialize", reinitialize)
+        model, net, queries = oracle_model()
+        torch.manual_seed(seed)
+        train_model(model, DataLoader(QueryList(queries), 4, False), 1, gedi=GEDILoss(gen=0.0, prior=1.0, sgld=None),
+                    restarts=2, restart_above=-1.0, log_iter=1000, verbose=0)
+        return drawn
+
+    real = plugin.reinitialize
+    a, b = restart_heads(1), restart_heads(2)
+    assert len(a) == 2 and not torch.equal(a[0], a[1])
+    assert not torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
+    assert all(torch.equal(x, y) for x, y in zip(a, restart_heads(1)))
