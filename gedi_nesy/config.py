@@ -2,7 +2,9 @@
 
 Layers, later ones winning: the defaults below < ``--config FILE`` (YAML/JSON) < flags.
 A config file may hold an ``arms:`` section, ``arms: {<arm>: {<keys>}}``, whose keys apply only
-to runs of that arm (the paper's Table 9 likewise gives loss weights per column).
+to runs of that arm (the paper's Table 9 likewise gives loss weights per column), and a
+``by_examples:`` section, ``by_examples: {<n>: {<keys>}}``, whose keys apply only to runs of
+``n`` training examples (``data.examples``).
 Unknown keys raise :class:`GediError` naming the key and its source.
 """
 
@@ -20,6 +22,8 @@ from gedi_core.config import (LEARNING_RATE, NON_NEGATIVE, POSITIVE, SEED, Model
 from gedi_core.errors import GediError
 from gedi_nesy.defaults import (ARMS, DATA_NAMES, ENGINES, PRIOR_TARGETS, PRIORS, TASKS,  # noqa: F401 (re-exported)
                                 lenet_config, nesy_fast_sgld, nesy_sgld, plugin_sgld)
+
+RESTART_JUDGES = ("train", "neighbours")
 
 
 @dataclass
@@ -137,6 +141,12 @@ class NesyConfig:
                                    range=NON_NEGATIVE)
     plateau_share: float = setting(0.9, "--plateau-share", "share of the uniform predictions' training L_NESY at "
                                    "or above which a start is on the plateau", range=NON_NEGATIVE)
+    # the loss a start is judged by against restart_above: train: its training L_NESY | neighbours:
+    # the training queries' L_NESY with each image's p(y|x) replaced by the mean over its nearest
+    # training-pool images that no query shows (gedi_nesy.restarts.neighbour_nesy: unlabeled images,
+    # read only to judge; with 100 queries a wrongly named start fits its own images)
+    restart_judge: str = setting("train", "--restart-judge", "train | neighbours: the loss a start is judged by",
+                                 choices=RESTART_JUDGES, kind="restart judge")
     device: str = setting("cpu", "--device", "torch device")
     # bfloat16 autocast of the networks and GEDI terms (for CUDA; runs on CPU too; inference stays float32)
     amp: bool = amp_setting()
@@ -226,29 +236,49 @@ def check_input_files(cfg: NesyConfig) -> None:
 
 
 def build_nesy_config(layers: list[tuple[str, Mapping[str, Any]]]) -> NesyConfig:
-    """:func:`gedi_core.config.build_config` for :class:`NesyConfig`, with per-arm sections.
+    """:func:`gedi_core.config.build_config` for :class:`NesyConfig`, with per-arm and
+    per-size sections.
 
     Each layer's ``arms.<arm>`` mapping is applied right after that layer, for the arm the
-    merged layers select; the result is validated.
+    merged layers select, then its ``by_examples.<n>`` mapping, for the number of training
+    examples they select; the result is validated.
     """
     common: list[tuple[str, dict[str, Any]]] = []
-    per_arm: list[dict[str, Any]] = []
+    sections: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
     for source, layer in layers:
         layer = dict(layer)
-        arms = layer.pop("arms", None) or {}
-        if not isinstance(arms, Mapping):
-            raise GediError(f"{source}: 'arms' must map arm names to config keys, got {type(arms).__name__}")
-        for arm, section in arms.items():
-            if arm not in ARMS:
-                raise GediError(f"{source}: arms: unknown arm '{arm}' (known: {', '.join(ARMS)})")
-            if not isinstance(section, Mapping):
-                raise GediError(f"{source}: arms.{arm} must be a mapping of config keys")
+        arms = section_of(layer, "arms", source, lambda arm: arm in ARMS,
+                          "unknown arm '{}' (known: " + ", ".join(ARMS) + ")")
+        sizes = section_of(layer, "by_examples", source, lambda n: isinstance(n, int) and not isinstance(n, bool)
+                           and n > 0, "'{}' is not a number of training examples")
         common.append((source, layer))
-        per_arm.append(dict(arms))
+        sections.append((arms, sizes))
     arm = build_config(NesyConfig, common).arm
+    with_arms: list[tuple[str, Mapping[str, Any]]] = []
+    for (source, layer), (arms, _) in zip(common, sections):
+        with_arms.append((source, layer))
+        if arm in arms:
+            with_arms.append((f"{source} (arms.{arm})", arms[arm]))
+    examples = build_config(NesyConfig, with_arms).data.examples
     final: list[tuple[str, Mapping[str, Any]]] = []
-    for (source, layer), arms in zip(common, per_arm):
+    for (source, layer), (arms, sizes) in zip(common, sections):
         final.append((source, layer))
         if arm in arms:
             final.append((f"{source} (arms.{arm})", arms[arm]))
+        if examples in sizes:
+            final.append((f"{source} (by_examples.{examples})", sizes[examples]))
     return build_config(NesyConfig, final).validate()
+
+
+def section_of(layer: dict[str, Any], key: str, source: str, known: Any, unknown: str) -> dict[Any, Any]:
+    """Pop the section ``key`` (``{name: {config keys}}``) of a config layer, each name checked by
+    ``known`` (else the error ``unknown``, formatted with the name)."""
+    found = layer.pop(key, None) or {}
+    if not isinstance(found, Mapping):
+        raise GediError(f"{source}: '{key}' must map names to config keys, got {type(found).__name__}")
+    for name, keys in found.items():
+        if not known(name):
+            raise GediError(f"{source}: {key}: {unknown.format(name)}")
+        if not isinstance(keys, Mapping):
+            raise GediError(f"{source}: {key}.{name} must be a mapping of config keys")
+    return dict(found)

@@ -16,14 +16,19 @@ draws the next one there, instead of after the whole run.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import re
+from typing import Callable, Mapping, Sequence
 
 import torch
+from torch import Tensor
 
+from gedi_core.models import evaluating
 from gedi_nesy.renaming import network_log_probs, subset_loss
-from gedi_nesy.step import gedi_networks
+from gedi_nesy.step import batch_inputs, gedi_networks
 
 MAX_CHUNK = 512  # queries scored at once
+NEIGHBOURS = 5  # pool images whose predictions stand in for a training image's (neighbour_nesy)
+POOL_IMAGE = re.compile(r"\[?tensor\(train\((\d+)\)\)\]?")  # a network's input: training-pool image I
 CHUNK_EDGES = 2e7  # circuit edges scored at once (about 160 MB a float64 tensor over them)
 
 
@@ -50,10 +55,68 @@ def score_chunk(model, most: int = MAX_CHUNK) -> int:
     return max(1, min(most, int(CHUNK_EDGES // per_query)))
 
 
-def nesy_means(model, queries: Sequence, chunk: int | None = None, uniform: bool = False) -> tuple[float, float]:
+def neighbour_nesy(model, queries: Sequence, pool: Tensor, k: int = NEIGHBOURS, chunk: int | None = None) -> float:
+    """:func:`training_nesy` with each training image's ``p(y|x)`` replaced by the mean ``p(y|x)``
+    of its ``k`` nearest images of ``pool`` (the training pool's images, ``tensor(train(I))``)
+    that no query shows, nearest by the cosine of their pixels (:class:`NeighbourPredictions`).
+
+    What the networks' reading of other images says of the training queries: with 100
+    MNIST-addition queries a start can fit its 200 images one by one under the right sums while
+    it names every other image wrongly (training ``L_NESY`` 0.10-0.28 at digit accuracy 0.37-0.49,
+    as low as healthy starts), and this loss sees it (docs/trials/nesy.md, "2026-12-02"). The
+    pool's other images are read without labels, and only to judge."""
+    return nesy_means(model, queries, chunk, transform=NeighbourPredictions(model, queries, pool, k))[0]
+
+
+class NeighbourPredictions:
+    """``(per_net, log_probs) -> log_probs`` with the row of each input ``tensor(train(I))``
+    replaced by the log of the mean prediction over ``I``'s ``k`` nearest pool images outside
+    ``queries``; inputs of other sources keep their own row. The networks read the pool once,
+    in evaluation mode."""
+
+    def __init__(self, model, queries: Sequence, pool: Tensor, k: int) -> None:
+        shown = {pool_index(t) for inputs in batch_inputs(model, queries).values() for t in inputs} - {None}
+        others = torch.tensor([i for i in range(len(pool)) if i not in shown], dtype=torch.long)
+        if len(others) < k:
+            raise ValueError(f"neighbour_nesy: {len(others)} pool images outside the queries, fewer than k = {k}")
+        self.model, self.pool, self.k, self.others = model, pool, k, others
+        self.unit = torch.nn.functional.normalize(pool.flatten(1).float(), dim=1)
+        self.probs: dict[str, Tensor] = {}
+
+    def pool_probs(self, name: str) -> Tensor:
+        if name not in self.probs:
+            module = gedi_networks(self.model)[name].network_module
+            with evaluating(module), torch.no_grad():
+                self.probs[name] = torch.cat([torch.softmax(module.logits(x).float(), -1)
+                                              for x in self.pool[self.others].split(1000)])
+        return self.probs[name]
+
+    def __call__(self, per_net: Mapping[str, list], log_probs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        out = dict(log_probs)
+        for name, lp in log_probs.items():
+            rows = [(j, i) for j, i in enumerate(map(pool_index, per_net[name])) if i is not None]
+            if not rows:
+                continue
+            at, idx = (torch.tensor(v) for v in zip(*rows))
+            near = (self.unit[idx] @ self.unit[self.others].T).topk(self.k, dim=1).indices
+            out[name] = lp.clone()
+            out[name][at] = self.pool_probs(name)[near].mean(1).clamp_min(1e-12).log().to(lp.dtype)
+        return out
+
+
+def pool_index(term) -> int | None:
+    """``I`` of the input term ``tensor(train(I))`` (or ``[tensor(train(I))]``), else None."""
+    found = POOL_IMAGE.fullmatch(str(term))
+    return int(found.group(1)) if found else None
+
+
+def nesy_means(model, queries: Sequence, chunk: int | None = None, uniform: bool = False,
+               transform: Callable[[Mapping[str, list], Mapping[str, Tensor]], Mapping[str, Tensor]] | None = None,
+               ) -> tuple[float, float]:
     """The mean ``L_NESY`` over ``queries``, in chunks of ``chunk`` (default :func:`score_chunk`),
-    of the networks as they are (evaluation mode, no shifts) and, with ``uniform``, of networks
-    that predict every class alike (NaN without), from one forward pass per chunk; a chunk whose
+    of the networks as they are (evaluation mode, no shifts; ``transform`` maps the chunk's
+    inputs and log-probabilities to the ones scored) and, with ``uniform``, of networks that
+    predict every class alike (NaN without), from one forward pass per chunk; a chunk whose
     loss is not finite is left out of that mean."""
     chunk = chunk or score_chunk(model)
     nets = list(gedi_networks(model))
@@ -61,7 +124,7 @@ def nesy_means(model, queries: Sequence, chunk: int | None = None, uniform: bool
     for i in range(0, len(queries), chunk):
         part = list(queries[i:i + chunk])
         per_net, log_probs = network_log_probs(model, part, nets)
-        kinds = [log_probs]
+        kinds = [log_probs if transform is None else transform(per_net, log_probs)]
         if uniform:
             kinds.append({name: torch.full_like(lp, -math.log(lp.shape[1])) for name, lp in log_probs.items()})
         for acc, lps in zip(sums, kinds):

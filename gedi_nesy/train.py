@@ -28,7 +28,8 @@ from gedi_core.runfolder import CHECKPOINT, LOCK, METRICS, RunFolder, write_byte
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
-from gedi_nesy.restarts import StartCut, lowest, network_weights, reinitialize, restore_weights, training_nesy
+from gedi_nesy.restarts import (StartCut, lowest, neighbour_nesy, network_weights, reinitialize, restore_weights,
+                                training_nesy)
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.start import Start, build_start, nesy_objective  # noqa: F401 (nesy_objective: imported from here)
 from gedi_nesy.step import gedi_networks
@@ -148,6 +149,8 @@ def start_metrics(start: Start, result: FitResult, extra: dict[str, Any] | None)
     cfg, pools, test_queries, weights, priors = start.cfg, start.pools, start.test_queries, start.weights, start.priors
     fitted = {"train_nesy": round(training_nesy(start.model, start.train_queries), 6)} \
         if weights["nesy"] > 0 and (cfg.restarts or cfg.rename_every) else {}
+    if weights["nesy"] > 0 and cfg.restart_judge == "neighbours":
+        fitted["neighbour_nesy"] = round(neighbour_nesy(start.model, start.train_queries, pools.train_x), 6)
     final = evaluate_nesy(start.model, pools, start.domains, test_queries)
     first_name, first = next(iter(start.nets.items()))
     expected = float(priors[first_name].max()) if first_name in priors else None
@@ -238,11 +241,17 @@ def train_nesy(
                                   progress, extra, dist, may_cut=k < cfg.restarts)
             found.append((metrics, {} if metrics.get("cut_at") is not None else network_weights(model)))
         ended = found[-1][0]
-        again = ended.get("cut_at") is not None or ended["train_nesy"] > cfg.restart_above
+        again = ended.get("cut_at") is not None or judged_loss(ended) > cfg.restart_above
         tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: {start_outcome(ended, cfg, again and k < cfg.restarts)}")
         if not again:
             break
     return keep_best_start(model, found, run)
+
+
+def judged_loss(metrics: dict[str, Any]) -> float:
+    """The loss a start is judged and kept by (``cfg.restart_judge``): ``neighbour_nesy`` where
+    the start has it, else its training ``L_NESY``."""
+    return metrics.get("neighbour_nesy", metrics["train_nesy"])
 
 
 def start_outcome(metrics: dict[str, Any], cfg: NesyConfig, restart: bool) -> str:
@@ -251,15 +260,18 @@ def start_outcome(metrics: dict[str, Any], cfg: NesyConfig, restart: bool) -> st
     if metrics.get("cut_at") is not None:  # only a start that is not the last is cut
         return (f"{said} at epoch {metrics['cut_at']}, on the plateau (uniform predictions: "
                 f"{metrics['uniform_nesy']:.4f}): cut, restart")
+    if "neighbour_nesy" in metrics:
+        said += f", with the pool's neighbours {metrics['neighbour_nesy']:.4f}"
     return f"{said} > {cfg.restart_above:g}: restart" if restart else said
 
 
 def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], run: RunFolder | None) -> dict[str, Any]:
-    """Put the start with the lowest training ``L_NESY`` into ``model`` and, with a run folder,
-    its files into ``run`` (``metrics.json`` last, with every start's figures)."""
-    best = lowest([m["train_nesy"] for m, _ in found], [m.get("cut_at") is not None for m, _ in found])
+    """Put the start with the lowest judged loss (:func:`judged_loss`) into ``model`` and, with a
+    run folder, its files into ``run`` (``metrics.json`` last, with every start's figures)."""
+    best = lowest([judged_loss(m) for m, _ in found], [m.get("cut_at") is not None for m, _ in found])
     restore_weights(model, found[best][1])
-    starts = [{"start": k, "train_nesy": m["train_nesy"], **{key: m.get(key) for key in ("digit_acc", "nmi",
+    starts = [{"start": k, "train_nesy": m["train_nesy"],
+               **({"neighbour_nesy": m["neighbour_nesy"]} if "neighbour_nesy" in m else {}), **{key: m.get(key) for key in ("digit_acc", "nmi",
                                                                                          "query_acc", "seconds")},
                **({"cut_at": m["cut_at"]} if m.get("cut_at") is not None else {})}
               for k, (m, _) in enumerate(found)]

@@ -332,3 +332,74 @@ def test_train_model_restarts_draw_from_the_script_seed(monkeypatch):
     assert len(a) == 2 and not torch.equal(a[0], a[1])
     assert not torch.equal(a[0], b[0]) and not torch.equal(a[1], b[1])
     assert all(torch.equal(x, y) for x, y in zip(a, restart_heads(1)))
+
+
+# ----------------------------------------------------------------------------- judged by the pool's neighbours
+class Memorizer(nn.Module):
+    """Reads a one-hot digit image right when its 11th pixel is set (the images the queries
+    show) and every other image as the next digit: a network that fits its training queries and
+    names the rest wrongly."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        onehot, shown = x[:, :10], x[:, 10:11]
+        return shown * onehot + (1 - shown) * onehot.roll(1, dims=1)
+
+
+def memorizer_model(memorize: bool):
+    pools = oracle_pools()
+    pools.train_x = torch.cat([pools.train_x.reshape(-1, 10), torch.zeros(len(pools.train_x), 1)], 1).reshape(-1, 1, 1, 11)
+    pools.test_x = pools.train_x[:20].clone()
+    module = nn.Sequential(nn.Flatten(), Memorizer() if memorize else nn.Identity(), nn.Linear(11 if not memorize else 10, 10))
+    with torch.no_grad():
+        module[2].weight.copy_(torch.eye(10) if memorize else torch.eye(10, 11))
+        module[2].bias.zero_()
+    net = gedi_network(module, "gedi_net", lr=0.0, weight_decay=0.0)
+    model = build_nesy_model(ADDITION, [net], pools, engine="batched")
+    queries = task_queries("addition", pools.train_y, 60, seed=1)
+    from gedi_nesy.restarts import pool_index
+    from gedi_nesy.step import batch_inputs
+
+    shown = [pool_index(t) for t in batch_inputs(model, queries)["gedi_net"]]
+    pools.train_x.reshape(-1, 11)[shown, 10] = 1.0  # in place: the model's tensor source holds this tensor
+    return model, pools, queries
+
+
+def test_the_pool_neighbours_see_a_network_that_fits_its_queries_and_names_the_rest_wrongly():
+    from gedi_nesy.restarts import neighbour_nesy, training_nesy
+
+    model, pools, queries = memorizer_model(memorize=False)  # the right oracle
+    right = training_nesy(model, queries)
+    assert right < 0.05 and neighbour_nesy(model, queries, pools.train_x) == pytest.approx(right, abs=0.05)
+    model, pools, queries = memorizer_model(memorize=True)
+    assert training_nesy(model, queries) < 0.05  # its training queries cannot tell
+    assert neighbour_nesy(model, queries, pools.train_x) > 1.0
+
+
+def test_neighbour_predictions_keep_inputs_of_other_sources_and_need_enough_pool_images():
+    from gedi_nesy.restarts import NeighbourPredictions, pool_index
+
+    assert pool_index("tensor(train(12))") == pool_index("[tensor(train(12))]") == 12
+    assert pool_index("tensor(test(12))") is None and pool_index("[tensor(train(1)), tensor(train(2))]") is None
+    model, pools, queries = memorizer_model(memorize=True)
+    with pytest.raises(ValueError, match="fewer than k"):
+        NeighbourPredictions(model, queries, pools.train_x, k=len(pools.train_x))
+    smooth = NeighbourPredictions(model, queries, pools.train_x, k=3)
+    lp = torch.zeros(2, 10)
+    out = smooth({"gedi_net": ["tensor(test(1))", "tensor(train(0))"]}, {"gedi_net": lp})
+    assert torch.equal(out["gedi_net"][0], lp[0]) and not torch.equal(out["gedi_net"][1], lp[1])
+
+
+@pytest.mark.slow
+def test_starts_judged_by_the_pool_neighbours_are_kept_by_them(tmp_path, capsys):
+    import json
+
+    from gedi_nesy import cli
+
+    out = tmp_path / "run"
+    assert cli.main([*RESTART, "--rename-every", "0", "--restarts", "2", "--restart-above", "0",
+                     "--restart-judge", "neighbours", "--out", str(out)]) == 0
+    assert "with the pool's neighbours" in capsys.readouterr().out
+    judged = [start_metrics(out, k)["neighbour_nesy"] for k in range(3)]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["chosen_start"] == min(range(3), key=lambda k: (judged[k], k))
+    assert [s["neighbour_nesy"] for s in metrics["starts"]] == judged

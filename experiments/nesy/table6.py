@@ -107,7 +107,8 @@ def run_one(n: int, arm: str, seed: int, settings: dict) -> dict:
     return {"examples": n, "arm": arm, "seed": seed, "epochs": metrics["epochs"],
             "evaluated_on": metrics.get("evaluated_on", "test"),
             **{k: metrics.get(k) for k in ("digit_acc", "nmi", "cluster_acc", "query_acc", "max_cluster_share",
-                                           "seconds", "train_seconds", "queries_per_s", "train_nesy", "chosen_start")},
+                                           "seconds", "train_seconds", "queries_per_s", "train_nesy", "neighbour_nesy",
+                                           "chosen_start")},
             "starts": len(metrics.get("starts", [])) or 1, "renamings": len(metrics.get("renamings", [])),
             "data_note": shown_note(metrics.get("data_note", ""), settings["data_root"])}
 
