@@ -11,6 +11,11 @@ most of its epochs: with 100 MNIST-addition queries (two optimizer steps an epoc
 were still there after 100 of their 500 epochs, and 4 of those 6 ended wrongly named or unlearnt.
 ``--restart-plateau E`` cuts a start still on it after ``E`` epochs (:class:`StartCut`) and
 draws the next one there, instead of after the whole run.
+
+With 100 queries a start can fit its 200 images one by one under the right sums while naming
+every other image wrongly: its training ``L_NESY`` looks healthy. ``--restart-judge neighbours``
+judges it by :func:`neighbour_nesy` instead, the training queries scored through each image's
+nearest pool images that no query shows.
 """
 
 from __future__ import annotations
