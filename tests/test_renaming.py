@@ -403,3 +403,27 @@ def test_starts_judged_by_the_pool_neighbours_are_kept_by_them(tmp_path, capsys)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["chosen_start"] == min(range(3), key=lambda k: (judged[k], k))
     assert [s["neighbour_nesy"] for s in metrics["starts"]] == judged
+
+
+@pytest.mark.slow
+def test_judge_runs_scores_finished_runs_by_both_judges(tmp_path, capsys):
+    """experiments.nesy.judge_runs rebuilds a finished run and scores it again: the neighbours'
+    loss the run was kept by, and its training L_NESY; an unfinished folder is one line, exit 2."""
+    import json
+
+    from experiments.nesy import judge_runs
+    from gedi_nesy import cli
+
+    out = tmp_path / "r1"
+    assert cli.main([*RESTART, "--rename-every", "0", "--restart-judge", "neighbours", "--restarts", "1",
+                     "--restart-above", "1000", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert judge_runs.main([str(out), "--k", "1,5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
+    row = dict(zip(cells(lines[0]), cells(next(line for line in lines if line.startswith("| r1 |")))))
+    kept = json.loads((out / "metrics.json").read_text())
+    assert float(row["neighbour_nesy k=5"]) == pytest.approx(kept["neighbour_nesy"], abs=1e-3)
+    assert float(row["train_nesy"]) == pytest.approx(kept["train_nesy"], abs=1e-3)
+    assert judge_runs.main([str(tmp_path / "missing")]) == 2
+    assert "not finished" in capsys.readouterr().err
