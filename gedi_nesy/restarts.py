@@ -27,6 +27,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from gedi_core.errors import GediError
 from gedi_core.models import evaluating
 from gedi_nesy.renaming import network_log_probs, subset_loss
 from gedi_nesy.step import batch_inputs, gedi_networks
@@ -81,9 +82,14 @@ class NeighbourPredictions:
 
     def __init__(self, model, queries: Sequence, pool: Tensor, k: int) -> None:
         shown = {pool_index(t) for inputs in batch_inputs(model, queries).values() for t in inputs} - {None}
+        if not shown:
+            raise GediError("restart judge 'neighbours': the training queries show no training-pool image "
+                            "(tensor(train(I))); judge by the training L_NESY (--restart-judge train)")
         others = torch.tensor([i for i in range(len(pool)) if i not in shown], dtype=torch.long)
         if len(others) < k:
-            raise ValueError(f"neighbour_nesy: {len(others)} pool images outside the queries, fewer than k = {k}")
+            raise GediError(f"restart judge 'neighbours': {len(others)} training-pool images outside the queries, "
+                            f"fewer than the {k} neighbours it needs; judge by the training L_NESY "
+                            "(--restart-judge train)")
         self.model, self.pool, self.k, self.others = model, pool, k, others
         self.unit = torch.nn.functional.normalize(pool.flatten(1).float(), dim=1)
         self.probs: dict[str, Tensor] = {}

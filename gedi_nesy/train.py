@@ -28,8 +28,8 @@ from gedi_core.runfolder import CHECKPOINT, LOCK, METRICS, RunFolder, write_byte
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
-from gedi_nesy.restarts import (StartCut, lowest, neighbour_nesy, network_weights, reinitialize, restore_weights,
-                                training_nesy)
+from gedi_nesy.restarts import (NEIGHBOURS, NeighbourPredictions, StartCut, lowest, neighbour_nesy, network_weights,
+                                reinitialize, restore_weights, training_nesy)
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.start import Start, build_start, nesy_objective  # noqa: F401 (nesy_objective: imported from here)
 from gedi_nesy.step import gedi_networks
@@ -221,6 +221,8 @@ def train_nesy(
     ``out/start<k>`` (resumed, or reused when finished, like any run); ``out`` gets the kept start's
     files and ``metrics.json`` with ``starts``: each start's ``train_nesy`` and test metrics. The
     returned metrics are the kept start's, with ``starts`` and ``chosen_start``."""
+    if cfg.restart_judge == "neighbours" and cfg.active_weights()["nesy"] > 0:  # refused now, not after training
+        NeighbourPredictions(model, train_queries, pools.train_x, NEIGHBOURS)
     if cfg.restarts == 0 or cfg.active_weights()["nesy"] == 0:  # the GEDI-only arm has no L_NESY to judge by
         return train_start(cfg, model, train_queries, pools, test_queries, out, resume, progress, extra, dist)
     dist = dist or DistInfo()

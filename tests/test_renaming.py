@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from gedi_core.errors import GediError
 from gedi_nesy import GEDILoss, gedi_network, train_model
 from gedi_nesy.data import Pools, task_queries
 from gedi_nesy.program import build_nesy_model
@@ -110,8 +111,6 @@ def test_train_model_renames_a_wrongly_named_network_between_batches():
 
 def test_a_bad_rename_every_is_refused():
     from deepproblog.dataset import DataLoader
-
-    from gedi_core.errors import GediError
 
     model, _, queries = oracle_model()
     with pytest.raises(GediError, match="rename_every"):
@@ -381,8 +380,10 @@ def test_neighbour_predictions_keep_inputs_of_other_sources_and_need_enough_pool
     assert pool_index("tensor(train(12))") == pool_index("[tensor(train(12))]") == 12
     assert pool_index("tensor(test(12))") is None and pool_index("[tensor(train(1)), tensor(train(2))]") is None
     model, pools, queries = memorizer_model(memorize=True)
-    with pytest.raises(ValueError, match="fewer than k"):
+    with pytest.raises(GediError, match="fewer than the 600 neighbours"):
         NeighbourPredictions(model, queries, pools.train_x, k=len(pools.train_x))
+    with pytest.raises(GediError, match="show no training-pool image"):
+        NeighbourPredictions(model, [], pools.train_x, k=3)
     smooth = NeighbourPredictions(model, queries, pools.train_x, k=3)
     lp = torch.zeros(2, 10)
     out = smooth({"gedi_net": ["tensor(test(1))", "tensor(train(0))"]}, {"gedi_net": lp})
