@@ -254,20 +254,22 @@ def build_nesy_config(layers: list[tuple[str, Mapping[str, Any]]]) -> NesyConfig
         common.append((source, layer))
         sections.append((arms, sizes))
     arm = build_config(NesyConfig, common).arm
-    with_arms: list[tuple[str, Mapping[str, Any]]] = []
-    for (source, layer), (arms, _) in zip(common, sections):
-        with_arms.append((source, layer))
-        if arm in arms:
-            with_arms.append((f"{source} (arms.{arm})", arms[arm]))
-    examples = build_config(NesyConfig, with_arms).data.examples
-    final: list[tuple[str, Mapping[str, Any]]] = []
+    examples = build_config(NesyConfig, with_sections(common, sections, arm)).data.examples
+    return build_config(NesyConfig, with_sections(common, sections, arm, examples)).validate()
+
+
+def with_sections(common: list[tuple[str, dict[str, Any]]], sections: list[tuple[dict[Any, Any], dict[Any, Any]]],
+                  arm: str, examples: int | None = None) -> list[tuple[str, Mapping[str, Any]]]:
+    """The layers with, right after each, its ``arms.<arm>`` section and (``examples`` given) its
+    ``by_examples.<examples>`` section."""
+    layers: list[tuple[str, Mapping[str, Any]]] = []
     for (source, layer), (arms, sizes) in zip(common, sections):
-        final.append((source, layer))
+        layers.append((source, layer))
         if arm in arms:
-            final.append((f"{source} (arms.{arm})", arms[arm]))
+            layers.append((f"{source} (arms.{arm})", arms[arm]))
         if examples in sizes:
-            final.append((f"{source} (by_examples.{examples})", sizes[examples]))
-    return build_config(NesyConfig, final).validate()
+            layers.append((f"{source} (by_examples.{examples})", sizes[examples]))
+    return layers
 
 
 def section_of(layer: dict[str, Any], key: str, source: str, known: Any, unknown: str) -> dict[Any, Any]:

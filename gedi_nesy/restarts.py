@@ -81,17 +81,10 @@ class NeighbourPredictions:
     in evaluation mode."""
 
     def __init__(self, model, queries: Sequence, pool: Tensor, k: int) -> None:
-        shown = {pool_index(t) for inputs in batch_inputs(model, queries).values() for t in inputs} - {None}
-        if not shown:
-            raise GediError("restart judge 'neighbours': the training queries show no training-pool image "
-                            "(tensor(train(I))); judge by the training L_NESY (--restart-judge train)")
-        others = torch.tensor([i for i in range(len(pool)) if i not in shown], dtype=torch.long)
-        if len(others) < k:
-            raise GediError(f"restart judge 'neighbours': {len(others)} training-pool images outside the queries, "
-                            f"fewer than the {k} neighbours it needs; judge by the training L_NESY "
-                            "(--restart-judge train)")
-        self.model, self.pool, self.k, self.others = model, pool, k, others
+        self.model, self.pool, self.k = model, pool, k
+        self.others = outside_queries(model, queries, len(pool), k)
         self.unit = torch.nn.functional.normalize(pool.flatten(1).float(), dim=1)
+        self.others_unit = self.unit[self.others]  # the candidates, indexed once
         self.probs: dict[str, Tensor] = {}
 
     def pool_probs(self, name: str) -> Tensor:
@@ -109,10 +102,26 @@ class NeighbourPredictions:
             if not rows:
                 continue
             at, idx = (torch.tensor(v) for v in zip(*rows))
-            near = (self.unit[idx] @ self.unit[self.others].T).topk(self.k, dim=1).indices
+            near = (self.unit[idx] @ self.others_unit.T).topk(self.k, dim=1).indices
             out[name] = lp.clone()
             out[name][at] = self.pool_probs(name)[near].mean(1).clamp_min(1e-12).log().to(lp.dtype)
         return out
+
+
+def outside_queries(model, queries: Sequence, pool_size: int, k: int) -> Tensor:
+    """The indices of the training-pool images no query shows, the candidates of
+    :class:`NeighbourPredictions`; queries that show no pool image, or fewer than ``k``
+    candidates, are a :class:`GediError` (before training, from :func:`gedi_nesy.train.train_nesy`)."""
+    shown = {pool_index(t) for inputs in batch_inputs(model, queries).values() for t in inputs} - {None}
+    if not shown:
+        raise GediError("restart judge 'neighbours': the training queries show no training-pool image "
+                        "(tensor(train(I))); judge by the training L_NESY (--restart-judge train)")
+    others = torch.tensor([i for i in range(pool_size) if i not in shown], dtype=torch.long)
+    if len(others) < k:
+        raise GediError(f"restart judge 'neighbours': {len(others)} training-pool images outside the queries, "
+                        f"fewer than the {k} neighbours it needs; judge by the training L_NESY "
+                        "(--restart-judge train)")
+    return others
 
 
 def pool_index(term) -> int | None:

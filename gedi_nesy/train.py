@@ -28,7 +28,7 @@ from gedi_core.runfolder import CHECKPOINT, LOCK, METRICS, RunFolder, write_byte
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
-from gedi_nesy.restarts import (NEIGHBOURS, NeighbourPredictions, StartCut, lowest, neighbour_nesy, network_weights,
+from gedi_nesy.restarts import (NEIGHBOURS, StartCut, lowest, neighbour_nesy, network_weights, outside_queries,
                                 reinitialize, restore_weights, training_nesy)
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.start import Start, build_start, nesy_objective  # noqa: F401 (nesy_objective: imported from here)
@@ -222,7 +222,7 @@ def train_nesy(
     files and ``metrics.json`` with ``starts``: each start's ``train_nesy`` and test metrics. The
     returned metrics are the kept start's, with ``starts`` and ``chosen_start``."""
     if cfg.restart_judge == "neighbours" and cfg.active_weights()["nesy"] > 0:  # refused now, not after training
-        NeighbourPredictions(model, train_queries, pools.train_x, NEIGHBOURS)
+        outside_queries(model, train_queries, len(pools.train_x), NEIGHBOURS)
     if cfg.restarts == 0 or cfg.active_weights()["nesy"] == 0:  # the GEDI-only arm has no L_NESY to judge by
         return train_start(cfg, model, train_queries, pools, test_queries, out, resume, progress, extra, dist)
     dist = dist or DistInfo()
@@ -273,8 +273,8 @@ def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], r
     best = lowest([judged_loss(m) for m, _ in found], [m.get("cut_at") is not None for m, _ in found])
     restore_weights(model, found[best][1])
     starts = [{"start": k, "train_nesy": m["train_nesy"],
-               **({"neighbour_nesy": m["neighbour_nesy"]} if "neighbour_nesy" in m else {}), **{key: m.get(key) for key in ("digit_acc", "nmi",
-                                                                                         "query_acc", "seconds")},
+               **({"neighbour_nesy": m["neighbour_nesy"]} if "neighbour_nesy" in m else {}),
+               **{key: m.get(key) for key in ("digit_acc", "nmi", "query_acc", "seconds")},
                **({"cut_at": m["cut_at"]} if m.get("cut_at") is not None else {})}
               for k, (m, _) in enumerate(found)]
     result = {**found[best][0], "starts": starts, "chosen_start": best,

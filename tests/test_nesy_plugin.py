@@ -307,7 +307,6 @@ def test_config_file_arms_section_applies_to_its_arm_only(tmp_path, capsys):
     expect_error(capsys, tmp_path, ["--config", str(bad)], "bad.yaml", "unknown arm 'jem'")
 
 
-
 def test_config_file_by_examples_section_applies_to_its_size_only(tmp_path, capsys):
     """by_examples.<n> applies to runs of n training examples, after the arms section; flags still win."""
     path = write(tmp_path, "c.yaml", "restart_above: 0.4\narms:\n  gedi+nesy:\n    lr: 0.002\nby_examples:\n"
@@ -322,6 +321,7 @@ def test_config_file_by_examples_section_applies_to_its_size_only(tmp_path, caps
     expect_error(capsys, tmp_path, ["--config", str(bad)], "bad.yaml", "'many' is not a number of training examples")
     bad = write(tmp_path, "bad2.yaml", "by_examples:\n  12:\n    judge: 1\n")  # FAST: 12 examples
     expect_error(capsys, tmp_path, ["--config", str(bad)], "bad2.yaml (by_examples.12)", "judge")
+
 
 def test_read_query_file_errors_name_file_and_line(tmp_path):
     path = write(tmp_path, "q.txt", "sum(tensor(train(0)), tensor(train(1)), 3).\nsum(tensor(valid(0)), tensor(train(1)), 3).\n")

@@ -47,7 +47,7 @@ def run_one(args: argparse.Namespace, port: str, budget: tuple[int, int, int, in
     path = Path(args.out) / "runs" / f"{run_name(port, budget, seed)}.json"
     if path.is_file():
         kept = json.loads(path.read_text())
-        asked = {"gedi": args.gedi if port == "gedi" else "", "train_args": args.train_args if port == "gedi" else ""}
+        asked = {key: getattr(args, key) if port == "gedi" else "" for key in ("gedi", "train_args")}  # gedi port only
         differ = [k for k, v in asked.items() if (kept.get(k) or "") != v]
         if differ:
             raise SystemExit(f"{path}: this run was made with other {' and '.join('--' + k.replace('_', '-') for k in differ)} "
