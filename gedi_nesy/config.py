@@ -135,10 +135,14 @@ class NesyConfig:
     restart_above: float = setting(0.5, "--restart-above", "training L_NESY above which a start is restarted",
                                    range=NON_NEGATIVE)
     # a start whose training L_NESY after this many epochs is still plateau_share or more of the loss of
-    # uniform predictions is cut there and drawn afresh (counts as a restart; the last start is never cut); 0: off
+    # uniform predictions is cut there and drawn afresh (counts as a restart past plateau_cuts; the last start is
+    # never cut); 0: off
     restart_plateau: int = setting(0, "--restart-plateau", "epochs after which a start still at the loss of uniform "
                                    "predictions (--plateau-share of it or more) is cut and drawn afresh (0: off)",
                                    range=NON_NEGATIVE)
+    # starts cut on the plateau that do not count as restarts (a cut beyond them counts as one)
+    plateau_cuts: int = setting(0, "--plateau-cuts", "starts cut on the plateau that do not count as restarts "
+                                "(beyond them a cut counts as one)", range=NON_NEGATIVE)
     plateau_share: float = setting(0.9, "--plateau-share", "share of the uniform predictions' training L_NESY at "
                                    "or above which a start is on the plateau", range=NON_NEGATIVE)
     # the loss a start is judged by against restart_above: train: its training L_NESY | neighbours:

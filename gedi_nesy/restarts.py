@@ -10,7 +10,8 @@ A start can also sit on a plateau at the loss of uniform predictions (:func:`uni
 most of its epochs: with 100 MNIST-addition queries (two optimizer steps an epoch) 6 of 12 starts
 were still there after 100 of their 500 epochs, and 4 of those 6 ended wrongly named or unlearnt.
 ``--restart-plateau E`` cuts a start still on it after ``E`` epochs (:class:`StartCut`) and
-draws the next one there, instead of after the whole run.
+draws the next one there, instead of after the whole run; ``--plateau-cuts C`` lets ``C`` such
+cuts not count as restarts (:class:`StartBudget`).
 
 With 100 queries a start can fit its 200 images one by one under the right sums while naming
 every other image wrongly: its training ``L_NESY`` looks healthy. ``--restart-judge neighbours``
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -163,6 +165,30 @@ class StartCut(Exception):
     def __init__(self, epoch: int, loss: float, uniform: float) -> None:
         super().__init__(f"epoch {epoch}: training L_NESY {loss:.4f}, uniform predictions {uniform:.4f}")
         self.epoch, self.loss, self.uniform = epoch, loss, uniform
+
+
+@dataclass
+class StartBudget:
+    """The starts a run has left after its first: ``restarts`` for starts that ran to the end
+    and were judged above the bound, and ``cuts`` for starts cut on the plateau that do not count
+    as restarts (a cut beyond them counts as one). A start may be cut only where another follows."""
+
+    restarts: int
+    cuts: int = 0
+
+    def may_cut(self) -> bool:
+        """Whether the next start may be cut on the plateau (another start would follow it)."""
+        return self.restarts + self.cuts > 0
+
+    def spend(self, cut: bool) -> bool:
+        """Count a start that was cut (``cut``) or judged above the bound; whether another follows."""
+        if cut and self.cuts:
+            self.cuts -= 1
+            return True
+        if self.restarts:
+            self.restarts -= 1
+            return True
+        return False
 
 
 def reinitialize(model, seed: int) -> None:

@@ -10,6 +10,7 @@ restarts badly ending starts and keeps the best.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from pathlib import Path
@@ -28,8 +29,8 @@ from gedi_core.runfolder import CHECKPOINT, LOCK, METRICS, RunFolder, write_byte
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
-from gedi_nesy.restarts import (NEIGHBOURS, StartCut, lowest, neighbour_nesy, network_weights, outside_queries,
-                                reinitialize, restore_weights, training_nesy)
+from gedi_nesy.restarts import (NEIGHBOURS, StartBudget, StartCut, lowest, neighbour_nesy, network_weights,
+                                outside_queries, reinitialize, restore_weights, training_nesy)
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.start import Start, build_start, nesy_objective  # noqa: F401 (nesy_objective: imported from here)
 from gedi_nesy.step import gedi_networks
@@ -214,7 +215,8 @@ def train_nesy(
     above ``cfg.restart_above``, the GEDI networks are drawn afresh (:func:`reinitialize`) and
     trained again; the start with the lowest training ``L_NESY`` is kept, in the model and as the
     run. With ``cfg.restart_plateau`` a start (but the last) still at the loss of uniform predictions
-    after that many epochs is cut there and counts as a restart. A wrongly named run (digits 4-9 read as 3-8, two digits in one cluster) ends at 0.65-0.71
+    after that many epochs is cut there and counts as a restart, once ``cfg.plateau_cuts`` cuts
+    have been made that do not (:class:`~gedi_nesy.restarts.StartBudget`). A wrongly named run (digits 4-9 read as 3-8, two digits in one cluster) ends at 0.65-0.71
     on MNIST addition, healthy ones at 0.1-0.25.
 
     With restarts and a run folder ``out``, start ``k`` is a run folder of its own,
@@ -223,14 +225,15 @@ def train_nesy(
     returned metrics are the kept start's, with ``starts`` and ``chosen_start``."""
     if cfg.restart_judge == "neighbours" and cfg.active_weights()["nesy"] > 0:  # refused now, not after training
         outside_queries(model, train_queries, len(pools.train_x), NEIGHBOURS)
-    if cfg.restarts == 0 or cfg.active_weights()["nesy"] == 0:  # the GEDI-only arm has no L_NESY to judge by
+    if (cfg.restarts == 0 and cfg.plateau_cuts == 0) or cfg.active_weights()["nesy"] == 0:  # the GEDI-only arm has no L_NESY to judge by
         return train_start(cfg, model, train_queries, pools, test_queries, out, resume, progress, extra, dist)
     dist = dist or DistInfo()
     if dist.enabled:
         raise GediError("restarts: not supported under torchrun; set restarts to 0")
     run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, False, dist.is_main).open()
     found: list[tuple[dict[str, Any], dict[str, Any]]] = []  # each start's (metrics, network weights)
-    for k in range(cfg.restarts + 1):
+    budget = StartBudget(cfg.restarts, cfg.plateau_cuts)
+    for k in itertools.count():
         if k:
             reinitialize(model, cfg.seed + 1000 * k)
         folder = None if run is None else run.path / f"start{k}"
@@ -240,11 +243,12 @@ def train_nesy(
         else:
             metrics = train_start(cfg, model, train_queries, pools, test_queries, folder,
                                   resume and folder is not None and (folder / CHECKPOINT).is_file(),
-                                  progress, extra, dist, may_cut=k < cfg.restarts)
+                                  progress, extra, dist, may_cut=budget.may_cut())
             found.append((metrics, {} if metrics.get("cut_at") is not None else network_weights(model)))
         ended = found[-1][0]
-        again = ended.get("cut_at") is not None or judged_loss(ended) > cfg.restart_above
-        tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: {start_outcome(ended, cfg, again and k < cfg.restarts)}")
+        cut = ended.get("cut_at") is not None
+        again = (cut or judged_loss(ended) > cfg.restart_above) and budget.spend(cut)
+        tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: {start_outcome(ended, cfg, again)}")
         if not again:
             break
     return keep_best_start(model, found, run)

@@ -292,6 +292,38 @@ def test_starts_on_the_plateau_are_cut_and_the_last_runs_to_the_end(tmp_path, ca
     assert json.loads((out / "metrics.json").read_text())["chosen_start"] == 2
 
 
+def test_the_start_budget_spends_cuts_before_restarts():
+    """Cuts spend their own budget first, then count as restarts; a start judged above the
+    bound spends a restart; nothing follows once both are spent, and only then may a start not
+    be cut."""
+    from gedi_nesy.restarts import StartBudget
+
+    budget = StartBudget(restarts=1, cuts=2)
+    assert [budget.spend(cut=True) for _ in range(3)] == [True, True, True]
+    assert (budget.restarts, budget.cuts) == (0, 0) and not budget.may_cut()
+    assert not budget.spend(cut=True) and not budget.spend(cut=False)
+    budget = StartBudget(restarts=2, cuts=1)
+    assert budget.spend(cut=False) and (budget.restarts, budget.cuts) == (1, 1)
+    assert budget.spend(cut=True) and (budget.restarts, budget.cuts) == (1, 0) and budget.may_cut()
+    assert budget.spend(cut=False) and not budget.may_cut() and not budget.spend(cut=False)
+    assert not StartBudget(restarts=0).may_cut()
+
+
+@pytest.mark.slow
+def test_plateau_cuts_run_without_restarts(tmp_path):
+    """--plateau-cuts 2 with no restarts: two starts are cut, the third runs to the end and is
+    the run (without the flag the one start is never cut)."""
+    import json
+
+    from gedi_nesy import cli
+
+    out = tmp_path / "run"
+    assert cli.main([*RESTART, "--epochs", "2", "--restarts", "0", "--plateau-cuts", "2", "--restart-plateau", "1",
+                     "--plateau-share", "0", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [s.get("cut_at") for s in metrics["starts"]] == [1, 1, None] and metrics["chosen_start"] == 2
+
+
 @pytest.mark.slow
 def test_a_start_off_the_plateau_is_not_cut(tmp_path, capsys):
     import json
