@@ -216,8 +216,9 @@ def train_nesy(
     trained again; the start with the lowest training ``L_NESY`` is kept, in the model and as the
     run. With ``cfg.restart_plateau`` a start (but the last) still at the loss of uniform predictions
     after that many epochs is cut there and counts as a restart, once ``cfg.plateau_cuts`` cuts
-    have been made that do not (:class:`~gedi_nesy.restarts.StartBudget`). A wrongly named run (digits 4-9 read as 3-8, two digits in one cluster) ends at 0.65-0.71
-    on MNIST addition, healthy ones at 0.1-0.25.
+    have been made that do not (:class:`~gedi_nesy.restarts.StartBudget`). A wrongly named run
+    (digits 4-9 read as 3-8, two digits in one cluster) ends at 0.65-0.71 on MNIST addition,
+    healthy ones at 0.1-0.25.
 
     With restarts and a run folder ``out``, start ``k`` is a run folder of its own,
     ``out/start<k>`` (resumed, or reused when finished, like any run); ``out`` gets the kept start's
@@ -225,14 +226,14 @@ def train_nesy(
     returned metrics are the kept start's, with ``starts`` and ``chosen_start``."""
     if cfg.restart_judge == "neighbours" and cfg.active_weights()["nesy"] > 0:  # refused now, not after training
         outside_queries(model, train_queries, len(pools.train_x), NEIGHBOURS)
-    if (cfg.restarts == 0 and cfg.plateau_cuts == 0) or cfg.active_weights()["nesy"] == 0:  # the GEDI-only arm has no L_NESY to judge by
+    budget = StartBudget(cfg.restarts, cfg.plateau_cuts)
+    if not budget.may_cut() or cfg.active_weights()["nesy"] == 0:  # one start; the GEDI-only arm has no L_NESY
         return train_start(cfg, model, train_queries, pools, test_queries, out, resume, progress, extra, dist)
     dist = dist or DistInfo()
     if dist.enabled:
         raise GediError("restarts: not supported under torchrun; set restarts to 0")
     run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, False, dist.is_main).open()
     found: list[tuple[dict[str, Any], dict[str, Any]]] = []  # each start's (metrics, network weights)
-    budget = StartBudget(cfg.restarts, cfg.plateau_cuts)
     for k in itertools.count():
         if k:
             reinitialize(model, cfg.seed + 1000 * k)
