@@ -23,6 +23,7 @@ correctly named network is left as it is: every move raises its loss.
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -31,7 +32,8 @@ from torch import Tensor, nn
 
 from gedi_core.errors import GediError
 from gedi_nesy.engine import is_batched
-from gedi_nesy.step import batch_inputs, clear_caches, forward_batch, gedi_networks, nesy_loss_of_log_probs
+from gedi_nesy.step import (batch_inputs, clear_caches, forward_batch, gedi_networks, nesy_loss_of_log_probs,
+                            query_probs_of_log_probs)
 
 # relative drop of the subset's L_NESY a swap must bring to be kept: a swap of two well-named
 # clusters raises the loss by far more; the margin keeps float noise and near-ties from
@@ -62,21 +64,37 @@ class Renaming:
                 f"{self.before:.4f} -> {self.after:.4f}")
 
 
-def subset_loss(model, queries: Sequence, per_net: Mapping[str, list], log_probs: Mapping[str, Tensor]) -> float:
-    """``L_NESY`` of ``queries`` from each network's ``log p(y|x)`` on its inputs (rows in
-    ``per_net``'s order), with the model's engine (DeepProbLog's engines read them from the
-    networks' caches, filled here and emptied after)."""
+@contextmanager
+def network_caches(model, per_net: Mapping[str, list], log_probs: Mapping[str, Tensor]) -> Iterator[None]:
+    """DeepProbLog's engines read the networks' predictions from their caches: filled here from
+    each network's ``log p(y|x)`` on its inputs (rows in ``per_net``'s order), emptied after; the
+    batched engine is given them directly, and nothing is cached."""
     if not is_batched(model):
         for name, lp in log_probs.items():
             net = model.networks[name]
             for term, p in zip(per_net[name], lp.exp()):
                 net.cache[term] = p
     try:
-        loss, _ = nesy_loss_of_log_probs(model, queries, per_net, dict(log_probs))
+        yield
     finally:
         if not is_batched(model):
             clear_caches(model)
+
+
+def subset_loss(model, queries: Sequence, per_net: Mapping[str, list], log_probs: Mapping[str, Tensor]) -> float:
+    """``L_NESY`` of ``queries`` from each network's ``log p(y|x)`` on its inputs (rows in
+    ``per_net``'s order), with the model's engine (:func:`network_caches`)."""
+    with network_caches(model, per_net, log_probs):
+        loss, _ = nesy_loss_of_log_probs(model, queries, per_net, dict(log_probs))
     return float(loss) if loss is not None else float("nan")
+
+
+def subset_query_probs(model, queries: Sequence, per_net: Mapping[str, list],
+                       log_probs: Mapping[str, Tensor]) -> list[float | None]:
+    """``p(q)`` of each of ``queries`` as :func:`subset_loss` reads them (None: no proof, or
+    decided without networks)."""
+    with network_caches(model, per_net, log_probs):
+        return query_probs_of_log_probs(model, queries, per_net, dict(log_probs))
 
 
 def network_log_probs(model, queries: Sequence, names: Iterable[str]) -> tuple[dict[str, list], dict[str, Tensor]]:

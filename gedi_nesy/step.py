@@ -115,6 +115,18 @@ def nesy_loss_of_log_probs(model, batch: Sequence, per_net: dict[str, list],
     return nesy_loss(query_probabilities(model, batch), batch)
 
 
+def query_probs_of_log_probs(model, batch: Sequence, per_net: dict[str, list],
+                             log_probs: dict[str, Tensor]) -> list[float | None]:
+    """``p(q)`` of each query of ``batch`` from the networks' ``log p(y|x)`` as in
+    :func:`nesy_loss_of_log_probs` (no gradient); None for a query without a proof or decided
+    without networks."""
+    with torch.no_grad():
+        if is_batched(model):
+            logp, decided = model.solver.log_probs(batch, {n: (per_net[n], lp) for n, lp in log_probs.items()})
+            return [None if d else float(lp.exp()) for lp, d in zip(logp, decided)]
+        return [float(p) if torch.is_tensor(p) else None for p in query_probabilities(model, batch)]
+
+
 def gedi_terms(nets: Mapping[str, Any], objectives: Mapping[str, GEDILoss],
                fwd: dict[str, tuple[Tensor, Tensor]]) -> tuple[list[Tensor], dict[str, Tensor]]:
     """Each GEDI network's :class:`GEDILoss` terms on the images and logits of the batch's forward

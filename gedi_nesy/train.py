@@ -29,8 +29,9 @@ from gedi_core.runfolder import CHECKPOINT, LOCK, METRICS, RunFolder, write_byte
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
-from gedi_nesy.restarts import (NEIGHBOURS, StartBudget, StartCut, lowest, neighbour_nesy, network_weights,
-                                outside_queries, reinitialize, restore_weights, training_nesy)
+from gedi_nesy.restarts import (NEIGHBOURS, StartBudget, StartCut, agreeing_start, lowest, neighbour_nesy,
+                                network_weights, outside_queries, pool_readings, reinitialize, restore_weights,
+                                training_nesy)
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.start import Start, build_start, nesy_objective  # noqa: F401 (nesy_objective: imported from here)
 from gedi_nesy.step import gedi_networks
@@ -218,14 +219,17 @@ def train_nesy(
     after that many epochs is cut there and counts as a restart, once ``cfg.plateau_cuts`` cuts
     have been made that do not (:class:`~gedi_nesy.restarts.StartBudget`). A wrongly named run
     (digits 4-9 read as 3-8, two digits in one cluster) ends at 0.65-0.71 on MNIST addition,
-    healthy ones at 0.1-0.25.
+    healthy ones at 0.1-0.25. With ``cfg.restart_agree`` a start is also drawn afresh until one
+    reads the pool's images outside the queries as an earlier finished start does on that share
+    of them (:func:`~gedi_nesy.restarts.agreement`); the start kept is then one of a pair that
+    agrees (the lowest judged), or of all where the budget ran out first.
 
     With restarts and a run folder ``out``, start ``k`` is a run folder of its own,
     ``out/start<k>`` (resumed, or reused when finished, like any run); ``out`` gets the kept start's
     files and ``metrics.json`` with ``starts``: each start's ``train_nesy`` and test metrics. The
     returned metrics are the kept start's, with ``starts`` and ``chosen_start``."""
-    if cfg.restart_judge == "neighbours" and cfg.active_weights()["nesy"] > 0:  # refused now, not after training
-        outside_queries(model, train_queries, len(pools.train_x), NEIGHBOURS)
+    if cfg.active_weights()["nesy"] > 0 and (cfg.restart_judge == "neighbours" or cfg.restart_agree):
+        outside_queries(model, train_queries, len(pools.train_x), NEIGHBOURS)  # refused now, not after training
     budget = StartBudget(cfg.restarts, cfg.plateau_cuts)
     if not budget.may_cut() or cfg.active_weights()["nesy"] == 0:  # one start; the GEDI-only arm has no L_NESY
         return train_start(cfg, model, train_queries, pools, test_queries, out, resume, progress, extra, dist)
@@ -234,6 +238,7 @@ def train_nesy(
         raise GediError("restarts: not supported under torchrun; set restarts to 0")
     run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, False, dist.is_main).open()
     found: list[tuple[dict[str, Any], dict[str, Any]]] = []  # each start's (metrics, network weights)
+    readings: dict[int, torch.Tensor] = {}  # each finished start's pool_readings (with cfg.restart_agree)
     for k in itertools.count():
         if k:
             reinitialize(model, cfg.seed + 1000 * k)
@@ -248,11 +253,43 @@ def train_nesy(
             found.append((metrics, {} if metrics.get("cut_at") is not None else network_weights(model)))
         ended = found[-1][0]
         cut = ended.get("cut_at") is not None
-        again = (cut or judged_loss(ended) > cfg.restart_above) and budget.spend(cut)
+        if cfg.restart_agree and not cut:
+            ended.update(start_agreement(model, found[-1][1], readings, k, cfg, train_queries, pools))
+            if "agrees_with" in ended:  # the pair agrees: both may be kept
+                partner = found[ended["agrees_with"]][0]
+                partner["agreement"] = max(partner["agreement"], ended["agreement"])
+        again = (cut or not accepted(found, ended, cfg)) and budget.spend(cut)
         tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: {start_outcome(ended, cfg, again)}")
         if not again:
             break
-    return keep_best_start(model, found, run)
+    agreed = [k for k, (m, _) in enumerate(found) if m.get("agreement", 0.0) >= cfg.restart_agree > 0]
+    return keep_best_start(model, found, run, among=agreed or None)
+
+
+def accepted(found: list[tuple[dict[str, Any], dict[str, Any]]], ended: dict[str, Any], cfg: NesyConfig) -> bool:
+    """Whether the start that ``ended`` (the last of ``found``, not cut) ends the run: its judged
+    loss is ``cfg.restart_above`` or less; with ``cfg.restart_agree``, it agrees with an earlier
+    start and one of the two is judged so."""
+    if not cfg.restart_agree:
+        return judged_loss(ended) <= cfg.restart_above
+    if "agrees_with" not in ended:
+        return False
+    return min(judged_loss(ended), judged_loss(found[ended["agrees_with"]][0])) <= cfg.restart_above
+
+
+def start_agreement(model, weights: dict[str, Any], readings: dict[int, torch.Tensor], k: int, cfg: NesyConfig,
+                    train_queries: Sequence, pools) -> dict[str, Any]:
+    """Start ``k``'s :func:`~gedi_nesy.restarts.pool_readings` (from ``weights``, now in
+    ``model``), added to ``readings``, and how it agrees with the earlier finished starts:
+    ``agreement``, the largest share it reads alike with one of them (0 for the first), and
+    ``agrees_with``, that start, where the share is ``cfg.restart_agree`` or more."""
+    restore_weights(model, weights)
+    readings[k] = pool_readings(model, train_queries, pools.train_x)
+    nearest = agreeing_start(readings, k, 0.0)
+    if nearest is None:
+        return {"agreement": 0.0}
+    j, share = nearest
+    return {"agreement": round(share, 6), **({"agrees_with": j} if share >= cfg.restart_agree else {})}
 
 
 def judged_loss(metrics: dict[str, Any]) -> float:
@@ -269,16 +306,25 @@ def start_outcome(metrics: dict[str, Any], cfg: NesyConfig, restart: bool) -> st
                 f"{metrics['uniform_nesy']:.4f}): cut, restart")
     if "neighbour_nesy" in metrics:
         said += f", with the pool's neighbours {metrics['neighbour_nesy']:.4f}"
-    return f"{said} > {cfg.restart_above:g}: restart" if restart else said
+    if "agreement" in metrics:
+        alike = f"start {metrics['agrees_with']} does" if "agrees_with" in metrics else "no earlier start does"
+        said += f", reads the pool's other images as {alike} ({metrics['agreement']:.4f} alike at most)"
+    if not restart:
+        return said
+    return f"{said} > {cfg.restart_above:g}: restart" if judged_loss(metrics) > cfg.restart_above else \
+        f"{said}: restart (under {cfg.restart_agree:g} alike with every earlier start)"
 
 
-def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], run: RunFolder | None) -> dict[str, Any]:
-    """Put the start with the lowest judged loss (:func:`judged_loss`) into ``model`` and, with a
-    run folder, its files into ``run`` (``metrics.json`` last, with every start's figures)."""
-    best = lowest([judged_loss(m) for m, _ in found], [m.get("cut_at") is not None for m, _ in found])
+def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], run: RunFolder | None,
+                    among: list[int] | None = None) -> dict[str, Any]:
+    """Put the start with the lowest judged loss (:func:`judged_loss`), of the starts ``among``
+    (default all), into ``model`` and, with a run folder, its files into ``run`` (``metrics.json``
+    last, with every start's figures)."""
+    among = among if among is not None else list(range(len(found)))
+    best = among[lowest([judged_loss(found[k][0]) for k in among], [found[k][0].get("cut_at") is not None for k in among])]
     restore_weights(model, found[best][1])
     starts = [{"start": k, "train_nesy": m["train_nesy"],
-               **({"neighbour_nesy": m["neighbour_nesy"]} if "neighbour_nesy" in m else {}),
+               **{key: m[key] for key in ("neighbour_nesy", "agreement", "agrees_with") if key in m},
                **{key: m.get(key) for key in ("digit_acc", "nmi", "query_acc", "seconds")},
                **({"cut_at": m["cut_at"]} if m.get("cut_at") is not None else {})}
               for k, (m, _) in enumerate(found)]

@@ -376,7 +376,7 @@ class Memorizer(nn.Module):
         return shown * onehot + (1 - shown) * onehot.roll(1, dims=1)
 
 
-def memorizer_model(memorize: bool):
+def memorizer_model(memorize: bool, engine: str = "batched"):
     pools = oracle_pools()
     pools.train_x = torch.cat([pools.train_x.reshape(-1, 10), torch.zeros(len(pools.train_x), 1)], 1).reshape(-1, 1, 1, 11)
     pools.test_x = pools.train_x[:20].clone()
@@ -385,7 +385,7 @@ def memorizer_model(memorize: bool):
         module[2].weight.copy_(torch.eye(10) if memorize else torch.eye(10, 11))
         module[2].bias.zero_()
     net = gedi_network(module, "gedi_net", lr=0.0, weight_decay=0.0)
-    model = build_nesy_model(ADDITION, [net], pools, engine="batched")
+    model = build_nesy_model(ADDITION, [net], pools, engine=engine)
     queries = task_queries("addition", pools.train_y, 60, seed=1)
     from gedi_nesy.restarts import pool_index
     from gedi_nesy.step import batch_inputs
@@ -404,6 +404,60 @@ def test_the_pool_neighbours_see_a_network_that_fits_its_queries_and_names_the_r
     model, pools, queries = memorizer_model(memorize=True)
     assert training_nesy(model, queries) < 0.05  # its training queries cannot tell
     assert neighbour_nesy(model, queries, pools.train_x) > 1.0
+
+
+@pytest.mark.parametrize("engine", ["batched", "exact"])
+def test_the_neighbours_reading_counts_the_queries_it_makes_false(engine):
+    """neighbour_errors: no query is false for the right reader; every one for the memorizer,
+    whose other images read as the next digit (a sum off by 2); with either engine."""
+    from gedi_nesy.restarts import neighbour_errors
+
+    model, pools, queries = memorizer_model(memorize=False, engine=engine)
+    assert neighbour_errors(model, queries, pools.train_x) == pytest.approx(0.0, abs=1e-3)
+    assert 0.0 < neighbour_errors(model, queries, pools.train_x, hard=False) < 0.01  # the mean reading: near 0
+    model, pools, queries = memorizer_model(memorize=True, engine=engine)
+    assert neighbour_errors(model, queries, pools.train_x) == pytest.approx(1.0, abs=1e-3)
+    assert neighbour_errors(model, queries, pools.train_x, chunk=7) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_hardened_reading_is_its_most_probable_class_and_stays_a_distribution():
+    from gedi_nesy.restarts import hardened
+
+    lp = torch.log_softmax(torch.randn(5, 10, generator=torch.Generator().manual_seed(0)), -1)
+    hard = hardened(lp)
+    assert torch.equal(hard.argmax(1), lp.argmax(1)) and torch.isfinite(hard).all()
+    assert torch.allclose(hard.logsumexp(1), torch.zeros(5), atol=1e-6)
+    assert (hard.max(1).values.exp() > 0.999).all()
+
+
+def test_starts_agree_by_how_they_read_the_pool_images_no_query_shows():
+    """pool_readings: the right reader and the memorizer read the images outside the queries
+    differently everywhere (the memorizer reads each as the next digit), and each reads like
+    itself; agreeing_start finds the most agreeing earlier start at or over the bound."""
+    from gedi_nesy.restarts import agreeing_start, agreement, pool_readings
+
+    right_model, pools, queries = memorizer_model(memorize=False)
+    right = pool_readings(right_model, queries, pools.train_x)
+    memo_model, memo_pools, memo_queries = memorizer_model(memorize=True)
+    memo = pool_readings(memo_model, memo_queries, memo_pools.train_x)
+    assert len(right) == len(memo) == len(pools.train_x) - len({pool_index_of(t) for t in shown_inputs(right_model, queries)})
+    assert agreement(right, memo) < 0.05 and agreement(right, right) == 1.0
+    assert agreeing_start({0: right, 1: memo, 2: right.clone()}, 2, 0.9) == (0, 1.0)
+    assert agreeing_start({0: memo, 1: right}, 1, 0.5) is None and agreeing_start({0: right}, 0, 0.0) is None
+    half = torch.where(torch.arange(len(right)) % 2 == 0, right, memo)
+    assert agreeing_start({0: memo, 1: half}, 1, 0.4)[0] == 0
+
+
+def pool_index_of(term):
+    from gedi_nesy.restarts import pool_index
+
+    return pool_index(term)
+
+
+def shown_inputs(model, queries):
+    from gedi_nesy.step import batch_inputs
+
+    return batch_inputs(model, queries)["gedi_net"]
 
 
 def test_neighbour_predictions_keep_inputs_of_other_sources_and_need_enough_pool_images():
@@ -439,6 +493,40 @@ def test_starts_judged_by_the_pool_neighbours_are_kept_by_them(tmp_path, capsys)
 
 
 @pytest.mark.slow
+def test_starts_that_agree_with_no_other_are_all_drawn_and_the_lowest_judged_is_kept(tmp_path, capsys):
+    """--restart-agree 1 (no two starts read every pool image alike: one epoch leaves them
+    collapsed, and collapsed starts do not agree): every start of the budget runs, each with its
+    agreement, and the lowest judged is kept."""
+    import json
+
+    from gedi_nesy import cli
+
+    out = tmp_path / "run"
+    assert cli.main([*RESTART, "--rename-every", "0", "--restarts", "2", "--restart-above", "1000",
+                     "--restart-agree", "1", "--out", str(out)]) == 0
+    assert "restart (under 1 alike with every earlier start)" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["starts"]) == 3 and all(s["agreement"] < 1 and "agrees_with" not in s for s in metrics["starts"])
+    assert metrics["chosen_start"] == min(range(3), key=lambda k: (metrics["starts"][k]["train_nesy"], k))
+
+
+def test_a_start_ends_the_run_where_it_agrees_with_an_earlier_one_and_one_of_the_two_is_under_the_bound():
+    from gedi_nesy.config import NesyConfig
+    from gedi_nesy.train import accepted
+
+    cfg = NesyConfig(restart_above=0.5, restart_agree=0.6)
+    first = ({"train_nesy": 0.3, "agreement": 0.0}, {})
+    assert not accepted([first], first[0], cfg)  # nothing to agree with
+    over = {"train_nesy": 0.9, "agreement": 0.8, "agrees_with": 0}
+    assert accepted([first, (over, {})], over, cfg)  # its partner is under the bound
+    alone = {"train_nesy": 0.3, "agreement": 0.5}  # under the bound, agrees with none
+    assert not accepted([first, (alone, {})], alone, cfg)
+    both_over = [({"train_nesy": 0.9, "agreement": 0.0}, {}), (over, {})]
+    assert not accepted(both_over, over, cfg)
+    assert accepted([first], first[0], NesyConfig(restart_above=0.5))  # without agreement: the bound alone
+
+
+@pytest.mark.slow
 def test_judge_runs_scores_finished_runs_by_both_judges(tmp_path, capsys):
     """experiments.nesy.judge_runs rebuilds a finished run and scores it again: the neighbours'
     loss the run was kept by, and its training L_NESY; an unfinished folder is one line, exit 2."""
@@ -457,6 +545,7 @@ def test_judge_runs_scores_finished_runs_by_both_judges(tmp_path, capsys):
     row = dict(zip(cells(lines[0]), cells(next(line for line in lines if line.startswith("| r1 |")))))
     kept = json.loads((out / "metrics.json").read_text())
     assert float(row["neighbour_nesy k=5"]) == pytest.approx(kept["neighbour_nesy"], abs=1e-3)
+    assert 0.0 <= float(row["neighbour_errors k=5"]) <= 1.0
     assert float(row["train_nesy"]) == pytest.approx(kept["train_nesy"], abs=1e-3)
     assert judge_runs.main([str(tmp_path / "missing")]) == 2
     assert "not finished" in capsys.readouterr().err

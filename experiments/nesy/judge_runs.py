@@ -4,8 +4,9 @@ the digit accuracy they were meant to predict: where to place ``--restart-above`
 For each run: its evaluated digit and cluster accuracy (from ``metrics.json``), the training
 ``L_NESY`` of its final network (``train_nesy``) and the same queries scored through the pool's
 neighbours (``neighbour_nesy``, :func:`gedi_nesy.restarts.neighbour_nesy`, ``k`` nearest pool
-images outside the queries). The runs are rebuilt from their folders (config, program, pools)
-and nothing is trained or written.
+images outside the queries) and the share of those queries false as the neighbours read them
+(``neighbour_errors``, :func:`gedi_nesy.restarts.neighbour_errors`). The runs are rebuilt from
+their folders (config, program, pools) and nothing is trained or written.
 
     python -m experiments.nesy.judge_runs runs/v100/select/mnist_n100_gedi_nesy_s*
 """
@@ -22,7 +23,7 @@ from experiments.common.reporting import markdown_table
 
 def judge(run: Path, ks: list[int]) -> dict:
     from gedi_nesy.predict import load_run_weights, run_config
-    from gedi_nesy.restarts import neighbour_nesy, training_nesy
+    from gedi_nesy.restarts import neighbour_errors, neighbour_nesy, training_nesy
     from gedi_nesy.run_setup import prepare
 
     cfg, state = run_config(run)
@@ -32,7 +33,10 @@ def judge(run: Path, ks: list[int]) -> dict:
     return {"run": run.name, "digit_acc": round(metrics["digit_acc"], 4),
             "cluster_acc": round(metrics.get("cluster_acc", float("nan")), 4),
             "train_nesy": round(training_nesy(model, train_q), 4),
-            **{f"neighbour_nesy k={k}": round(neighbour_nesy(model, train_q, pools.train_x, k), 4) for k in ks}}
+            **{f"neighbour_nesy k={k}": round(neighbour_nesy(model, train_q, pools.train_x, k), 4) for k in ks},
+            **{f"neighbour_errors k={k}": round(neighbour_errors(model, train_q, pools.train_x, k), 4) for k in ks},
+            **{f"expected errors k={k}": round(neighbour_errors(model, train_q, pools.train_x, k, hard=False), 4)
+               for k in ks}}
 
 
 def main(argv: list[str] | None = None) -> int:

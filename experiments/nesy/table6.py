@@ -108,7 +108,7 @@ def run_one(n: int, arm: str, seed: int, settings: dict) -> dict:
             "evaluated_on": metrics.get("evaluated_on", "test"),
             **{k: metrics.get(k) for k in ("digit_acc", "nmi", "cluster_acc", "query_acc", "max_cluster_share",
                                            "seconds", "train_seconds", "queries_per_s", "train_nesy", "neighbour_nesy",
-                                           "chosen_start")},
+                                           "agreement", "chosen_start")},
             "starts": len(metrics.get("starts", [])) or 1, "renamings": len(metrics.get("renamings", [])),
             "data_note": shown_note(metrics.get("data_note", ""), settings["data_root"])}
 
