@@ -151,12 +151,12 @@ class NesyConfig:
     # read only to judge; with 100 queries a wrongly named start fits its own images)
     restart_judge: str = setting("train", "--restart-judge", "train | neighbours: the loss a start is judged by",
                                  choices=RESTART_JUDGES, kind="restart judge")
-    # a start is kept only where another finished start reads as it does at least this share of the
-    # training-pool images no query shows (gedi_nesy.restarts.agreement: unlabeled images, read only to
+    # a start is kept only where another finished start reads the training-pool images no query shows
+    # as it does, Cohen's kappa this or more (gedi_nesy.restarts.agreement: unlabeled images, read only to
     # judge; healthy starts agree, a wrongly named one agrees with none): until two agree, starts are drawn
     # afresh within the budget; 0: off
-    restart_agree: float = setting(0.0, "--restart-agree", "share of the pool images outside the queries on which "
-                                   "two starts must read alike before one is kept (0: off)", range=PROBABILITY)
+    restart_agree: float = setting(0.0, "--restart-agree", "Cohen's kappa on the pool images outside the queries "
+                                   "two starts must reach before one is kept (0: off)", range=PROBABILITY)
     device: str = setting("cpu", "--device", "torch device")
     # bfloat16 autocast of the networks and GEDI terms (for CUDA; runs on CPU too; inference stays float32)
     amp: bool = amp_setting()

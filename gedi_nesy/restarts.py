@@ -16,7 +16,10 @@ cuts not count as restarts (:class:`StartBudget`).
 With 100 queries a start can fit its 200 images one by one under the right sums while naming
 every other image wrongly: its training ``L_NESY`` looks healthy. ``--restart-judge neighbours``
 judges it by :func:`neighbour_nesy` instead, the training queries scored through each image's
-nearest pool images that no query shows.
+nearest pool images that no query shows. A start can also name its clusters wrongly in a way
+that satisfies its queries, through the neighbours too, as well as a healthy start does; but it
+reads the pool's other images as no healthy start does. ``--restart-agree A`` keeps a start only
+where two finished starts read those images alike (:func:`agreement`, Cohen's kappa ``A`` or more).
 """
 
 from __future__ import annotations
@@ -164,9 +167,9 @@ def agreement(a: Tensor, b: Tensor) -> float:
 
     A label-free judge of a start against another: with 100 MNIST-addition queries a wrongly
     named start (digit accuracy 0.32) satisfies as many of its queries as a healthy one, through
-    the pool's neighbours too, but reads only 0.30-0.32 of the validation images as the healthy
-    starts of other seeds do, which read 0.78-0.89 of them alike (docs/trials/nesy.md,
-    "2026-12-02: a judge from the queries cannot tell; starts that agree")."""
+    the pool's neighbours too, but reads the validation images as the healthy starts of seven
+    other seeds do at kappa 0.22-0.25, while those agree among themselves at 0.76-0.91
+    (docs/trials/nesy.md, "2026-12-02: a judge from the queries cannot tell")."""
     from sklearn.metrics import cohen_kappa_score
 
     with warnings.catch_warnings():  # sklearn warns where kappa is 0/0 (one class only)
@@ -176,8 +179,9 @@ def agreement(a: Tensor, b: Tensor) -> float:
 
 
 def agreeing_start(readings: Mapping[int, Tensor], k: int, bound: float) -> tuple[int, float] | None:
-    """The earlier start whose readings agree most with start ``k``'s, and that share, where it is
-    ``bound`` or more (``readings``: each finished start's :func:`pool_readings`); else None."""
+    """The other start whose readings agree most with start ``k``'s (:func:`agreement`), and that
+    kappa, where it is ``bound`` or more (``readings``: each finished start's
+    :func:`pool_readings`); else None."""
     shares = [(agreement(readings[k], r), j) for j, r in readings.items() if j != k]
     if not shares:
         return None

@@ -220,8 +220,8 @@ def train_nesy(
     have been made that do not (:class:`~gedi_nesy.restarts.StartBudget`). A wrongly named run
     (digits 4-9 read as 3-8, two digits in one cluster) ends at 0.65-0.71 on MNIST addition,
     healthy ones at 0.1-0.25. With ``cfg.restart_agree`` a start is also drawn afresh until one
-    reads the pool's images outside the queries as an earlier finished start does on that share
-    of them (:func:`~gedi_nesy.restarts.agreement`); the start kept is then one of a pair that
+    reads the pool's images outside the queries as an earlier finished start does, Cohen's kappa
+    ``cfg.restart_agree`` or more (:func:`~gedi_nesy.restarts.agreement`); the start kept is then one of a pair that
     agrees (the lowest judged), or of all where the budget ran out first.
 
     With restarts and a run folder ``out``, start ``k`` is a run folder of its own,
@@ -281,8 +281,8 @@ def start_agreement(model, weights: dict[str, Any], readings: dict[int, torch.Te
                     train_queries: Sequence, pools) -> dict[str, Any]:
     """Start ``k``'s :func:`~gedi_nesy.restarts.pool_readings` (from ``weights``, now in
     ``model``), added to ``readings``, and how it agrees with the earlier finished starts:
-    ``agreement``, the largest share it reads alike with one of them (0 for the first), and
-    ``agrees_with``, that start, where the share is ``cfg.restart_agree`` or more."""
+    ``agreement``, the largest kappa between its readings and one of theirs (0 for the first),
+    and ``agrees_with``, that start, where the kappa is ``cfg.restart_agree`` or more."""
     restore_weights(model, weights)
     readings[k] = pool_readings(model, train_queries, pools.train_x)
     nearest = agreeing_start(readings, k, 0.0)
@@ -308,11 +308,11 @@ def start_outcome(metrics: dict[str, Any], cfg: NesyConfig, restart: bool) -> st
         said += f", with the pool's neighbours {metrics['neighbour_nesy']:.4f}"
     if "agreement" in metrics:
         alike = f"start {metrics['agrees_with']} does" if "agrees_with" in metrics else "no earlier start does"
-        said += f", reads the pool's other images as {alike} ({metrics['agreement']:.4f} alike at most)"
+        said += f", reads the pool's other images as {alike} (kappa {metrics['agreement']:.4f})"
     if not restart:
         return said
     return f"{said} > {cfg.restart_above:g}: restart" if judged_loss(metrics) > cfg.restart_above else \
-        f"{said}: restart (under {cfg.restart_agree:g} alike with every earlier start)"
+        f"{said}: restart (kappa under {cfg.restart_agree:g} with every earlier start)"
 
 
 def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], run: RunFolder | None,

@@ -494,8 +494,8 @@ def test_starts_judged_by_the_pool_neighbours_are_kept_by_them(tmp_path, capsys)
 
 @pytest.mark.slow
 def test_starts_that_agree_with_no_other_are_all_drawn_and_the_lowest_judged_is_kept(tmp_path, capsys):
-    """--restart-agree 1 (no two starts read every pool image alike: one epoch leaves them
-    collapsed, and collapsed starts do not agree): every start of the budget runs, each with its
+    """--restart-agree 1 (no two starts read every pool image alike, kappa 1: one epoch leaves
+    them collapsed, and collapsed starts do not agree): every start of the budget runs, each with its
     agreement, and the lowest judged is kept."""
     import json
 
@@ -504,7 +504,7 @@ def test_starts_that_agree_with_no_other_are_all_drawn_and_the_lowest_judged_is_
     out = tmp_path / "run"
     assert cli.main([*RESTART, "--rename-every", "0", "--restarts", "2", "--restart-above", "1000",
                      "--restart-agree", "1", "--out", str(out)]) == 0
-    assert "restart (under 1 alike with every earlier start)" in capsys.readouterr().out
+    assert "restart (kappa under 1 with every earlier start)" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["starts"]) == 3 and all(s["agreement"] < 1 and "agrees_with" not in s for s in metrics["starts"])
     assert metrics["chosen_start"] == min(range(3), key=lambda k: (metrics["starts"][k]["train_nesy"], k))
