@@ -155,8 +155,13 @@ def pool_readings(model, queries: Sequence, pool: Tensor) -> Tensor:
     """The most probable class each GEDI network gives every image of ``pool`` (the training
     pool's images) that no query shows (:func:`outside_queries`), the networks' readings one
     after the other: what :func:`agreement` compares between starts."""
-    others = pool[outside_queries(model, queries, len(pool), 1)]
-    return torch.cat([image_probs(net.network_module, others).argmax(1) for net in gedi_networks(model).values()])
+    return network_readings(model, pool[outside_queries(model, queries, len(pool), 1)])
+
+
+def network_readings(model, images: Tensor) -> Tensor:
+    """The most probable class each GEDI network of ``model`` gives ``images``, one network's
+    readings after another's."""
+    return torch.cat([image_probs(net.network_module, images).argmax(1) for net in gedi_networks(model).values()])
 
 
 def agreement(a: Tensor, b: Tensor) -> float:

@@ -547,5 +547,16 @@ def test_judge_runs_scores_finished_runs_by_both_judges(tmp_path, capsys):
     assert float(row["neighbour_nesy k=5"]) == pytest.approx(kept["neighbour_nesy"], abs=1e-3)
     assert 0.0 <= float(row["neighbour_errors k=5"]) <= 1.0
     assert float(row["train_nesy"]) == pytest.approx(kept["train_nesy"], abs=1e-3)
+    import shutil
+
+    from gedi_nesy.restarts import agreement, network_readings
+
+    shutil.copytree(out, tmp_path / "r2")  # the same networks: they agree as a run with itself
+    assert judge_runs.main([str(out), str(tmp_path / "r2"), "--agreement"]) == 0
+    table = capsys.readouterr().out.split("Cohen's kappa")[1].splitlines()
+    pools, model, _ = judge_runs.rebuilt(out)
+    itself = network_readings(model, pools.eval_x)
+    row = next(line for line in table if line.startswith(f"| {out} |"))
+    assert cells(row)[2:] == [str(round(agreement(itself, itself), 2))] * 2
     assert judge_runs.main([str(tmp_path / "missing")]) == 2
     assert "not finished" in capsys.readouterr().err
