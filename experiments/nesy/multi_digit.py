@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import resource
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +41,7 @@ from gedi_core.errors import GediError
 from gedi_core.runfolder import write_csv, write_text
 
 from experiments.common.reporting import REPO, markdown_table, seed_summary, shown_command, shown_path
+from experiments.common.workers import worker_pool
 
 PROGRAMS = {"long": "programs/long_addition.pl", "deepproblog": "programs/multi_addition.pl"}
 # batch 32 up to N = 4, 8 from N = 5 on: at N = 15 with batch 32 (90 optimizer steps in 10 epochs)
@@ -164,19 +163,6 @@ def saved_config(run_dir: Path) -> dict | None:
     return yaml.safe_load(path.read_text()) if path else None
 
 
-def end_with_parent() -> None:
-    """Linux: this process is sent SIGTERM when the command that started it ends, so that a killed
-    table command leaves no cell training on behind it (the cell resumes from its last checkpoint
-    when the command is run again).  Elsewhere nothing is done."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def interrupted(run_dir: Path) -> bool:
     """Whether a cell's run was interrupted: a checkpoint in its folder or, with restarts, in one
     of its starts' (``start<k>``, resumed by ``train_nesy``)."""
@@ -226,7 +212,7 @@ def run_cell(n: int, program: str, arm: str, seed: int, settings: dict) -> dict:
 
 def run_in_child(job: tuple, settings: dict) -> dict:
     """One run in a fresh process (its own peak memory, no circuits left from other N)."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"), initializer=end_with_parent) as pool:
+    with worker_pool(1) as pool:
         return pool.submit(run_cell, *job, settings).result()
 
 

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import torch
@@ -45,6 +44,7 @@ from gedi_nesy.config import build_nesy_config
 from gedi_nesy.train import train_nesy
 
 from experiments.common.reporting import REPO, markdown_table, seed_summary, shown_command, shown_path
+from experiments.common.workers import worker_pool
 
 PAPER = {  # paper Table 6 (GEDI & NeSy; NeSy only; GEDI only), test digit accuracy / NMI
     (100, "gedi+nesy"): "0.42 / 0.35",
@@ -260,7 +260,7 @@ def main(argv=None) -> int:
             record(run_one(*job, settings))
     else:  # largest runs first, so that the pool ends together
         by_cost = sorted(jobs, key=lambda j: (j[1] == "nesy", -j[0]))
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        with worker_pool(args.jobs) as pool:
             futures = [pool.submit(run_one, *job, settings) for job in by_cost]
             for fut in as_completed(futures):
                 record(fut.result())

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import yaml
 from tqdm import tqdm
 
 from experiments.common.reporting import REPO
+from experiments.common.workers import worker_pool
 
 CONFIGS = REPO / "experiments" / "configs" / "toy"
 METHODS = ["gedi", "gedi_no_gen", "gedi_no_inv", "gedi_no_prior", "jem", "swav", "barlow"]
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(d, m, s) for d in DATASETS for m in args.methods for s in range(args.seeds)]
     t0 = time.time()
     results = []
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+    with worker_pool(args.jobs) as pool:
         futures = {pool.submit(run_one, d, m, s, str(out), args.set): (d, m, s) for d, m, s in jobs}
         for fut in tqdm(as_completed(futures), total=len(futures), desc="toy table"):
             res = fut.result()
