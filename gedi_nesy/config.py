@@ -157,6 +157,11 @@ class NesyConfig:
     # afresh within the budget; 0: off
     restart_agree: float = setting(0.0, "--restart-agree", "Cohen's kappa on the pool images outside the queries "
                                    "two starts must reach before one is kept (0: off)", range=PROBABILITY)
+    # with restart_agree: how many starts must read those images alike, every two of them at that
+    # kappa, before the run ends (2: a pair; two starts of one seed share their queries and can share
+    # a wrong scheme close to a symmetry of the program: docs/trials/nesy.md, "2026-12-02")
+    restart_quorum: int = setting(2, "--restart-quorum", "starts that must agree (every two at --restart-agree) "
+                                  "before one is kept", range=Range(2))
     device: str = setting("cpu", "--device", "torch device")
     # bfloat16 autocast of the networks and GEDI terms (for CUDA; runs on CPU too; inference stays float32)
     amp: bool = amp_setting()

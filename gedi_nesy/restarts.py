@@ -19,11 +19,14 @@ judges it by :func:`neighbour_nesy` instead, the training queries scored through
 nearest pool images that no query shows. A start can also name its clusters wrongly in a way
 that satisfies its queries, through the neighbours too, as well as a healthy start does; but it
 reads the pool's other images as no healthy start does. ``--restart-agree A`` keeps a start only
-where two finished starts read those images alike (:func:`agreement`, Cohen's kappa ``A`` or more).
+where two finished starts read those images alike (:func:`agreement`, Cohen's kappa ``A`` or more);
+``--restart-quorum Q``, where ``Q`` starts do, every two of them (:func:`agreeing_group`): two starts
+of one seed share their queries, and can share a wrong scheme.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import warnings
@@ -183,15 +186,36 @@ def agreement(a: Tensor, b: Tensor) -> float:
     return float(kappa) if math.isfinite(kappa) else 0.0
 
 
-def agreeing_start(readings: Mapping[int, Tensor], k: int, bound: float) -> tuple[int, float] | None:
-    """The other start whose readings agree most with start ``k``'s (:func:`agreement`), and that
-    kappa, where it is ``bound`` or more (``readings``: each finished start's
-    :func:`pool_readings`); else None."""
-    shares = [(agreement(readings[k], r), j) for j, r in readings.items() if j != k]
-    if not shares:
-        return None
-    share, j = max(shares)
-    return (j, share) if share >= bound else None
+def agreeing_group(readings: Mapping[int, Tensor], k: int, bound: float) -> list[int]:
+    """The largest group of starts that holds start ``k`` and whose every two starts' readings
+    agree at ``bound`` or more (:func:`agreement`; ``readings``: each finished start's
+    :func:`pool_readings`), in start order; of groups alike in size, the one whose least agreeing
+    two agree most, then the earliest. ``[k]`` where no other start agrees with ``k``."""
+    kappa: dict[tuple[int, int], float] = {}
+
+    def alike(i: int, j: int) -> float:
+        if (i, j) not in kappa:
+            kappa[i, j] = kappa[j, i] = agreement(readings[i], readings[j])
+        return kappa[i, j]
+
+    near = [j for j in sorted(readings) if j != k and alike(k, j) >= bound]
+    for size in range(len(near), 0, -1):
+        groups = [g for g in itertools.combinations(near, size)
+                  if all(alike(i, j) >= bound for i, j in itertools.combinations(g, 2))]
+        if groups:
+            least = lambda g: min(alike(i, j) for i, j in itertools.combinations((k, *g), 2))  # noqa: E731
+            return sorted((k, *max(groups, key=lambda g: (least(g), [-i for i in g]))))
+    return [k]
+
+
+def largest_groups(readings: Mapping[int, Tensor], bound: float,
+                   admit: Callable[[list[int]], bool] = lambda group: True) -> list[int]:
+    """The starts in the largest of the groups that :func:`agreeing_group` gives for each start of
+    ``readings`` and that ``admit`` lets in (a start that agrees with none is a group of one), in
+    start order; ``[]`` where ``admit`` lets none in."""
+    groups = [g for g in (agreeing_group(readings, k, bound) for k in readings) if admit(g)]
+    size = max(map(len, groups), default=0)
+    return sorted({k for g in groups if len(g) == size for k in g})
 
 
 def outside_queries(model, queries: Sequence, pool_size: int, k: int) -> Tensor:

@@ -29,9 +29,9 @@ from gedi_core.runfolder import CHECKPOINT, LOCK, METRICS, RunFolder, write_byte
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
-from gedi_nesy.restarts import (NEIGHBOURS, StartBudget, StartCut, agreeing_start, lowest, neighbour_nesy,
-                                network_weights, outside_queries, pool_readings, reinitialize, restore_weights,
-                                training_nesy)
+from gedi_nesy.restarts import (NEIGHBOURS, StartBudget, StartCut, agreeing_group, agreement, largest_groups, lowest,
+                                neighbour_nesy, network_weights, outside_queries, pool_readings, reinitialize,
+                                restore_weights, training_nesy)
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.start import Start, build_start, nesy_objective  # noqa: F401 (nesy_objective: imported from here)
 from gedi_nesy.step import gedi_networks
@@ -221,8 +221,10 @@ def train_nesy(
     (digits 4-9 read as 3-8, two digits in one cluster) ends at 0.65-0.71 on MNIST addition,
     healthy ones at 0.1-0.25. With ``cfg.restart_agree`` a start is also drawn afresh until one
     reads the pool's images outside the queries as an earlier finished start does, Cohen's kappa
-    ``cfg.restart_agree`` or more (:func:`~gedi_nesy.restarts.agreement`); the start kept is then one of a pair that
-    agrees (the lowest judged), or of all where the budget ran out first.
+    ``cfg.restart_agree`` or more (:func:`~gedi_nesy.restarts.agreement`), and ``cfg.restart_quorum``
+    starts do, every two of them (:func:`~gedi_nesy.restarts.agreeing_group`); the start kept is then
+    the lowest judged of that group or, where the budget ran out first, of the largest agreeing
+    groups that hold a start under the bound (:func:`agreeing_starts`).
 
     With restarts and a run folder ``out``, start ``k`` is a run folder of its own,
     ``out/start<k>`` (resumed, or reused when finished, like any run); ``out`` gets the kept start's
@@ -255,26 +257,37 @@ def train_nesy(
         cut = ended.get("cut_at") is not None
         if cfg.restart_agree and not cut:
             ended.update(start_agreement(model, found[-1][1], readings, k, cfg, train_queries, pools))
-            if "agrees_with" in ended:  # the pair agrees: both may be kept
-                partner = found[ended["agrees_with"]][0]
-                partner["agreement"] = max(partner["agreement"], ended["agreement"])
         again = (cut or not accepted(found, ended, cfg)) and budget.spend(cut)
         tqdm.write(f"[{cfg.arm} seed {cfg.seed}] start {k}: {start_outcome(ended, cfg, again)}")
         if not again:
             break
-    agreed = [k for k, (m, _) in enumerate(found) if m.get("agreement", 0.0) >= cfg.restart_agree > 0]
-    return keep_best_start(model, found, run, among=agreed or None)
+    return keep_best_start(model, found, run, among=agreeing_starts(found, readings, k, cfg) or None)
+
+
+def agreeing_starts(found: list[tuple[dict[str, Any], dict[str, Any]]], readings: dict[int, torch.Tensor], last: int,
+                    cfg: NesyConfig) -> list[int]:
+    """With ``cfg.restart_agree``, the starts one of which :func:`train_nesy` keeps: the group
+    that ended the run with its ``last`` start (:func:`accepted`) or, where the budget ran out
+    first, the largest agreeing groups that hold a start under the bound (a start that agrees with
+    none is a group of one: at validation seeds 0 and 3 two wrongly named starts of one seed agreed,
+    both over the bound, beside a healthy start under it); ``[]`` (every start) without it, or
+    where no start is under the bound."""
+    if not cfg.restart_agree:
+        return []
+    if accepted(found, found[last][0], cfg):
+        return sorted([last, *found[last][0]["agrees_with"]])
+    under = lambda group: any(judged_loss(found[j][0]) <= cfg.restart_above for j in group)  # noqa: E731
+    return largest_groups(readings, cfg.restart_agree, under)
 
 
 def accepted(found: list[tuple[dict[str, Any], dict[str, Any]]], ended: dict[str, Any], cfg: NesyConfig) -> bool:
     """Whether the start that ``ended`` (the last of ``found``, not cut) ends the run: its judged
-    loss is ``cfg.restart_above`` or less; with ``cfg.restart_agree``, it agrees with an earlier
-    start and one of the two is judged so."""
+    loss is ``cfg.restart_above`` or less; with ``cfg.restart_agree``, it agrees with
+    ``cfg.restart_quorum - 1`` earlier starts (``agrees_with``) and one of the group is judged so."""
     if not cfg.restart_agree:
         return judged_loss(ended) <= cfg.restart_above
-    if "agrees_with" not in ended:
-        return False
-    return min(judged_loss(ended), judged_loss(found[ended["agrees_with"]][0])) <= cfg.restart_above
+    group = [ended, *(found[j][0] for j in ended.get("agrees_with", []))]
+    return len(group) >= cfg.restart_quorum and min(map(judged_loss, group)) <= cfg.restart_above
 
 
 def start_agreement(model, weights: dict[str, Any], readings: dict[int, torch.Tensor], k: int, cfg: NesyConfig,
@@ -282,14 +295,13 @@ def start_agreement(model, weights: dict[str, Any], readings: dict[int, torch.Te
     """Start ``k``'s :func:`~gedi_nesy.restarts.pool_readings` (from ``weights``, now in
     ``model``), added to ``readings``, and how it agrees with the earlier finished starts:
     ``agreement``, the largest kappa between its readings and one of theirs (0 for the first),
-    and ``agrees_with``, that start, where the kappa is ``cfg.restart_agree`` or more."""
+    and ``agrees_with``, the others of the largest group of starts with it whose every two agree
+    at ``cfg.restart_agree`` or more (:func:`~gedi_nesy.restarts.agreeing_group`), where there is one."""
     restore_weights(model, weights)
     readings[k] = pool_readings(model, train_queries, pools.train_x)
-    nearest = agreeing_start(readings, k, 0.0)
-    if nearest is None:
-        return {"agreement": 0.0}
-    j, share = nearest
-    return {"agreement": round(share, 6), **({"agrees_with": j} if share >= cfg.restart_agree else {})}
+    share = max((agreement(readings[k], r) for j, r in readings.items() if j != k), default=0.0)
+    group = [j for j in agreeing_group(readings, k, cfg.restart_agree) if j != k]
+    return {"agreement": round(share, 6), **({"agrees_with": group} if group else {})}
 
 
 def judged_loss(metrics: dict[str, Any]) -> float:
@@ -307,12 +319,17 @@ def start_outcome(metrics: dict[str, Any], cfg: NesyConfig, restart: bool) -> st
     if "neighbour_nesy" in metrics:
         said += f", with the pool's neighbours {metrics['neighbour_nesy']:.4f}"
     if "agreement" in metrics:
-        alike = f"start {metrics['agrees_with']} does" if "agrees_with" in metrics else "no earlier start does"
+        others = metrics.get("agrees_with", [])
+        alike = f"start{'s' * (len(others) > 1)} {', '.join(map(str, others))} do{'es' * (len(others) == 1)}" \
+            if others else "no earlier start does"
         said += f", reads the pool's other images as {alike} (kappa {metrics['agreement']:.4f})"
     if not restart:
         return said
-    return f"{said} > {cfg.restart_above:g}: restart" if judged_loss(metrics) > cfg.restart_above else \
-        f"{said}: restart (kappa under {cfg.restart_agree:g} with every earlier start)"
+    if judged_loss(metrics) > cfg.restart_above:
+        return f"{said} > {cfg.restart_above:g}: restart"
+    if cfg.restart_quorum > 2 and metrics.get("agrees_with"):
+        return f"{said}: restart (fewer than {cfg.restart_quorum} starts agree at kappa {cfg.restart_agree:g})"
+    return f"{said}: restart (kappa under {cfg.restart_agree:g} with every earlier start)"
 
 
 def keep_best_start(model, found: list[tuple[dict[str, Any], dict[str, Any]]], run: RunFolder | None,

@@ -149,6 +149,7 @@ CASES = [
     case("nesy-restart-plateau-negative", "nesy", ["--restart-plateau", "-5"], {}, "restart_plateau must be >= 0, got -5"),
     case("nesy-plateau-cuts-negative", "nesy", ["--plateau-cuts", "-1"], {}, "plateau_cuts must be >= 0, got -1"),
     case("nesy-restart-agree-over-one", "nesy", ["--restart-agree", "1.5"], {}, "restart_agree must lie in [0, 1], got 1.5"),
+    case("nesy-restart-quorum-one", "nesy", ["--restart-quorum", "1"], {}, "restart_quorum must be >= 2, got 1"),
     case("nesy-rename-queries-zero", "nesy", ["--rename-queries", "0"], {}, "rename_queries must be > 0, got 0"),
     case("nesy-lr-huge", "nesy", ["--lr", "1e30"], {}, "lr must lie in (0, 1], got 1e+30"),
     case("nesy-set-epochs-inf", "nesy", ["--set", "epochs=.inf"], {}, "'epochs' must be a finite number, got inf"),

@@ -433,8 +433,9 @@ def test_a_hardened_reading_is_its_most_probable_class_and_stays_a_distribution(
 def test_starts_agree_by_how_they_read_the_pool_images_no_query_shows():
     """pool_readings: the right reader and the memorizer read the images outside the queries
     differently everywhere (the memorizer reads each as the next digit), and each reads like
-    itself; agreeing_start finds the most agreeing earlier start at or over the bound."""
-    from gedi_nesy.restarts import agreeing_start, agreement, pool_readings
+    itself; agreeing_group finds the largest group of starts with it whose every two agree at or
+    over the bound."""
+    from gedi_nesy.restarts import agreeing_group, agreement, largest_groups, pool_readings
 
     right_model, pools, queries = memorizer_model(memorize=False)
     right = pool_readings(right_model, queries, pools.train_x)
@@ -442,10 +443,19 @@ def test_starts_agree_by_how_they_read_the_pool_images_no_query_shows():
     memo = pool_readings(memo_model, memo_queries, memo_pools.train_x)
     assert len(right) == len(memo) == len(pools.train_x) - len({pool_index_of(t) for t in shown_inputs(right_model, queries)})
     assert agreement(right, memo) < 0.05 and agreement(right, right) == 1.0
-    assert agreeing_start({0: right, 1: memo, 2: right.clone()}, 2, 0.9) == (0, 1.0)
-    assert agreeing_start({0: memo, 1: right}, 1, 0.5) is None and agreeing_start({0: right}, 0, 0.0) is None
+    assert agreeing_group({0: right, 1: memo, 2: right.clone()}, 2, 0.9) == [0, 2]
+    assert agreeing_group({0: memo, 1: right}, 1, 0.5) == [1] and agreeing_group({0: right}, 0, 0.0) == [0]
     half = torch.where(torch.arange(len(right)) % 2 == 0, right, memo)
-    assert agreeing_start({0: memo, 1: half}, 1, 0.4)[0] == 0
+    assert agreeing_group({0: memo, 1: half}, 1, 0.4) == [0, 1]
+    # a wrong pair and a right trio: the trio is the largest group, whichever start is asked
+    starts = {0: memo, 1: right, 2: memo.clone(), 3: right.clone(), 4: right.clone()}
+    assert agreeing_group(starts, 4, 0.9) == [1, 3, 4] and agreeing_group(starts, 2, 0.9) == [0, 2]
+    assert largest_groups(starts, 0.9) == [1, 3, 4] and largest_groups({0: right, 1: memo}, 0.5) == [0, 1]
+    assert largest_groups(starts, 0.9, lambda group: 2 in group) == [0, 2]  # only the groups it admits
+    assert largest_groups(starts, 0.9, lambda group: False) == []
+    # half agrees with both the right and the wrong reader, which do not agree: two groups of two
+    assert agreeing_group({0: memo, 1: right, 2: half}, 2, 0.4) in ([0, 2], [1, 2])
+    assert largest_groups({0: memo, 1: right, 2: half}, 0.4) == [0, 1, 2]
 
 
 def pool_index_of(term):
@@ -510,6 +520,50 @@ def test_starts_that_agree_with_no_other_are_all_drawn_and_the_lowest_judged_is_
     assert metrics["chosen_start"] == min(range(3), key=lambda k: (metrics["starts"][k]["train_nesy"], k))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("quorum, starts, among", [(2, 3, [1, 2]), (3, 5, [0, 3, 4])])
+def test_the_run_ends_once_a_quorum_of_starts_agree_and_keeps_one_of_them(tmp_path, capsys, monkeypatch, quorum,
+                                                                           starts, among):
+    """Starts read the pool by two schemes, A B B A A (the readings stand in for trained
+    networks'): a pair of B ends the run at the third start, a quorum of three at the fifth, with
+    the kept start one of the group and every start's group in metrics.json."""
+    import json
+
+    from gedi_nesy import cli, train
+
+    scheme = torch.arange(600) % 10
+    reads = iter([scheme, (scheme + 1) % 10, (scheme + 1) % 10, scheme, scheme])
+    monkeypatch.setattr(train, "pool_readings", lambda *args: next(reads).clone())
+    out = tmp_path / "run"
+    assert cli.main([*RESTART, "--rename-every", "0", "--restarts", "6", "--restart-above", "1000",
+                     "--restart-agree", "0.5", "--restart-quorum", str(quorum), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["starts"]) == starts and metrics["chosen_start"] in among
+    assert metrics["starts"][-1]["agrees_with"] == [k for k in among if k != starts - 1]
+    assert metrics["chosen_start"] == min(among, key=lambda k: (metrics["starts"][k]["train_nesy"], k))
+    assert ("fewer than 3 starts agree" in said) == (quorum == 3)
+
+
+def test_where_the_budget_runs_out_the_kept_start_is_of_the_largest_group_with_one_under_the_bound():
+    """A wrong pair over the bound and a healthy start alone under it (validation seed 0 at 100
+    examples): the healthy one is kept, not the pair; where no start is under the bound, every start."""
+    from gedi_nesy.config import NesyConfig
+    from gedi_nesy.train import agreeing_starts
+
+    scheme = torch.arange(600) % 10
+    readings = {0: (scheme + 1) % 10, 1: (scheme + 1) % 10, 2: scheme, 3: (scheme + 3) % 10}
+    found = [({"train_nesy": 0.2, "neighbour_nesy": n}, {}) for n in (1.09, 0.95, 0.66, 1.04)]
+    found[1][0]["agrees_with"] = [0]
+    cfg = NesyConfig(restart_above=0.85, restart_agree=0.5, restart_quorum=3)
+    assert agreeing_starts(found, readings, 3, cfg) == [2]
+    found[2][0]["neighbour_nesy"] = 0.9
+    assert agreeing_starts(found, readings, 3, cfg) == []
+    found[0][0]["neighbour_nesy"] = 0.8  # now the pair holds a start under the bound
+    assert agreeing_starts(found, readings, 3, cfg) == [0, 1]
+    assert agreeing_starts(found, readings, 3, NesyConfig(restart_above=0.85)) == []
+
+
 def test_a_start_ends_the_run_where_it_agrees_with_an_earlier_one_and_one_of_the_two_is_under_the_bound():
     from gedi_nesy.config import NesyConfig
     from gedi_nesy.train import accepted
@@ -517,13 +571,18 @@ def test_a_start_ends_the_run_where_it_agrees_with_an_earlier_one_and_one_of_the
     cfg = NesyConfig(restart_above=0.5, restart_agree=0.6)
     first = ({"train_nesy": 0.3, "agreement": 0.0}, {})
     assert not accepted([first], first[0], cfg)  # nothing to agree with
-    over = {"train_nesy": 0.9, "agreement": 0.8, "agrees_with": 0}
+    over = {"train_nesy": 0.9, "agreement": 0.8, "agrees_with": [0]}
     assert accepted([first, (over, {})], over, cfg)  # its partner is under the bound
     alone = {"train_nesy": 0.3, "agreement": 0.5}  # under the bound, agrees with none
     assert not accepted([first, (alone, {})], alone, cfg)
     both_over = [({"train_nesy": 0.9, "agreement": 0.0}, {}), (over, {})]
     assert not accepted(both_over, over, cfg)
     assert accepted([first], first[0], NesyConfig(restart_above=0.5))  # without agreement: the bound alone
+    trio = NesyConfig(restart_above=0.5, restart_agree=0.6, restart_quorum=3)
+    assert not accepted([first, (over, {})], over, trio)  # a pair is not a quorum of three
+    third = {"train_nesy": 0.8, "agreement": 0.9, "agrees_with": [0, 1]}
+    assert accepted([first, (over, {}), (third, {})], third, trio)
+    assert not accepted(both_over + [(third, {})], third, trio)  # the three are over the bound
 
 
 @pytest.mark.slow
