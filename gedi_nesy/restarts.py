@@ -20,7 +20,7 @@ nearest pool images that no query shows. A start can also name its clusters wron
 that satisfies its queries, through the neighbours too, as well as a healthy start does; but it
 reads the pool's other images as no healthy start does. ``--restart-agree A`` keeps a start only
 where two finished starts read those images alike (:func:`agreement`, Cohen's kappa ``A`` or more);
-``--restart-quorum Q``, where ``Q`` starts do, every two of them (:func:`agreeing_group`): two starts
+``--restart-quorum Q``, where ``Q`` starts do, every two of them (:class:`StartReadings`): two starts
 of one seed share their queries, and can share a wrong scheme.
 """
 
@@ -157,7 +157,7 @@ def image_probs(module, images: Tensor) -> Tensor:
 def pool_readings(model, queries: Sequence, pool: Tensor) -> Tensor:
     """The most probable class each GEDI network gives every image of ``pool`` (the training
     pool's images) that no query shows (:func:`outside_queries`), the networks' readings one
-    after the other: what :func:`agreement` compares between starts."""
+    after the other: what :func:`agreement` compares between starts (:class:`StartReadings`)."""
     return network_readings(model, pool[outside_queries(model, queries, len(pool), 1)])
 
 
@@ -186,36 +186,48 @@ def agreement(a: Tensor, b: Tensor) -> float:
     return float(kappa) if math.isfinite(kappa) else 0.0
 
 
-def agreeing_group(readings: Mapping[int, Tensor], k: int, bound: float) -> list[int]:
-    """The largest group of starts that holds start ``k`` and whose every two starts' readings
-    agree at ``bound`` or more (:func:`agreement`; ``readings``: each finished start's
-    :func:`pool_readings`), in start order; of groups alike in size, the one whose least agreeing
-    two agree most, then the earliest. ``[k]`` where no other start agrees with ``k``."""
-    kappa: dict[tuple[int, int], float] = {}
+class StartReadings:
+    """Each finished start's :func:`pool_readings`, by start, and the kappa of every two of them
+    (:func:`agreement`, each computed once): the groups of starts that read the pool alike."""
 
-    def alike(i: int, j: int) -> float:
-        if (i, j) not in kappa:
-            kappa[i, j] = kappa[j, i] = agreement(readings[i], readings[j])
-        return kappa[i, j]
+    def __init__(self, readings: Mapping[int, Tensor] | None = None) -> None:
+        self.readings: dict[int, Tensor] = dict(readings or {})
+        self.kappas: dict[tuple[int, int], float] = {}
 
-    near = [j for j in sorted(readings) if j != k and alike(k, j) >= bound]
-    for size in range(len(near), 0, -1):
-        groups = [g for g in itertools.combinations(near, size)
-                  if all(alike(i, j) >= bound for i, j in itertools.combinations(g, 2))]
-        if groups:
-            least = lambda g: min(alike(i, j) for i, j in itertools.combinations((k, *g), 2))  # noqa: E731
-            return sorted((k, *max(groups, key=lambda g: (least(g), [-i for i in g]))))
-    return [k]
+    def add(self, k: int, readings: Tensor) -> None:
+        """Start ``k``'s readings."""
+        self.readings[k] = readings
 
+    def kappa(self, i: int, j: int) -> float:
+        """:func:`agreement` of starts ``i`` and ``j``."""
+        if (i, j) not in self.kappas:
+            self.kappas[i, j] = self.kappas[j, i] = agreement(self.readings[i], self.readings[j])
+        return self.kappas[i, j]
 
-def largest_groups(readings: Mapping[int, Tensor], bound: float,
-                   admit: Callable[[list[int]], bool] = lambda group: True) -> list[int]:
-    """The starts in the largest of the groups that :func:`agreeing_group` gives for each start of
-    ``readings`` and that ``admit`` lets in (a start that agrees with none is a group of one), in
-    start order; ``[]`` where ``admit`` lets none in."""
-    groups = [g for g in (agreeing_group(readings, k, bound) for k in readings) if admit(g)]
-    size = max(map(len, groups), default=0)
-    return sorted({k for g in groups if len(g) == size for k in g})
+    def most_alike(self, k: int) -> float:
+        """The largest kappa between start ``k`` and another start (0 where there is none)."""
+        return max((self.kappa(k, j) for j in self.readings if j != k), default=0.0)
+
+    def group(self, k: int, bound: float) -> list[int]:
+        """The largest group of starts that holds start ``k`` and whose every two agree at
+        ``bound`` or more, in start order; of groups alike in size, the one whose least agreeing
+        two agree most, then the earliest. ``[k]`` where no other start agrees with ``k``."""
+        near = [j for j in sorted(self.readings) if j != k and self.kappa(k, j) >= bound]
+        for size in range(len(near), 0, -1):
+            groups = [g for g in itertools.combinations(near, size)
+                      if all(self.kappa(i, j) >= bound for i, j in itertools.combinations(g, 2))]
+            if groups:
+                least = lambda g: min(self.kappa(i, j) for i, j in itertools.combinations((k, *g), 2))  # noqa: E731
+                return sorted((k, *max(groups, key=lambda g: (least(g), [-i for i in g]))))
+        return [k]
+
+    def largest_groups(self, bound: float, admit: Callable[[list[int]], bool] = lambda group: True) -> list[int]:
+        """The starts in the largest of the groups that :meth:`group` gives for each start and that
+        ``admit`` lets in (a start that agrees with none is a group of one), in start order; ``[]``
+        where ``admit`` lets none in."""
+        groups = [g for g in (self.group(k, bound) for k in self.readings) if admit(g)]
+        size = max(map(len, groups), default=0)
+        return sorted({k for g in groups if len(g) == size for k in g})
 
 
 def outside_queries(model, queries: Sequence, pool_size: int, k: int) -> Tensor:

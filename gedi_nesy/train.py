@@ -29,9 +29,9 @@ from gedi_core.runfolder import CHECKPOINT, LOCK, METRICS, RunFolder, write_byte
 from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.evaluation import evaluate_nesy
-from gedi_nesy.restarts import (NEIGHBOURS, StartBudget, StartCut, agreeing_group, agreement, largest_groups, lowest,
-                                neighbour_nesy, network_weights, outside_queries, pool_readings, reinitialize,
-                                restore_weights, training_nesy)
+from gedi_nesy.restarts import (NEIGHBOURS, StartBudget, StartCut, StartReadings, lowest, neighbour_nesy,
+                                network_weights, outside_queries, pool_readings, reinitialize, restore_weights,
+                                training_nesy)
 from gedi_nesy.program import inspect_program, model_program, network_domains
 from gedi_nesy.start import Start, build_start, nesy_objective  # noqa: F401 (nesy_objective: imported from here)
 from gedi_nesy.step import gedi_networks
@@ -222,7 +222,7 @@ def train_nesy(
     healthy ones at 0.1-0.25. With ``cfg.restart_agree`` a start is also drawn afresh until one
     reads the pool's images outside the queries as an earlier finished start does, Cohen's kappa
     ``cfg.restart_agree`` or more (:func:`~gedi_nesy.restarts.agreement`), and ``cfg.restart_quorum``
-    starts do, every two of them (:func:`~gedi_nesy.restarts.agreeing_group`); the start kept is then
+    starts do, every two of them (:meth:`~gedi_nesy.restarts.StartReadings.group`); the start kept is then
     the lowest judged of that group or, where the budget ran out first, of the largest agreeing
     groups that hold a start under the bound (:func:`agreeing_starts`).
 
@@ -240,7 +240,7 @@ def train_nesy(
         raise GediError("restarts: not supported under torchrun; set restarts to 0")
     run = out if isinstance(out, RunFolder) or out is None else RunFolder(out, {}, False, dist.is_main).open()
     found: list[tuple[dict[str, Any], dict[str, Any]]] = []  # each start's (metrics, network weights)
-    readings: dict[int, torch.Tensor] = {}  # each finished start's pool_readings (with cfg.restart_agree)
+    readings = StartReadings()  # each finished start's pool_readings (with cfg.restart_agree)
     for k in itertools.count():
         if k:
             reinitialize(model, cfg.seed + 1000 * k)
@@ -264,7 +264,7 @@ def train_nesy(
     return keep_best_start(model, found, run, among=agreeing_starts(found, readings, k, cfg) or None)
 
 
-def agreeing_starts(found: list[tuple[dict[str, Any], dict[str, Any]]], readings: dict[int, torch.Tensor], last: int,
+def agreeing_starts(found: list[tuple[dict[str, Any], dict[str, Any]]], readings: StartReadings, last: int,
                     cfg: NesyConfig) -> list[int]:
     """With ``cfg.restart_agree``, the starts one of which :func:`train_nesy` keeps: the group
     that ended the run with its ``last`` start (:func:`accepted`) or, where the budget ran out
@@ -277,7 +277,7 @@ def agreeing_starts(found: list[tuple[dict[str, Any], dict[str, Any]]], readings
     if accepted(found, found[last][0], cfg):
         return sorted([last, *found[last][0]["agrees_with"]])
     under = lambda group: any(judged_loss(found[j][0]) <= cfg.restart_above for j in group)  # noqa: E731
-    return largest_groups(readings, cfg.restart_agree, under)
+    return readings.largest_groups(cfg.restart_agree, under)
 
 
 def accepted(found: list[tuple[dict[str, Any], dict[str, Any]]], ended: dict[str, Any], cfg: NesyConfig) -> bool:
@@ -290,18 +290,17 @@ def accepted(found: list[tuple[dict[str, Any], dict[str, Any]]], ended: dict[str
     return len(group) >= cfg.restart_quorum and min(map(judged_loss, group)) <= cfg.restart_above
 
 
-def start_agreement(model, weights: dict[str, Any], readings: dict[int, torch.Tensor], k: int, cfg: NesyConfig,
+def start_agreement(model, weights: dict[str, Any], readings: StartReadings, k: int, cfg: NesyConfig,
                     train_queries: Sequence, pools) -> dict[str, Any]:
     """Start ``k``'s :func:`~gedi_nesy.restarts.pool_readings` (from ``weights``, now in
     ``model``), added to ``readings``, and how it agrees with the earlier finished starts:
     ``agreement``, the largest kappa between its readings and one of theirs (0 for the first),
     and ``agrees_with``, the others of the largest group of starts with it whose every two agree
-    at ``cfg.restart_agree`` or more (:func:`~gedi_nesy.restarts.agreeing_group`), where there is one."""
+    at ``cfg.restart_agree`` or more (:meth:`~gedi_nesy.restarts.StartReadings.group`), where there is one."""
     restore_weights(model, weights)
-    readings[k] = pool_readings(model, train_queries, pools.train_x)
-    share = max((agreement(readings[k], r) for j, r in readings.items() if j != k), default=0.0)
-    group = [j for j in agreeing_group(readings, k, cfg.restart_agree) if j != k]
-    return {"agreement": round(share, 6), **({"agrees_with": group} if group else {})}
+    readings.add(k, pool_readings(model, train_queries, pools.train_x))
+    group = [j for j in readings.group(k, cfg.restart_agree) if j != k]
+    return {"agreement": round(readings.most_alike(k), 6), **({"agrees_with": group} if group else {})}
 
 
 def judged_loss(metrics: dict[str, Any]) -> float:

@@ -433,9 +433,16 @@ def test_a_hardened_reading_is_its_most_probable_class_and_stays_a_distribution(
 def test_starts_agree_by_how_they_read_the_pool_images_no_query_shows():
     """pool_readings: the right reader and the memorizer read the images outside the queries
     differently everywhere (the memorizer reads each as the next digit), and each reads like
-    itself; agreeing_group finds the largest group of starts with it whose every two agree at or
-    over the bound."""
-    from gedi_nesy.restarts import agreeing_group, agreement, largest_groups, pool_readings
+    itself; StartReadings.group finds the largest group of starts with it whose every two agree at
+    or over the bound."""
+    from gedi_nesy.restarts import StartReadings, agreement, pool_readings
+
+    def agreeing_group(readings, k, bound):
+        return StartReadings(readings).group(k, bound)
+
+    def largest_groups(readings, bound, admit=lambda group: True):
+        return StartReadings(readings).largest_groups(bound, admit)
+
 
     right_model, pools, queries = memorizer_model(memorize=False)
     right = pool_readings(right_model, queries, pools.train_x)
@@ -549,10 +556,11 @@ def test_where_the_budget_runs_out_the_kept_start_is_of_the_largest_group_with_o
     """A wrong pair over the bound and a healthy start alone under it (validation seed 0 at 100
     examples): the healthy one is kept, not the pair; where no start is under the bound, every start."""
     from gedi_nesy.config import NesyConfig
+    from gedi_nesy.restarts import StartReadings
     from gedi_nesy.train import agreeing_starts
 
     scheme = torch.arange(600) % 10
-    readings = {0: (scheme + 1) % 10, 1: (scheme + 1) % 10, 2: scheme, 3: (scheme + 3) % 10}
+    readings = StartReadings({0: (scheme + 1) % 10, 1: (scheme + 1) % 10, 2: scheme, 3: (scheme + 3) % 10})
     found = [({"train_nesy": 0.2, "neighbour_nesy": n}, {}) for n in (1.09, 0.95, 0.66, 1.04)]
     found[1][0]["agrees_with"] = [0]
     cfg = NesyConfig(restart_above=0.85, restart_agree=0.5, restart_quorum=3)
