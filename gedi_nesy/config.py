@@ -128,6 +128,13 @@ class NesyConfig:
     # training queries (a fixed seeded subset) the renaming search scores
     rename_queries: int = setting(256, "--rename-queries", "training queries the renaming search scores",
                                   range=POSITIVE)
+    # after a start's last epoch, rename each GEDI network's classes where that makes more training
+    # queries true with every training image read as its nearest pool images outside the queries do
+    # (gedi_nesy.neighbour_renaming: a wrong scheme that keeps most of the program, 1<->2, 4<->5 and 7<->8
+    # at once, fits 100 queries image by image and no single swap of the training loss sees it)
+    rename_neighbours: bool = setting(False, "--rename-neighbours", "after the last epoch, rename the clusters "
+                                      "where that makes more training queries true, each image read as its "
+                                      "nearest pool images outside the queries")
     # starts drawn afresh while a start ends with a training L_NESY above restart_above (gedi_nesy.train:
     # the start with the lowest is kept; out/start<k> each); 0: one start
     restarts: int = setting(0, "--restarts", "starts drawn afresh while a start ends with training L_NESY above "

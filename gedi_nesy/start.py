@@ -24,7 +24,7 @@ from gedi_nesy.config import NesyConfig
 from gedi_nesy.engine import is_batched
 from gedi_nesy.plugin import GEDILoss
 from gedi_nesy.prior import program_prior
-from gedi_nesy.renaming import Renamer
+from gedi_nesy.renaming import Renamer, apply_renaming
 from gedi_nesy.restarts import StartCut, nesy_means
 from gedi_nesy.step import NesyStep, TrainShift, gedi_networks
 
@@ -113,11 +113,37 @@ def build_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_que
     first = next(iter(nets.values())).network_module
     monitor = FailureMonitor(first.num_clusters, sgld_range=100 * max(abs(cfg.sgld.init_low), abs(cfg.sgld.init_high)))
     hooks = [renaming_hook(cfg, model, train_queries, optimizer, objectives)] if weights["nesy"] > 0 else []
+    if cfg.rename_neighbours and weights["nesy"] > 0:
+        hooks.append(neighbour_renaming_hook(cfg, model, train_queries, pools, optimizer, objectives))
     if may_cut and weights["nesy"] > 0:
         hooks.append(plateau_hook(cfg, model, train_queries))
     after_epoch = chained([h for h in hooks if h is not None])
     return Start(cfg, model, train_queries, pools, test_queries, domains, dist, nets, weights, optimizer, objectives,
                  priors, step, batches, monitor, after_epoch)
+
+
+def neighbour_renaming_hook(cfg: NesyConfig, model, train_queries: Sequence, pools, optimizer, objectives):
+    """``fit``'s ``after_epoch``: after the last epoch, rename each GEDI network's classes where
+    that makes more training queries true with every training image read as its nearest pool
+    images outside the queries (:func:`gedi_nesy.neighbour_renaming.search_neighbour_renaming`);
+    the row gets ``neighbour_false`` (the share of those queries false after the search) and
+    ``renamed_neighbours`` where it changed a network."""
+    from gedi_nesy.neighbour_renaming import search_neighbour_renaming
+
+    def after_epoch(epoch: int, is_last: bool) -> dict[str, Any]:
+        if not is_last:
+            return {}
+        found = search_neighbour_renaming(model, train_queries, pools.train_x)
+        row: dict[str, Any] = {"neighbour_false": round(found[-1].after, 6)} if found else {}
+        changed = [r for r in found if r.changed]
+        for r in changed:
+            apply_renaming(model, r, [optimizer], objectives.get(r.network))
+        if changed:
+            row["renamed_neighbours"] = "; ".join(r.describe() for r in changed)
+            tqdm.write(f"[{cfg.arm} seed {cfg.seed}] epoch {epoch + 1}: {row['renamed_neighbours']}")
+        return row
+
+    return after_epoch
 
 
 def renaming_hook(cfg: NesyConfig, model, train_queries: Sequence, optimizer, objectives):

@@ -151,6 +151,8 @@ def start_metrics(start: Start, result: FitResult, extra: dict[str, Any] | None)
     cfg, pools, test_queries, weights, priors = start.cfg, start.pools, start.test_queries, start.weights, start.priors
     fitted = {"train_nesy": round(training_nesy(start.model, start.train_queries), 6)} \
         if weights["nesy"] > 0 and (cfg.restarts or cfg.rename_every) else {}
+    if weights["nesy"] > 0 and cfg.rename_neighbours and result.epoch_rows:
+        fitted["neighbour_false"] = result.epoch_rows[-1].get("neighbour_false")
     if weights["nesy"] > 0 and cfg.restart_judge == "neighbours":
         fitted["neighbour_nesy"] = round(neighbour_nesy(start.model, start.train_queries, pools.train_x), 6)
     final = evaluate_nesy(start.model, pools, start.domains, test_queries)
@@ -175,7 +177,8 @@ def start_metrics(start: Start, result: FitResult, extra: dict[str, Any] | None)
         "weights": weights,
         "prior_target": {n: [round(float(v), 5) for v in p] for n, p in priors.items()} or "uniform",
         "skipped_queries": start.step.skipped,
-        "renamings": [{"epoch": r["epoch"], "renamed": r["renamed"]} for r in result.epoch_rows if r.get("renamed")],
+        "renamings": [{"epoch": r["epoch"], "renamed": r[key]} for r in result.epoch_rows
+                      for key in ("renamed", "renamed_neighbours") if r.get(key)],
         **engine_stats(start.model),
         "train_seconds": round(result.seconds, 2),
         "queries_per_s": result.items_per_s and round(result.items_per_s * start.dist.world_size, 2),

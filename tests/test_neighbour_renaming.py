@@ -1,0 +1,136 @@
+"""Renaming through the pool's neighbours (gedi_nesy.neighbour_renaming): a network that fits its
+training queries image by image while it reads every other image by a wrong scheme close to a
+symmetry of addition (1<->2, 4<->5, 7<->8) is renamed to the scheme's inverse, which no single
+swap finds and the training loss cannot see; a right reader is left alone. The images are
+one-hot digits with an 11th pixel set on the images the queries show."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gedi_nesy import gedi_network
+from gedi_nesy.data import Pools, task_queries
+from gedi_nesy.neighbour_renaming import HardTruth, renamed, search_neighbour_renaming
+from gedi_nesy.program import build_nesy_model
+from gedi_nesy.renaming import local_search, moved, moves, network_log_probs, search_renaming, swap_sets
+from gedi_nesy.restarts import neighbour_errors, pool_index, training_nesy
+from gedi_nesy.step import batch_inputs
+
+ADDITION = "programs/addition.pl"
+SCHEME = [0, 2, 1, 3, 5, 4, 6, 8, 7, 9]  # 46 of the 55 sums a + b = c <= 9 hold under it
+
+
+class SchemeReader(nn.Module):
+    """Reads a one-hot digit image right where its 11th pixel is set, and every other image as
+    ``scheme`` names it."""
+
+    def __init__(self, scheme: list[int]) -> None:
+        super().__init__()
+        self.register_buffer("scheme", torch.tensor(scheme))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        onehot, shown = x[:, :10], x[:, 10:11]
+        return shown * onehot + (1 - shown) * onehot[:, self.scheme]
+
+
+def scheme_model(scheme: list[int], seed: int = 1, engine: str = "batched", n: int = 600, queries: int = 100):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = torch.cat([torch.nn.functional.one_hot(y, 10).float(), torch.zeros(n, 1)], 1).reshape(n, 1, 1, 11)
+    pools = Pools(train_x=x, train_y=y, test_x=x[:20].clone(), test_y=y[:20], name="one-hot")
+    module = nn.Sequential(nn.Flatten(), SchemeReader(scheme), nn.Linear(10, 10))
+    with torch.no_grad():
+        module[2].weight.copy_(torch.eye(10))
+        module[2].bias.zero_()
+    net = gedi_network(module, "gedi_net", lr=0.0, weight_decay=0.0)
+    model = build_nesy_model(ADDITION, [net], pools, engine=engine)
+    train_q = task_queries("addition", y, queries, seed=seed)
+    shown = [pool_index(t) for t in batch_inputs(model, train_q)["gedi_net"]]
+    x.reshape(-1, 11)[shown, 10] = 1.0  # in place: the model's tensor source holds this tensor
+    return model, pools, train_q
+
+
+def test_swap_sets_are_the_products_of_disjoint_swaps():
+    assert sorted(moved(list(range(4)), m) for m in swap_sets(4, 2)) == [[1, 0, 3, 2], [2, 3, 0, 1], [3, 2, 1, 0]]
+    assert sum(1 for _ in swap_sets(10, 3)) == 630 + 3150  # 45 * 28 / 2 pairs, 45 * 28 * 15 / 6 triples
+    assert moved(list(range(10)), ("swaps", ((1, 2), (4, 5), (7, 8)))) == SCHEME
+
+
+def test_local_search_keeps_only_moves_that_improve():
+    target = [2, 0, 1, 3]
+    score = lambda perms: [sum(a != b for a, b in zip(p, target)) for p in perms]  # noqa: E731
+    perm, before, after, steps = local_search(4, score, lambda: moves(4), lambda trial, best: trial < best)
+    assert perm == target and (before, after) == (3, 0) and 1 <= len(steps) <= 2
+    perm, _, after, steps = local_search(4, score, lambda: moves(4), lambda trial, best: False)
+    assert perm == [0, 1, 2, 3] and after == 3 and steps == []
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_scheme_that_fits_its_queries_is_renamed_through_the_neighbours_and_a_right_reader_is_not(seed):
+    model, pools, queries = scheme_model(SCHEME, seed)
+    assert training_nesy(model, queries) < 0.05  # its own images fit every query
+    [soft] = search_renaming(model, queries)
+    assert not soft.changed  # renaming by the training loss keeps the wrong names
+    [r] = search_neighbour_renaming(model, queries, pools.train_x)
+    assert r.changed and r.steps == [("swaps", ((1, 2), (4, 5), (7, 8)))]
+    assert r.after == pytest.approx(0.0, abs=1e-3) and 0.05 < r.before < 0.5  # the 9 sums the scheme breaks
+    assert r.before == pytest.approx(neighbour_errors(model, queries, pools.train_x), abs=1e-3)
+    assert [SCHEME[j] for j in r.perm] == list(range(10))  # renamed to the scheme's inverse
+
+    model, pools, queries = scheme_model(list(range(10)), seed)
+    [r] = search_neighbour_renaming(model, queries, pools.train_x)
+    assert not r.changed and r.before == pytest.approx(0.0, abs=1e-3)
+
+
+def test_hard_truth_is_the_engines_reading_of_each_query():
+    """HardTruth computes each (structure, classes) once and gives what the engine gives for the
+    hardened readings; the exact engine agrees."""
+    shares = []
+    for engine in ("batched", "exact"):
+        model, pools, queries = scheme_model(SCHEME, 1, engine=engine, queries=12)
+        per_net, own = network_log_probs(model, queries, ["gedi_net"])
+        truth = HardTruth(model, queries, per_net, {"gedi_net": 10})
+        classes = own["gedi_net"].argmax(1).tolist()
+        shifted = renamed(classes, [9, 0, 1, 2, 3, 4, 5, 6, 7, 8])  # every digit one up: every sum off
+        right, wrong, scheme = truth.false_shares([{"gedi_net": c} for c in (classes, shifted, renamed(classes, SCHEME))])
+        assert right == pytest.approx(0.0, abs=1e-3) and wrong == pytest.approx(1.0, abs=1e-3)
+        shares.append(scheme)
+        assert len(truth.truth) <= 3 * len(queries)
+    assert shares[0] == pytest.approx(shares[1], abs=1e-6)
+
+
+CLI = ["train", "--examples", "12", "--test-examples", "6", "--epochs", "1", "--batch-size", "6",
+       "--sgld-steps", "2", "--no-progress", "--seed", "0", "--rename-neighbours"]
+
+
+def test_the_cli_renames_through_the_neighbours_after_the_last_epoch(tmp_path, monkeypatch):
+    """--rename-neighbours: the share of training queries false through the neighbours is the
+    kept network's (rebuilt from the run folder), and a renaming the search finds is applied to
+    the network the run keeps and listed in its metrics."""
+    import json
+
+    from experiments.nesy import judge_runs
+    from gedi_nesy import cli, neighbour_renaming
+    from gedi_nesy.renaming import Renaming
+
+    out = tmp_path / "run"
+    assert cli.main([*CLI, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    pools, model, train_q = judge_runs.rebuilt(out)
+    assert metrics["neighbour_false"] == pytest.approx(neighbour_errors(model, train_q, pools.train_x), abs=1e-3)
+    assert cli.main([*CLI[:-1], "--out", str(tmp_path / "plain")]) == 0  # the same run without the search
+    assert "neighbour_false" not in json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    _, model, _ = judge_runs.rebuilt(tmp_path / "plain")
+    head = model.networks["gedi_net"].network_module.head_layer.weight.detach().clone()
+
+    swap = [1, 0, *range(2, 10)]
+    found = lambda model, queries, pool: [Renaming("gedi_net", swap, 0.5, 0.1, [("swap", 0, 1)], "share")]  # noqa: E731
+    monkeypatch.setattr(neighbour_renaming, "search_neighbour_renaming", found)
+    out = tmp_path / "renamed"
+    assert cli.main([*CLI, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["neighbour_false"] == 0.1 and "1->0, 0->1" in metrics["renamings"][-1]["renamed"]
+    _, model, _ = judge_runs.rebuilt(out)
+    assert torch.equal(model.networks["gedi_net"].network_module.head_layer.weight.detach(), head[swap])
