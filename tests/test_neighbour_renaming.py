@@ -67,6 +67,7 @@ def test_local_search_keeps_only_moves_that_improve():
     assert perm == [0, 1, 2, 3] and after == 3 and steps == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_scheme_that_fits_its_queries_is_renamed_through_the_neighbours_and_a_right_reader_is_not(seed):
     model, pools, queries = scheme_model(SCHEME, seed)
@@ -105,6 +106,7 @@ CLI = ["train", "--examples", "12", "--test-examples", "6", "--epochs", "1", "--
        "--sgld-steps", "2", "--no-progress", "--seed", "0", "--rename-neighbours"]
 
 
+@pytest.mark.slow
 def test_the_cli_renames_through_the_neighbours_after_the_last_epoch(tmp_path, monkeypatch):
     """--rename-neighbours: the share of training queries false through the neighbours is the
     kept network's (rebuilt from the run folder), and a renaming the search finds is applied to
