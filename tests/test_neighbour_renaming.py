@@ -8,48 +8,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
-from gedi_nesy import gedi_network
-from gedi_nesy.data import Pools, task_queries
 from gedi_nesy.neighbour_renaming import HardTruth, renamed, search_neighbour_renaming
-from gedi_nesy.program import build_nesy_model
 from gedi_nesy.renaming import local_search, moved, moves, network_log_probs, search_renaming, swap_sets
-from gedi_nesy.restarts import neighbour_errors, pool_index, training_nesy
-from gedi_nesy.step import batch_inputs
+from gedi_nesy.restarts import neighbour_errors, training_nesy
+from one_hot_readers import RIGHT, scheme_model
 
-ADDITION = "programs/addition.pl"
 SCHEME = [0, 2, 1, 3, 5, 4, 6, 8, 7, 9]  # 46 of the 55 sums a + b = c <= 9 hold under it
-
-
-class SchemeReader(nn.Module):
-    """Reads a one-hot digit image right where its 11th pixel is set, and every other image as
-    ``scheme`` names it."""
-
-    def __init__(self, scheme: list[int]) -> None:
-        super().__init__()
-        self.register_buffer("scheme", torch.tensor(scheme))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        onehot, shown = x[:, :10], x[:, 10:11]
-        return shown * onehot + (1 - shown) * onehot[:, self.scheme]
-
-
-def scheme_model(scheme: list[int], seed: int = 1, engine: str = "batched", n: int = 600, queries: int = 100):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 10, (n,), generator=g)
-    x = torch.cat([torch.nn.functional.one_hot(y, 10).float(), torch.zeros(n, 1)], 1).reshape(n, 1, 1, 11)
-    pools = Pools(train_x=x, train_y=y, test_x=x[:20].clone(), test_y=y[:20], name="one-hot")
-    module = nn.Sequential(nn.Flatten(), SchemeReader(scheme), nn.Linear(10, 10))
-    with torch.no_grad():
-        module[2].weight.copy_(torch.eye(10))
-        module[2].bias.zero_()
-    net = gedi_network(module, "gedi_net", lr=0.0, weight_decay=0.0)
-    model = build_nesy_model(ADDITION, [net], pools, engine=engine)
-    train_q = task_queries("addition", y, queries, seed=seed)
-    shown = [pool_index(t) for t in batch_inputs(model, train_q)["gedi_net"]]
-    x.reshape(-1, 11)[shown, 10] = 1.0  # in place: the model's tensor source holds this tensor
-    return model, pools, train_q
 
 
 def test_swap_sets_are_the_products_of_disjoint_swaps():
@@ -70,7 +35,7 @@ def test_local_search_keeps_only_moves_that_improve():
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_scheme_that_fits_its_queries_is_renamed_through_the_neighbours_and_a_right_reader_is_not(seed):
-    model, pools, queries = scheme_model(SCHEME, seed)
+    model, pools, queries = scheme_model(SCHEME, seed, seed, queries=100)
     assert training_nesy(model, queries) < 0.05  # its own images fit every query
     [soft] = search_renaming(model, queries)
     assert not soft.changed  # renaming by the training loss keeps the wrong names
@@ -80,7 +45,7 @@ def test_a_scheme_that_fits_its_queries_is_renamed_through_the_neighbours_and_a_
     assert r.before == pytest.approx(neighbour_errors(model, queries, pools.train_x), abs=1e-3)
     assert [SCHEME[j] for j in r.perm] == list(range(10))  # renamed to the scheme's inverse
 
-    model, pools, queries = scheme_model(list(range(10)), seed)
+    model, pools, queries = scheme_model(RIGHT, seed, seed, queries=100)
     [r] = search_neighbour_renaming(model, queries, pools.train_x)
     assert not r.changed and r.before == pytest.approx(0.0, abs=1e-3)
 
@@ -90,7 +55,7 @@ def test_hard_truth_is_the_engines_reading_of_each_query():
     hardened readings; the exact engine agrees."""
     shares = []
     for engine in ("batched", "exact"):
-        model, pools, queries = scheme_model(SCHEME, 1, engine=engine, queries=12)
+        model, pools, queries = scheme_model(SCHEME, 1, 1, queries=12, engine=engine)
         per_net, own = network_log_probs(model, queries, ["gedi_net"])
         truth = HardTruth(model, queries, per_net, {"gedi_net": 10})
         classes = own["gedi_net"].argmax(1).tolist()

@@ -14,6 +14,7 @@ from gedi_nesy.data import Pools, task_queries
 from gedi_nesy.program import build_nesy_model
 from gedi_nesy.renaming import Renamer, permute_head, search_renaming, subset_loss, network_log_probs
 from deepproblog_helpers import QueryList
+from one_hot_readers import NEXT_DIGIT, RIGHT, scheme_model
 
 ADDITION = "programs/addition.pl"
 
@@ -366,33 +367,10 @@ def test_train_model_restarts_draw_from_the_script_seed(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- judged by the pool's neighbours
-class Memorizer(nn.Module):
-    """Reads a one-hot digit image right when its 11th pixel is set (the images the queries
-    show) and every other image as the next digit: a network that fits its training queries and
-    names the rest wrongly."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        onehot, shown = x[:, :10], x[:, 10:11]
-        return shown * onehot + (1 - shown) * onehot.roll(1, dims=1)
-
-
 def memorizer_model(memorize: bool, engine: str = "batched"):
-    pools = oracle_pools()
-    pools.train_x = torch.cat([pools.train_x.reshape(-1, 10), torch.zeros(len(pools.train_x), 1)], 1).reshape(-1, 1, 1, 11)
-    pools.test_x = pools.train_x[:20].clone()
-    module = nn.Sequential(nn.Flatten(), Memorizer() if memorize else nn.Identity(), nn.Linear(11 if not memorize else 10, 10))
-    with torch.no_grad():
-        module[2].weight.copy_(torch.eye(10) if memorize else torch.eye(10, 11))
-        module[2].bias.zero_()
-    net = gedi_network(module, "gedi_net", lr=0.0, weight_decay=0.0)
-    model = build_nesy_model(ADDITION, [net], pools, engine=engine)
-    queries = task_queries("addition", pools.train_y, 60, seed=1)
-    from gedi_nesy.restarts import pool_index
-    from gedi_nesy.step import batch_inputs
-
-    shown = [pool_index(t) for t in batch_inputs(model, queries)["gedi_net"]]
-    pools.train_x.reshape(-1, 11)[shown, 10] = 1.0  # in place: the model's tensor source holds this tensor
-    return model, pools, queries
+    """The right one-hot reader, or one that fits its training queries and reads every other
+    image as the next digit (:func:`one_hot_readers.scheme_model`)."""
+    return scheme_model(NEXT_DIGIT if memorize else RIGHT, engine=engine)
 
 
 def test_the_pool_neighbours_see_a_network_that_fits_its_queries_and_names_the_rest_wrongly():
