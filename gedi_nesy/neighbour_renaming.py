@@ -128,7 +128,7 @@ def search_neighbour_renaming(model, queries: Sequence, pool: Tensor, k: int = N
     another, each with the others as renamed so far). ``before`` / ``after``: the share of
     queries false. Nothing is changed in the model."""
     per_net, own = network_log_probs(model, queries, gedi_networks(model))
-    read = NeighbourPredictions(model, queries, pool, k, hard=True)(per_net, own)
+    read = NeighbourPredictions(model, queries, pool, k)(per_net, own)  # its argmax: the hard reading
     current = {name: lp.argmax(1).tolist() for name, lp in read.items()}
     truth = HardTruth(model, queries, per_net, {name: lp.shape[1] for name, lp in read.items()})
     found: list[Renaming] = []
