@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from gedi_nesy.renaming import Renaming, local_search, moves, network_log_probs, subset_query_probs, swap_sets
-from gedi_nesy.restarts import NEIGHBOURS, NeighbourPredictions, hardened, pool_index
+from gedi_nesy.restarts import NEIGHBOURS, NeighbourPredictions, false_share, hardened, pool_index
 from gedi_nesy.step import batch_inputs, gedi_networks
 
 MOST_SWAPS = 3  # disjoint swaps one move may make at once
@@ -103,12 +103,7 @@ class HardTruth:
         the mean ``|t - p(q)|`` over the queries with a proof: the share of them false."""
         keyed = [[(i, tuple(r[n][row] for n, row in inputs)) for i, inputs in enumerate(self.inputs)] for r in readings]
         self.fill([k for ks in keyed for k in ks])
-        shares = []
-        for ks in keyed:
-            errors = [abs(float(self.queries[i].p) - p) for i, c in ks
-                      if (p := self.truth[self.structure[i], c]) is not None]
-            shares.append(sum(errors) / len(errors) if errors else float("nan"))
-        return shares
+        return [false_share((self.queries[i], self.truth[self.structure[i], c]) for i, c in ks) for ks in keyed]
 
 
 def renamed(classes: Sequence[int], perm: Sequence[int]) -> list[int]:

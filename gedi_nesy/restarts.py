@@ -31,7 +31,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -99,12 +99,18 @@ def neighbour_errors(model, queries: Sequence, pool: Tensor, k: int = NEIGHBOURS
     chunk = chunk or score_chunk(model)
     read = NeighbourPredictions(model, queries, pool, k, hard=hard)
     nets = list(gedi_networks(model))
-    errors: list[float] = []
+    pairs: list[tuple[Any, float | None]] = []
     for i in range(0, len(queries), chunk):
         part = list(queries[i:i + chunk])
         per_net, log_probs = network_log_probs(model, part, nets)
-        errors += [abs(float(q.p) - p) for p, q in zip(subset_query_probs(model, part, per_net, read(per_net, log_probs)), part)
-                   if p is not None]
+        pairs += zip(part, subset_query_probs(model, part, per_net, read(per_net, log_probs)))
+    return false_share(pairs)
+
+
+def false_share(pairs: Iterable[tuple[Any, float | None]]) -> float:
+    """The mean ``|t - p(q)|`` over ``(query, p(q))`` pairs (``t``: the query's target
+    probability), those without a proof (``p`` None) left out; NaN where none has one."""
+    errors = [abs(float(q.p) - p) for q, p in pairs if p is not None]
     return sum(errors) / len(errors) if errors else float("nan")
 
 
