@@ -32,6 +32,9 @@ from gedi_nesy.step import batch_inputs, gedi_networks
 
 MOST_SWAPS = 3  # disjoint swaps one move may make at once
 MIN_GAIN = 0.02  # share of the queries a kept move must make true
+# hardened readings leave each query's probability within about 1e-5 of 0 or 1 (HARD_EPS), so that a
+# move making exactly MIN_GAIN of the queries true can score a hair short of it: shares this close count as equal
+SHARE_TOLERANCE = 1e-4
 
 
 class HardTruth:
@@ -114,6 +117,12 @@ def renamed(classes: Sequence[int], perm: Sequence[int]) -> list[int]:
     return [new_of_old[c] for c in classes]
 
 
+def gains(trial: float, best: float, min_gain: float) -> bool:
+    """Whether the false share ``trial`` is ``min_gain`` or more below ``best``, up to
+    :data:`SHARE_TOLERANCE` (what the hardened readings leave of a query's truth)."""
+    return trial <= best - min_gain + SHARE_TOLERANCE
+
+
 def search_neighbour_renaming(model, queries: Sequence, pool: Tensor, k: int = NEIGHBOURS,
                               most_swaps: int = MOST_SWAPS, min_gain: float = MIN_GAIN) -> list[Renaming]:
     """For each GEDI network, the permutation of its classes that makes fewest of ``queries``
@@ -135,7 +144,7 @@ def search_neighbour_renaming(model, queries: Sequence, pool: Tensor, k: int = N
 
         perm, before, after, steps = local_search(
             width, scores, lambda: itertools.chain(moves(width), swap_sets(width, most_swaps)),
-            lambda trial, best: trial <= best - min_gain)
+            lambda trial, best: gains(trial, best, min_gain))
         current[name] = renamed(classes, perm)
         found.append(Renaming(name, perm, before, after, steps, score="false share through the neighbours"))
     return found
