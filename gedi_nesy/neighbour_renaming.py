@@ -96,7 +96,7 @@ class HardTruth:
                 for name, terms in self.alone[i].items():
                     for t in terms:
                         picked[name][rows[name][t]] = next(at)
-            log_probs = {name: hardened(torch.zeros(len(c), self.classes[name]).scatter_(1, c[:, None], 1.0))
+            log_probs = {name: hardened(torch.nn.functional.one_hot(c, self.classes[name]).float())
                          for name, c in picked.items()}
             for (_, key), p in zip(batch, subset_query_probs(self.model, queries, per_net, log_probs)):
                 self.truth[key] = p
