@@ -119,6 +119,13 @@ class NesyConfig:
     # batch mean (the recipe's, at batches of 60 queries); the plugin's train_model uses 64
     prior_window: float = setting(0.0, "--prior-window", "images over which L_PRIOR estimates the class marginal "
                                   "(0: the batch)", range=NON_NEGATIVE)
+    # epochs over which L_PRIOR's weight rises linearly from prior_ramp_from to weights.prior
+    # (gedi_nesy.start.prior_ramp_hook); 0: the full weight from the first step (a ramp at 100 examples
+    # left the plateau but failed as often, later: docs/trials/nesy.md, "2026-12-03: a ramp of the prior's weight")
+    prior_ramp: int = setting(0, "--prior-ramp", "epochs over which L_PRIOR's weight rises linearly from "
+                              "--prior-ramp-from to its weight (0: the full weight from the start)", range=NON_NEGATIVE)
+    prior_ramp_from: float = setting(1.0, "--prior-ramp-from", "L_PRIOR's weight in the first epoch of "
+                                     "--prior-ramp", range=NON_NEGATIVE)
     # epochs between searches for a renaming of each GEDI network's classes that lowers the
     # training L_NESY (gedi_nesy.renaming: label-free repair of wrongly named digits; the last
     # epoch always searches); 0: off

@@ -117,6 +117,7 @@ def build_start(cfg: NesyConfig, model, train_queries: Sequence, pools, test_que
         hooks.append(neighbour_renaming_hook(cfg, model, train_queries, pools, optimizer, objectives))
     if may_cut and weights["nesy"] > 0:
         hooks.append(plateau_hook(cfg, model, train_queries))
+    hooks.append(prior_ramp_hook(cfg, weights["prior"], objectives))
     after_epoch = chained([h for h in hooks if h is not None])
     return Start(cfg, model, train_queries, pools, test_queries, domains, dist, nets, weights, optimizer, objectives,
                  priors, step, batches, monitor, after_epoch)
@@ -187,6 +188,37 @@ def plateau_hook(cfg: NesyConfig, model, train_queries: Sequence):
         if loss >= cfg.plateau_share * uniform:
             raise StartCut(epoch + 1, loss, uniform)
         return {"plateau_nesy": round(loss, 6)}
+
+    return after_epoch
+
+
+def ramped_weight(final: float, first: float, ramp: int, epoch: int) -> float:
+    """The weight in epoch ``epoch`` (0-based) of a ramp of ``ramp`` epochs: ``first + (final -
+    first) min(1, epoch / ramp)`` (``final`` from epoch ``ramp`` on; ``ramp = 0``: ``final``)."""
+    if ramp <= 0:
+        return final
+    return first + (final - first) * min(1.0, epoch / ramp)
+
+
+def prior_ramp_hook(cfg: NesyConfig, final: float, objectives: dict[str, GEDILoss]):
+    """``fit``'s ``after_epoch`` that ramps ``L_PRIOR``'s weight: sets every objective's prior
+    weight to :func:`ramped_weight` of epoch 0 now and of the next epoch after each epoch (the
+    weight is in :class:`~gedi_nesy.step.NesyStep`'s checkpoint, so a resumed start goes on from
+    it); the row gets ``w_prior``, the weight the epoch trained with. None without a ramp or a
+    prior."""
+    if cfg.prior_ramp <= 0 or final <= 0:
+        return None
+
+    def set_weight(epoch: int) -> None:
+        for objective in objectives.values():
+            objective.weights["prior"] = ramped_weight(final, cfg.prior_ramp_from, cfg.prior_ramp, epoch)
+
+    set_weight(0)
+
+    def after_epoch(epoch: int, is_last: bool) -> dict[str, Any]:
+        used = next(iter(objectives.values())).weights["prior"]
+        set_weight(epoch + 1)
+        return {"w_prior": round(used, 6)}
 
     return after_epoch
 

@@ -222,7 +222,9 @@ class NesyStep:
                           "input_shapes": self.input_shapes},
                 "local": {"objectives": {n: o.state_dict() for n, o in self.objectives.items()},
                           "shift": self.shift.generator.get_state() if self.shift is not None else None,
-                          "skipped": self.skipped}}
+                          "skipped": self.skipped,
+                          # the prior's weight (ramped by gedi_nesy.start.prior_ramp_hook)
+                          "prior_weights": {n: o.weights["prior"] for n, o in self.objectives.items()}}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, net in self.model.networks.items():
@@ -233,3 +235,5 @@ class NesyStep:
         if self.shift is not None and local.get("shift") is not None:
             self.shift.generator.set_state(local["shift"])
         self.skipped = local["skipped"]
+        for name, weight in local.get("prior_weights", {}).items():
+            self.objectives[name].weights["prior"] = weight

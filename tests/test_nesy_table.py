@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,34 @@ def test_the_lgen_study_reads_both_sets_of_runs_and_scores_energy_against_ood_im
     assert "| 12 | with (gen 0.04) |" in md and "| 12 | without (gen 0) |" in md
     assert (out / "nesy_lgen_samples.png").is_file()
     assert lgen.auroc(torch.tensor([-3.0, -2.0]), torch.tensor([-1.0, 0.0])) == 1.0  # higher energy = out
+
+
+def test_seed_starts_tells_a_pair_that_agreed_from_a_spent_budget(tmp_path, capsys):
+    """``experiments.nesy.seed_starts``: per seed, starts and cuts, how the run ended and the
+    starts renamed through the neighbours, read from the run folders."""
+    from experiments.nesy import seed_starts
+
+    def run(seed: int, starts: list[dict], renamed: dict[int, str]) -> None:
+        folder = tmp_path / f"mnist_n100_gedi_nesy_s{seed}"
+        for s in starts:
+            (folder / f"start{s['start']}").mkdir(parents=True)
+            rows = "epoch,renamed_neighbours\n1,\n2," + renamed.get(s["start"], "") + "\n"
+            (folder / f"start{s['start']}" / "epochs.csv").write_text(rows)
+        kept = starts[-1]
+        (folder / "metrics.json").write_text(json.dumps(
+            {"seed": seed, "digit_acc": kept["digit_acc"], "cluster_acc": kept["digit_acc"], "nmi": 0.8,
+             "query_acc": 0.7, "chosen_start": kept["start"], "starts": starts, "seconds": 600.0}))
+
+    cut = {"cut_at": 100, "digit_acc": None}
+    run(7, [{"start": 0, **cut}, {"start": 1, "digit_acc": 0.9, "neighbour_nesy": 0.6},
+            {"start": 2, "digit_acc": 0.91, "neighbour_nesy": 0.7, "agrees_with": [1]}], {1: "renamed 1<->2"})
+    run(3, [{"start": 0, "digit_acc": 0.4, "neighbour_nesy": 1.1},
+            {"start": 1, "digit_acc": 0.5, "neighbour_nesy": 0.95, "agrees_with": [0]}], {})
+    assert seed_starts.main([str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row3, row7 = lines[2], lines[3]  # sorted by seed
+    assert row3.startswith("| 3 |") and "budget spent" in row3 and "| 2 (0 cut) |" in row3
+    assert row7.startswith("| 7 |") and "a pair that agreed" in row7 and "| 3 (1 cut) |" in row7
+    assert "start 1 (0.9)" in row7 and "start 2" not in row7
+    assert any(line.startswith("median 0.7050") and "worst 0.5" in line for line in lines)
+    assert seed_starts.main([str(tmp_path), "--examples", "1000"]) == 2
