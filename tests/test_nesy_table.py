@@ -74,8 +74,9 @@ def test_the_lgen_study_reads_both_sets_of_runs_and_scores_energy_against_ood_im
 
 
 def test_seed_starts_tells_a_pair_that_agreed_from_a_spent_budget(tmp_path, capsys):
-    """``experiments.nesy.seed_starts``: per seed, starts and cuts, how the run ended and the
-    starts renamed through the neighbours, read from the run folders."""
+    """``experiments.nesy.seed_starts``: per seed, starts and cuts, how the run ended (the
+    trainer's rule under the run's config) and the starts renamed through the neighbours, read
+    from the run folders."""
     from experiments.nesy import seed_starts
 
     def run(seed: int, starts: list[dict], renamed: dict[int, str]) -> None:
@@ -85,15 +86,17 @@ def test_seed_starts_tells_a_pair_that_agreed_from_a_spent_budget(tmp_path, caps
             rows = "epoch,renamed_neighbours\n1,\n2," + renamed.get(s["start"], "") + "\n"
             (folder / f"start{s['start']}" / "epochs.csv").write_text(rows)
         kept = starts[-1]
+        (folder / "config.yaml").write_text("restart_judge: neighbours\nrestart_above: 0.85\nrestart_agree: 0.5\n")
         (folder / "metrics.json").write_text(json.dumps(
             {"seed": seed, "digit_acc": kept["digit_acc"], "cluster_acc": kept["digit_acc"], "nmi": 0.8,
              "query_acc": 0.7, "chosen_start": kept["start"], "starts": starts, "seconds": 600.0}))
 
-    cut = {"cut_at": 100, "digit_acc": None}
-    run(7, [{"start": 0, **cut}, {"start": 1, "digit_acc": 0.9, "neighbour_nesy": 0.6},
-            {"start": 2, "digit_acc": 0.91, "neighbour_nesy": 0.7, "agrees_with": [1]}], {1: "renamed 1<->2"})
-    run(3, [{"start": 0, "digit_acc": 0.4, "neighbour_nesy": 1.1},
-            {"start": 1, "digit_acc": 0.5, "neighbour_nesy": 0.95, "agrees_with": [0]}], {})
+    cut = {"cut_at": 100, "digit_acc": None, "train_nesy": 2.79}
+    run(7, [{"start": 0, **cut}, {"start": 1, "digit_acc": 0.9, "train_nesy": 0.2, "neighbour_nesy": 0.6},
+            {"start": 2, "digit_acc": 0.91, "train_nesy": 0.2, "neighbour_nesy": 0.7, "agrees_with": [1]}],
+        {1: "renamed 1<->2"})
+    run(3, [{"start": 0, "digit_acc": 0.4, "train_nesy": 0.2, "neighbour_nesy": 1.1},
+            {"start": 1, "digit_acc": 0.5, "train_nesy": 0.2, "neighbour_nesy": 0.95, "agrees_with": [0]}], {})
     assert seed_starts.main([str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     row3, row7 = lines[2], lines[3]  # sorted by seed

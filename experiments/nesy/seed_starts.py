@@ -4,9 +4,9 @@ it ended.
 For each run folder ``OUT/<data>_n<examples>_<arm>_s<seed>`` (``python -m
 experiments.nesy.table6 --out OUT``) with a ``metrics.json``: the kept start's test figures, the
 start kept, how many starts there were and how many were cut on the plateau, how the run ended
-(**a pair that agreed**: two finished starts that read the pool's images outside the queries
-alike, one of them under the neighbours' bound; or **budget spent**: the fallback kept the start
-with the lowest neighbours' score), the starts the renaming through the neighbours changed
+(**a pair that agreed**: the last start was accepted by the rule that ended the run,
+:func:`gedi_nesy.train.accepted`, under the run's own ``config.yaml``; or **budget spent**: the
+fallback kept one), the starts the renaming through the neighbours changed
 (their test digit accuracy after it, from the ``renamed_neighbours`` column of each start's
 ``epochs.csv``) and the seed's wall minutes. Reads the run folders only; trains nothing.
 
@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments.common.reporting import markdown_table
-
-BOUND = 0.85  # the neighbours' bound of the 100-example recipe (experiments/configs/nesy/table6.yaml)
+from gedi_core.config.build import from_dict
+from gedi_core.config.files import read_config_file
+from gedi_nesy.config import NesyConfig
+from gedi_nesy.train import accepted
 
 
 def renamed_starts(folder: Path, starts: list[dict[str, Any]]) -> list[str]:
@@ -40,25 +42,21 @@ def renamed_starts(folder: Path, starts: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def ended_by(starts: list[dict[str, Any]], bound: float) -> str:
-    """"a pair that agreed" where an agreeing pair holds a start under the bound, else "budget spent"."""
-    by_id = {s["start"]: s for s in starts}
-
-    def under(s: dict[str, Any]) -> bool:
-        return s.get("neighbour_nesy") is not None and s["neighbour_nesy"] <= bound
-
-    agreed = any(s.get("agrees_with") and (under(s) or any(under(by_id[j]) for j in s["agrees_with"]))
-                 for s in starts)
-    return "a pair that agreed" if agreed else "budget spent"
+def ended_by(starts: list[dict[str, Any]], cfg: NesyConfig) -> str:
+    """"a pair that agreed" where the run's last start was accepted (:func:`gedi_nesy.train.accepted`
+    with the run's config), else "budget spent"."""
+    found = [(s, {}) for s in starts]  # accepted reads each start's metrics, by start number
+    return "a pair that agreed" if starts and accepted(found, starts[-1], cfg) else "budget spent"
 
 
-def seed_row(folder: Path, bound: float) -> dict[str, Any]:
+def seed_row(folder: Path) -> dict[str, Any]:
     m = json.loads((folder / "metrics.json").read_text())
+    cfg = from_dict(NesyConfig, read_config_file(folder / "config.yaml"), str(folder / "config.yaml"))
     starts = m.get("starts") or []
     cut = sum(1 for s in starts if s.get("cut_at") is not None)
     return {"seed": m["seed"], "digit acc": m["digit_acc"], "cluster acc": m["cluster_acc"], "NMI": f"{m['nmi']:.3f}",
             "query acc": m["query_acc"], "kept start": m.get("chosen_start", 0), "starts": f"{len(starts)} ({cut} cut)",
-            "run ended by": ended_by(starts, bound),
+            "run ended by": ended_by(starts, cfg),
             "renamed through the neighbours": ", ".join(renamed_starts(folder, starts)) or "-",
             "minutes": f"{m['seconds'] / 60:.1f}"}
 
@@ -67,13 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="the --out folder of a table6 run")
     ap.add_argument("--examples", type=int, default=100, help="training examples of the runs to list")
-    ap.add_argument("--bound", type=float, default=BOUND, help="the neighbours' bound the runs were judged by")
     args = ap.parse_args(argv)
     folders = [d for d in args.out.glob(f"*_n{args.examples}_*_s*") if (d / "metrics.json").is_file()]
     if not folders:
         print(f"error: {args.out}: no finished run folder with {args.examples} examples", file=sys.stderr)
         return 2
-    rows = sorted((seed_row(d, args.bound) for d in folders), key=lambda r: r["seed"])
+    rows = sorted((seed_row(d) for d in folders), key=lambda r: r["seed"])
     print("\n".join(markdown_table(rows)))
     accs = [r["digit acc"] for r in rows]
     if len(accs) > 1:
